@@ -1,0 +1,3 @@
+"""codegen-lsp: a language server running CodeGen models locally, in its own process."""
+
+__version__ = "0.1.0"

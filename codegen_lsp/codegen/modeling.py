@@ -1,0 +1,263 @@
+"""The CodeGen transformer in plain PyTorch.
+
+A GPT-J-like decoder: each block computes ``x + attn(ln_1(x)) + mlp(ln_1(x))`` (one LayerNorm,
+parallel residual); rotary position embedding on the first ``rotary_dim`` dims of every head,
+rotating interleaved pairs; ``gelu_new`` MLP; final ``ln_f``; untied ``lm_head`` with bias.
+
+Parameter names are Hugging Face's, so a published state dict loads nearly as is. One quirk is
+fixed at load time, not here: published ``qkv_proj`` weights are laid out as 4 model-parallel
+shards each holding (q, v, k); :func:`qkv_from_hf` permutes them once into plain q|k|v, so
+``forward`` is a plain split. :func:`qkv_to_hf` is the inverse, for writing checkpoints.
+
+The KV cache is static (gpt-fast style): per-layer buffers ``[B, H, S, D]`` written by absolute
+position. Attention looks at positions ``0..max(positions)`` and a causal mask built from the
+input positions hides anything later, so rolling the cache back is just writing at an earlier
+position. References: Hugging Face ``modeling_codegen.py`` (the layout this must match),
+gpt-fast ``model.py`` (the shape of the code).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from codegen_lsp.codegen.config import CodeGenConfig
+
+MP_SHARDS = 4  # CodeGen's qkv_proj was trained split over 4 model-parallel shards
+
+
+def qkv_from_hf(weight: Tensor) -> Tensor:
+    """Permute a published ``qkv_proj.weight`` (4 shards of q, v, k) into plain q|k|v rows."""
+    out_dim, in_dim = weight.shape
+    local = out_dim // (3 * MP_SHARDS)
+    w = weight.reshape(MP_SHARDS, 3, local, in_dim)  # [shard, (q, v, k), local, in]
+    w = w[:, [0, 2, 1]]  # [shard, (q, k, v), local, in]
+    return w.transpose(0, 1).reshape(out_dim, in_dim).contiguous()  # [(q|k|v), in]
+
+
+def qkv_to_hf(weight: Tensor) -> Tensor:
+    """Inverse of :func:`qkv_from_hf`: plain q|k|v rows back to the published shard layout."""
+    out_dim, in_dim = weight.shape
+    local = out_dim // (3 * MP_SHARDS)
+    w = weight.reshape(3, MP_SHARDS, local, in_dim).transpose(0, 1)  # [shard, (q, k, v), ...]
+    return w[:, [0, 2, 1]].reshape(out_dim, in_dim).contiguous()
+
+
+def rotary_table(n_positions: int, rotary_dim: int, device: torch.device | None = None) -> Tensor:
+    """Angles for every position: ``[n_positions, rotary_dim // 2]`` in float32."""
+    inv_freq = 1.0 / (
+        10000 ** (torch.arange(0, rotary_dim, 2, dtype=torch.float32, device=device) / rotary_dim)
+    )
+    pos = torch.arange(n_positions, dtype=torch.float32, device=device)
+    return torch.outer(pos, inv_freq)
+
+
+def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotate interleaved pairs of the first ``2 * cos.shape[-1]`` dims of ``x`` [B, T, H, D]."""
+    rot = 2 * cos.shape[-1]
+    x_rot = x[..., :rot].float().unflatten(-1, (-1, 2))  # [B, T, H, rot/2, 2]
+    x0, x1 = x_rot[..., 0], x_rot[..., 1]
+    c = cos[None, :, None, :]  # [1, T, 1, rot/2]
+    s = sin[None, :, None, :]
+    rotated = torch.stack((x0 * c - x1 * s, x1 * c + x0 * s), dim=-1).flatten(-2)
+    return torch.cat((rotated.to(x.dtype), x[..., rot:]), dim=-1)
+
+
+class KVCache:
+    """Static key/value buffers for every layer: ``k[i]``, ``v[i]`` are ``[B, H, S, D]``."""
+
+    def __init__(
+        self,
+        config: CodeGenConfig,
+        batch: int = 1,
+        max_len: int | None = None,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        self.max_len = max_len or config.n_positions
+        shape = (batch, config.n_head, self.max_len, config.head_dim)
+        self.k = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(config.n_layer)]
+        self.v = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(config.n_layer)]
+
+    @property
+    def batch(self) -> int:
+        """Number of rows (sequences) the cache holds."""
+        return self.k[0].shape[0]
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held by the buffers."""
+        return sum(t.numel() * t.element_size() for t in self.k + self.v)
+
+    def copy_rows_(self, src: KVCache, length: int, src_row: int = 0) -> None:
+        """Fill every row of this cache with positions ``[0, length)`` of ``src``'s row."""
+        for dst_t, src_t in zip(self.k + self.v, src.k + src.v, strict=True):
+            dst_t[:, :, :length].copy_(src_t[src_row : src_row + 1, :, :length])
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with a fused (plain q|k|v) projection and partial rotary."""
+
+    def __init__(self, config: CodeGenConfig) -> None:
+        super().__init__()
+        self.n_head = config.n_head
+        self.head_dim = config.head_dim
+        self.qkv_proj = nn.Linear(config.n_embd, 3 * config.n_embd, bias=False)
+        self.out_proj = nn.Linear(config.n_embd, config.n_embd, bias=False)
+
+    def forward(
+        self,
+        x: Tensor,
+        cos: Tensor,
+        sin: Tensor,
+        positions: Tensor,
+        cache: tuple[Tensor, Tensor] | None,
+    ) -> Tensor:
+        bsz, seq, embd = x.shape
+        q, k, v = self.qkv_proj(x).split(embd, dim=-1)
+        q = apply_rotary(q.view(bsz, seq, self.n_head, self.head_dim), cos, sin)
+        k = apply_rotary(k.view(bsz, seq, self.n_head, self.head_dim), cos, sin)
+        q, k = q.transpose(1, 2), k.transpose(1, 2)  # [B, H, T, D]
+        v = v.view(bsz, seq, self.n_head, self.head_dim).transpose(1, 2)  # [B, H, T, D]
+        if cache is None:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=seq > 1)
+        else:
+            k_buf, v_buf = cache
+            k_buf.index_copy_(2, positions, k)
+            v_buf.index_copy_(2, positions, v)
+            length = int(positions[-1]) + 1
+            keys_pos = torch.arange(length, device=x.device)
+            mask = positions[:, None] >= keys_pos[None, :]  # [T, L]
+            y = F.scaled_dot_product_attention(
+                q, k_buf[:, :, :length], v_buf[:, :, :length], attn_mask=mask
+            )
+        y = y.transpose(1, 2).reshape(bsz, seq, embd)  # [B, T, E]
+        return self.out_proj(y)
+
+
+def _activation(name: str) -> nn.Module:
+    if name in ("gelu_new", "gelu_fast", "gelu_pytorch_tanh"):
+        return nn.GELU(approximate="tanh")
+    if name == "gelu":
+        return nn.GELU()
+    if name == "relu":
+        return nn.ReLU()
+    return nn.SiLU()
+
+
+class MLP(nn.Module):
+    """``fc_out(act(fc_in(x)))``."""
+
+    def __init__(self, config: CodeGenConfig) -> None:
+        super().__init__()
+        self.fc_in = nn.Linear(config.n_embd, config.inner_dim)
+        self.fc_out = nn.Linear(config.inner_dim, config.n_embd)
+        self.act = _activation(config.activation_function)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc_out(self.act(self.fc_in(x)))
+
+
+class Block(nn.Module):
+    """One decoder layer with CodeGen's parallel residual."""
+
+    def __init__(self, config: CodeGenConfig) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
+        self.attn = Attention(config)
+        self.mlp = MLP(config)
+
+    def forward(
+        self,
+        x: Tensor,
+        cos: Tensor,
+        sin: Tensor,
+        positions: Tensor,
+        cache: tuple[Tensor, Tensor] | None,
+    ) -> Tensor:
+        h = self.ln_1(x)
+        return x + self.attn(h, cos, sin, positions, cache) + self.mlp(h)
+
+
+class CodeGenModel(nn.Module):
+    """Embedding, decoder blocks and final LayerNorm: token ids to hidden states."""
+
+    def __init__(self, config: CodeGenConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.wte = nn.Embedding(config.vocab_size, config.n_embd)
+        self.h = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        self.ln_f = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
+        self._angles: Tensor | None = None
+
+    def angles(self, device: torch.device) -> Tensor:
+        """Rotary angles ``[n_positions, rotary_dims // 2]`` (float32, cached per device)."""
+        if self._angles is None or self._angles.device != device:
+            self._angles = rotary_table(
+                self.config.n_positions, self.config.rotary_dims, device=device
+            )
+        return self._angles
+
+    def forward(self, tokens: Tensor, positions: Tensor, cache: KVCache | None = None) -> Tensor:
+        """Hidden states ``[B, T, E]`` for ``tokens`` [B, T] at absolute ``positions`` [T]."""
+        if int(positions.max()) >= self.config.n_positions:
+            raise ValueError(
+                f"position {int(positions.max())} is past the model's context "
+                f"({self.config.n_positions} tokens)"
+            )
+        ang = self.angles(tokens.device)[positions]  # [T, rot/2]
+        cos, sin = ang.cos(), ang.sin()
+        x = self.wte(tokens)
+        for i, block in enumerate(self.h):
+            layer_cache = None if cache is None else (cache.k[i], cache.v[i])
+            x = block(x, cos, sin, positions, layer_cache)
+        return self.ln_f(x)
+
+
+class CodeGenForCausalLM(nn.Module):
+    """CodeGen with its language-model head: ``forward(tokens, positions, cache) -> logits``."""
+
+    def __init__(self, config: CodeGenConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.transformer = CodeGenModel(config)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=True)
+
+    def forward(self, tokens: Tensor, positions: Tensor, cache: KVCache | None = None) -> Tensor:
+        """Float32 logits ``[B, T, V]``."""
+        return self.logits(self.transformer(tokens, positions, cache))
+
+    def logits(self, hidden: Tensor) -> Tensor:
+        """Project hidden states ``[..., E]`` to float32 logits ``[..., V]``."""
+        return self.lm_head(hidden).float()
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Dtype of the embedding weights."""
+        return self.transformer.wte.weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the weights."""
+        return self.transformer.wte.weight.device
+
+    def new_cache(self, batch: int = 1, max_len: int | None = None) -> KVCache:
+        """A static KV cache matching this model's dtype and device."""
+        dtype = self.dtype if self.dtype.is_floating_point else torch.bfloat16
+        return KVCache(self.config, batch, max_len, dtype=dtype, device=self.device)
+
+    def init_weights(self, seed: int = 0, std: float = 0.02) -> None:
+        """Random initialisation (GPT-2 style), for tests and training from scratch."""
+        gen = torch.Generator().manual_seed(seed)
+        for name, p in self.named_parameters():
+            with torch.no_grad():
+                if name.endswith("bias"):
+                    p.zero_()
+                elif "ln_" in name:
+                    p.fill_(1.0)
+                else:
+                    scale = std / math.sqrt(2 * self.config.n_layer) if "out" in name else std
+                    p.copy_(torch.randn(p.shape, generator=gen) * scale)
