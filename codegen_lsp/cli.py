@@ -19,6 +19,7 @@ COMMANDS = {
     "complete": "codegen_lsp.server.complete_cmd",
     "generate": "codegen_lsp.generate_cmd",
     "bench": "codegen_lsp.bench.cli",
+    "demo": "codegen_lsp.demo_cmd",
 }
 
 
