@@ -1,0 +1,235 @@
+"""The completion core: a cursor in, a generation request out; a result in, suggestions out.
+
+:class:`Completer` strings the pure pieces together and keeps the little state that makes
+keystrokes cheap: the prompt window start per document (so consecutive requests share a
+token prefix), per-line token counts, and recent suggestions for type-ahead. The server
+and the ``complete`` command both go through it; neither builds prompts itself.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from codegen_lsp.completion.context import (
+    Cursor,
+    Encode,
+    Prompt,
+    build_prompt,
+    count_line,
+    header_text,
+    token_budget,
+)
+from codegen_lsp.completion.functions import Stub
+from codegen_lsp.completion.postprocess import Around, postprocess
+from codegen_lsp.completion.stopping import MULTI, StopRule, choose_mode, make_stop_rule
+from codegen_lsp.completion.typeahead import ANCHOR_CHARS, TypeAhead
+from codegen_lsp.engine.api import GenerateRequest, GenerateResult
+
+AFTER_CHARS = 2000  # text after the cursor compared against suggestions
+FUNCTION_MIN_TOKENS = 128  # generation budget for a whole function body, at least
+
+
+def needs_healing(before: str, encode: Encode) -> bool:
+    """Whether the prompt's last token may be a fragment that token healing should back off.
+
+    Indentation is the exception: when the tokenizer keeps a run of spaces as its own token
+    before a word (CodeGen's whitespace tokens), the cursor after indentation ends on a
+    whole token, and healing would only let the model widen the indentation.
+    """
+    if not before or before.strip():
+        return True
+    ids = encode(before)
+    return encode(before + "x")[: len(ids)] != ids
+
+
+class CompletionSkipped(Exception):
+    """No request can be made for this cursor; the message says why (it is logged)."""
+
+
+@dataclass(frozen=True)
+class CompletionOptions:
+    """Per-request knobs, taken from the server settings or the command line."""
+
+    max_new_tokens: int = 64
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 0
+    candidates: int = 1
+    stop_sequences: tuple[str, ...] = ()
+    context_tokens: int = 0  # 0: as much as the model's context allows
+    multiline: str = "auto"  # auto | always | never
+    header: bool = False  # prepend "# language: ...\n# path: ...\n"
+    seed: int | None = None
+    time_limit_s: float | None = None
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    """What prompt building needs from the loaded engine."""
+
+    n_ctx: int
+    encode: Encode
+
+
+@dataclass
+class Prepared:
+    """A request ready for the worker, with what is needed to read its result."""
+
+    key: str
+    cursor: Cursor
+    prompt: Prompt
+    mode: str
+    stop: StopRule
+    request: GenerateRequest
+    around: Around  # text after the cursor, captured before the document changes again
+    anchor: str  # text before the cursor, for type-ahead
+    remember: bool = True
+
+
+class Completer:
+    """Builds requests and reads results; remembers windows and suggestions per key."""
+
+    def __init__(self, line_cache: int = 50_000) -> None:
+        self.typeahead = TypeAhead()
+        self._windows: dict[str, int] = {}
+        self._counts: OrderedDict[str, int] = OrderedDict()
+        self._line_cache = line_cache
+        self._encode: Encode | None = None
+
+    # --- type-ahead ----------------------------------------------------------------------
+    def lookup(self, key: str, cursor: Cursor) -> list[str]:
+        """Suggestions served from type-ahead (empty if the user typed something else)."""
+        before = cursor.text_before(ANCHOR_CHARS + 4096)
+        return self.typeahead.lookup(key, before, cursor.after)
+
+    # --- requests ------------------------------------------------------------------------
+    def prepare(
+        self, key: str, cursor: Cursor, engine: EngineInfo, options: CompletionOptions
+    ) -> Prepared:
+        """The generation request for a completion at ``cursor``."""
+        mode = choose_mode(cursor.before, cursor.after, options.multiline, cursor.language)
+        stop = make_stop_rule(
+            mode,
+            cursor.before,
+            cursor.indent,
+            cursor.language,
+            options.stop_sequences,
+            next_line=cursor.next_nonblank_line(),
+        )
+        return self._prepared(key, cursor, engine, options, mode, stop, options.max_new_tokens)
+
+    def prepare_body(
+        self,
+        key: str,
+        lines: list[str],
+        stub: Stub,
+        cursor_template: Cursor,
+        engine: EngineInfo,
+        options: CompletionOptions,
+    ) -> Prepared:
+        """The generation request for the body of ``stub`` (hover, code action, command)."""
+        line = stub.start[0]
+        if stub.prefix_line is not None:
+            lines = [*lines[:line], stub.prefix_line]
+            line += 1
+        cursor = Cursor(
+            lines, line, stub.body_indent, "", cursor_template.language, cursor_template.path
+        )
+        stop = make_stop_rule(
+            MULTI,
+            stub.body_indent,
+            stub.body_indent,
+            cursor.language,
+            options.stop_sequences,
+            min_indent=len(stub.body_indent.expandtabs(4)),
+        )
+        budget = max(options.max_new_tokens, FUNCTION_MIN_TOKENS)
+        prepared = self._prepared(key, cursor, engine, options, MULTI, stop, budget)
+        prepared.remember = False
+        prepared.around = Around()
+        return prepared
+
+    def _prepared(
+        self,
+        key: str,
+        cursor: Cursor,
+        engine: EngineInfo,
+        options: CompletionOptions,
+        mode: str,
+        stop: StopRule,
+        max_new_tokens: int,
+    ) -> Prepared:
+        max_new_tokens = max(1, min(max_new_tokens, engine.n_ctx - 1))
+        budget = token_budget(engine.n_ctx, max_new_tokens, options.context_tokens)
+        if budget <= 0:
+            raise CompletionSkipped(f"no room for a prompt (n_ctx={engine.n_ctx})")
+        header = header_text(cursor.language, cursor.path) if options.header else ""
+        prompt = build_prompt(
+            cursor,
+            engine.encode,
+            budget,
+            self._windows.get(key),
+            header,
+            count=self._counter(engine.encode, budget),
+        )
+        if not prompt.ids:
+            raise CompletionSkipped("empty prompt (nothing before the cursor)")
+        self._windows[key] = prompt.start_line
+        request = GenerateRequest(
+            key=key,
+            prompt=prompt.ids,
+            max_new_tokens=max_new_tokens,
+            n=options.candidates,
+            temperature=options.temperature,
+            top_p=options.top_p,
+            top_k=options.top_k,
+            seed=options.seed,
+            heal=needs_healing(cursor.before, engine.encode),
+            stop=stop,
+            time_limit_s=options.time_limit_s,
+        )
+        around = Around(cursor.after, cursor.text_after(AFTER_CHARS))
+        anchor = cursor.text_before(ANCHOR_CHARS)
+        return Prepared(key, cursor, prompt, mode, stop, request, around, anchor)
+
+    def _counter(self, encode: Encode, budget: int) -> Callable[[str], int]:
+        if encode is not self._encode:
+            self._counts.clear()
+            self._encode = encode
+
+        def count(line: str) -> int:
+            cached = self._counts.get(line)
+            if cached is None:
+                cached = count_line(line, encode, budget)
+                self._counts[line] = cached
+                if len(self._counts) > self._line_cache:
+                    self._counts.popitem(last=False)
+            return cached
+
+        return count
+
+    # --- results -------------------------------------------------------------------------
+    def finish(self, prepared: Prepared, result: GenerateResult) -> list[str]:
+        """Suggestions from a result: stop rules re-applied, filters run, remembered."""
+        if result.cancelled:
+            return []
+        texts = [prepared.stop.apply(c.text) for c in result.candidates]
+        suggestions = postprocess(texts, prepared.around)
+        if prepared.remember:
+            after = prepared.cursor.after
+            self.typeahead.remember(prepared.key, prepared.anchor, after, suggestions)
+        return suggestions
+
+    def forget(self, key: str) -> None:
+        """Drop the state kept for a document (it was closed)."""
+        self._windows.pop(key, None)
+        self.typeahead.forget(key)
+
+    def reset(self) -> None:
+        """Drop all state (the model or the settings changed)."""
+        self._windows.clear()
+        self._counts.clear()
+        self._encode = None
+        self.typeahead.clear()

@@ -1,0 +1,179 @@
+"""When a suggestion ends: single vs multi line, end of block by indentation, stop sequences.
+
+A :class:`StopRule` is the engine's stop function: given the text generated so far it says
+where to cut, checked after every decode step. Each rule is a small pure function:
+
+* single-line mode ends at the first line break;
+* multi-line mode ends where the generated code dedents out of the cursor's block (brace
+  languages may keep the one closing-bracket line that ends the block when the document
+  has none there yet), or at a language stop sequence (``\\ndef `` at top level, ...);
+* user-configured stop sequences end either mode.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from codegen_lsp.completion.languages import Language
+
+SINGLE = "single"
+MULTI = "multi"
+TAB_SIZE = 4
+
+_PY_COMMENT = re.compile(r"\s+#[^'\"]*$")
+
+
+def indent_width(text: str) -> int:
+    """Width of the leading whitespace of ``text``, tabs counted as 4 columns."""
+    lead = text[: len(text) - len(text.lstrip(" \t"))]
+    return len(lead.expandtabs(TAB_SIZE))
+
+
+def opens_block(before: str, language: Language) -> bool:
+    """True when the text before the cursor ends with a block opener (``:`` or ``{``)."""
+    if not language.openers:
+        return False
+    text = before.rstrip()
+    if language.name == "python":
+        text = _PY_COMMENT.sub("", text).rstrip()
+    return text.endswith(language.openers)
+
+
+def choose_mode(before: str, after: str, setting: str, language: Language) -> str:
+    """Single line when text follows the cursor; multi-line on an empty line or after a
+    block opener; single line otherwise. ``setting`` is ``auto``, ``always`` or ``never``."""
+    if setting == "never":
+        return SINGLE
+    if setting == "always":
+        return MULTI
+    if after.strip():
+        return SINGLE
+    if not before.strip() or opens_block(before, language):
+        return MULTI
+    return SINGLE
+
+
+def block_indent(before: str, indent: str, language: Language) -> int:
+    """The smallest indentation a generated line may have and still be in the cursor's block.
+
+    On an empty line it is the cursor's column; after a block opener, one more than the
+    cursor line's indentation; mid-statement, the cursor line's indentation.
+    """
+    if not before.strip():
+        return len(before.expandtabs(TAB_SIZE))
+    width = len(indent.expandtabs(TAB_SIZE))
+    return width + 1 if opens_block(before, language) else width
+
+
+def _is_closer(body: str, closers: Sequence[str]) -> bool:
+    core = body.rstrip(";,")
+    return bool(core) and all(ch in "".join(closers) for ch in core)
+
+
+def end_of_block(
+    text: str,
+    min_indent: int,
+    closer_indent: int | None = None,
+    closers: Sequence[str] = (),
+    final: bool = False,
+) -> int | None:
+    """Where generated code leaves the block: the index of the line break before the first
+    non-blank line (after the first) indented less than ``min_indent``.
+
+    When ``closer_indent`` is given, a closing-bracket line at exactly that indentation is
+    kept and the cut comes after it (once the line is complete, or at the end if ``final``).
+    """
+    pos = text.find("\n")
+    while pos != -1:
+        start = pos + 1
+        nxt = text.find("\n", start)
+        line = text[start : nxt if nxt != -1 else len(text)].rstrip("\r")
+        body = line.strip()
+        if body and indent_width(line) < min_indent:
+            if closer_indent is not None and indent_width(line) == closer_indent:
+                if _is_closer(body, closers):
+                    if nxt != -1:
+                        return nxt
+                    return len(text) if final else None
+            return pos
+        pos = nxt
+    return None
+
+
+def first_stop(text: str, sequences: Sequence[str]) -> int | None:
+    """Index of the earliest occurrence of any stop sequence, or None."""
+    found = [i for i in (text.find(s) for s in sequences if s) if i != -1]
+    return min(found) if found else None
+
+
+@dataclass(frozen=True)
+class StopRule:
+    """The stop function for one request (callable as the engine's ``StopFn``)."""
+
+    mode: str
+    min_indent: int = 0
+    closer_indent: int | None = None
+    closers: tuple[str, ...] = ()
+    sequences: tuple[str, ...] = ()
+
+    def __call__(self, text: str) -> int | None:
+        return self.cut_at(text, final=False)
+
+    def cut_at(self, text: str, final: bool = False) -> int | None:
+        """Where to cut ``text``; ``final`` when generation has ended anyway."""
+        cuts: list[int] = []
+        if self.mode == SINGLE:
+            newline = text.find("\n")
+            if newline != -1:
+                cuts.append(newline)
+        else:
+            eob = end_of_block(text, self.min_indent, self.closer_indent, self.closers, final)
+            if eob is not None:
+                cuts.append(eob)
+        seq = first_stop(text, self.sequences)
+        if seq is not None:
+            cuts.append(seq)
+        return min(cuts) if cuts else None
+
+    def apply(self, text: str) -> str:
+        """``text`` cut where the rule says (used again on the engine's final output)."""
+        cut = self.cut_at(text, final=True)
+        return text if cut is None else text[:cut]
+
+
+def make_stop_rule(
+    mode: str,
+    before: str,
+    indent: str,
+    language: Language,
+    user_stops: Sequence[str] = (),
+    next_line: str | None = None,
+    min_indent: int | None = None,
+) -> StopRule:
+    """The stop rule for a cursor: mode, block indentation and stop sequences combined.
+
+    ``next_line`` is the first non-blank line below the cursor: a brace language keeps the
+    generated closing bracket only when the document has no closer there already.
+    """
+    if mode == SINGLE:
+        return StopRule(SINGLE, sequences=tuple(user_stops))
+    if min_indent is None:
+        min_indent = block_indent(before, indent, language)
+    closer_indent = None
+    if language.braces and opens_block(before, language):
+        width = indent_width(indent)
+        has_closer = (
+            next_line is not None
+            and indent_width(next_line) == width
+            and _is_closer(next_line.strip(), language.closers)
+        )
+        closer_indent = None if has_closer else width
+    return StopRule(
+        MULTI,
+        min_indent=min_indent,
+        closer_indent=closer_indent,
+        closers=language.closers,
+        sequences=tuple(language.stops) + tuple(user_stops),
+    )

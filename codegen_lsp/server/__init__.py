@@ -1,0 +1,1 @@
+"""The LSP face of codegen-lsp: server, handlers, documents, settings, converters."""

@@ -1,0 +1,120 @@
+"""``codegen-lsp complete FILE --line L --character C``: one completion, no LSP.
+
+Runs the same path as the server (worker, :class:`Completer`, stop rules, filters) once and
+prints the suggestion(s): the text that would be inserted at the cursor. ``--line`` and
+``--character`` are 0-based like LSP positions; the character counts code points.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+HELP = "print the completion at FILE:LINE:CHARACTER (the server's code path, no editor)"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Arguments of ``complete``."""
+    p.add_argument("file", help="source file ('-' reads standard input)")
+    p.add_argument("--line", type=int, required=True, help="0-based line")
+    p.add_argument("--character", type=int, default=None, help="0-based column (default: EOL)")
+    p.add_argument("--model", help="checkpoint directory or hub id (default: the shipped model)")
+    p.add_argument("--candidates", type=int, default=1)
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--temperature", type=float, default=0.0)
+    p.add_argument("--multiline", default="auto", choices=["auto", "always", "never"])
+    p.add_argument("--context-tokens", type=int, default=1024)
+    p.add_argument("--header", default="auto", choices=["auto", "on", "off"])
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", default="auto")
+    p.add_argument("--quantize", default="auto")
+    p.add_argument("--language", help="LSP languageId (default: from the file extension)")
+    p.add_argument("--allow-download", action="store_true")
+    p.add_argument("--json", action="store_true", help="print a JSON list of suggestions")
+
+
+def _settings(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "model": args.model or "",
+        "device": args.device,
+        "dtype": args.dtype,
+        "quantize": args.quantize,
+        "allowDownload": args.allow_download,
+        "candidates": args.candidates,
+        "maxNewTokens": args.max_new_tokens,
+        "temperature": args.temperature,
+        "multiline": args.multiline,
+        "contextTokens": args.context_tokens,
+        "header": args.header,
+    }
+
+
+def _fail(message: str) -> int:
+    print(f"codegen-lsp: error: {message}", file=sys.stderr)
+    return 2
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load the model, complete once, print."""
+    from codegen_lsp.completion.context import Cursor
+    from codegen_lsp.completion.core import Completer, CompletionSkipped, EngineInfo
+    from codegen_lsp.completion.languages import language_for, language_id_for_path
+    from codegen_lsp.engine.worker import Worker
+    from codegen_lsp.server.documents import split_lines
+    from codegen_lsp.server.settings import parse_settings
+
+    settings, problems, _ = parse_settings(_settings(args))
+    if problems:
+        return _fail("; ".join(problems))
+    try:
+        text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        return _fail(f"{args.file}: {exc}")
+    lines = split_lines(text)
+    if not 0 <= args.line < len(lines):
+        return _fail(f"--line {args.line} is outside the file (0..{len(lines) - 1})")
+    path = "stdin" if args.file == "-" else Path(args.file).name
+    language = language_for(args.language or language_id_for_path(path), path)
+    character = len(lines[args.line]) if args.character is None else args.character
+    cursor = Cursor.at(lines, args.line, max(character, 0), language, path)
+
+    worker = Worker()
+    try:
+        progress = lambda message, pct: print(f"[{pct:3d}%] {message}", file=sys.stderr)  # noqa: E731
+        try:
+            engine = worker.load(settings.engine_spec(), progress).result()
+        except Exception as exc:  # noqa: BLE001 - load errors are shown as one line
+            return _fail(f"cannot load model: {exc}")
+        completer = Completer()
+        options = settings.completion_options(args.model or engine.description)
+        try:
+            prepared = completer.prepare(
+                path, cursor, EngineInfo(engine.n_ctx, engine.encode), options
+            )
+        except CompletionSkipped as exc:
+            return _fail(str(exc))
+        result = worker.submit(prepared.request).result()
+        suggestions = completer.finish(prepared, result)
+    finally:
+        worker.close()
+    _print(suggestions, args.json)
+    s = result.stats
+    print(
+        f"[{prepared.mode}-line; prompt {s.prompt_tokens} tokens, generated "
+        f"{s.generated_tokens}, {s.total_ms:.0f} ms; {engine.description}]",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _print(suggestions: list[str], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(suggestions, ensure_ascii=False))
+    elif len(suggestions) == 1:
+        print(suggestions[0])
+    else:
+        for i, s in enumerate(suggestions, 1):
+            print(f"--- suggestion {i} ---\n{s}")

@@ -1,0 +1,185 @@
+"""LSP handlers: get the document, ask the core, convert, return.
+
+Handlers are registered on a fresh :class:`CodegenServer` by :func:`create_server`:
+lifecycle and settings, ``textDocument/completion``, ``textDocument/inlineCompletion``,
+``textDocument/hover``, ``textDocument/codeAction``, the ``codegen.generateFunction`` and
+``codegen.status`` commands and the ``codegen/status`` request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from lsprotocol import types
+from pygls.exceptions import JsonRpcInvalidParams
+from pygls.uris import to_fs_path
+
+from codegen_lsp.completion.functions import find_stub
+from codegen_lsp.completion.languages import language_for
+from codegen_lsp.engine.worker import EngineFactory
+from codegen_lsp.server import convert
+from codegen_lsp.server.server import DEBOUNCE_S, CodegenServer
+
+log = logging.getLogger(__name__)
+
+STATUS_REQUEST = "codegen/status"
+CONFIG_PULL_TIMEOUT_S = 5.0
+
+
+def initialize(ls: CodegenServer, params: types.InitializeParams) -> None:
+    """Read initializationOptions and the workspace root."""
+    ls.init_settings(params.initialization_options)
+    folders = params.workspace_folders or []
+    root = params.root_uri or (folders[0].uri if folders else None)
+    ls.root = to_fs_path(root) if root else params.root_path
+
+
+async def initialized(ls: CodegenServer, params: types.InitializedParams) -> None:
+    """Show settings problems, pull settings if none came, start loading the model."""
+    ls.show_pending_problems()
+    if not ls.has_init_settings and ls.client_supports("workspace.configuration"):
+        pulled = await _pull_settings(ls)
+        if isinstance(pulled, dict):
+            await ls.change_settings(pulled)
+    ls.load_task = asyncio.ensure_future(ls.load_model())
+
+
+async def _pull_settings(ls: CodegenServer) -> Any:
+    item = types.ConfigurationItem(section="codegen")
+    try:
+        request = ls.workspace_configuration_async(types.ConfigurationParams(items=[item]))
+        values = await asyncio.wait_for(request, CONFIG_PULL_TIMEOUT_S)
+    except Exception as exc:  # noqa: BLE001 - settings pull is optional
+        log.warning("workspace/configuration failed: %s", exc)
+        return None
+    return values[0] if values else None
+
+
+async def did_change_configuration(
+    ls: CodegenServer, params: types.DidChangeConfigurationParams
+) -> None:
+    """New settings pushed (``{"codegen": {...}}``), or a hint to pull them."""
+    settings = params.settings
+    if not (isinstance(settings, dict) and "codegen" in settings):
+        if not ls.client_supports("workspace.configuration"):
+            return
+        settings = await _pull_settings(ls)
+        if settings is None:
+            return
+    await ls.change_settings(settings)
+
+
+def shutdown(ls: CodegenServer, params: None) -> None:
+    """Stop the worker thread."""
+    ls.worker.close(timeout=1.0)
+
+
+async def completion(
+    ls: CodegenServer, params: types.CompletionParams
+) -> types.CompletionList | None:
+    """Completion items whose edit replaces the word being typed; always isIncomplete."""
+    out = await ls.suggest(params.text_document.uri, params.position, "completion")
+    ls.log_outcome("completion", out)
+    if out.doc is None:
+        return types.CompletionList(is_incomplete=True, items=[])
+    markdown = types.MarkupKind.Markdown in _doc_formats(ls)
+    return convert.completion_list(
+        out.doc, out.line, out.column, out.suggestions, ls.encoding, markdown
+    )
+
+
+def _doc_formats(ls: CodegenServer) -> list[types.MarkupKind]:
+    caps = ls.client_capabilities.text_document
+    item = caps.completion.completion_item if caps and caps.completion else None
+    return list(item.documentation_format or []) if item else []
+
+
+async def inline_completion(
+    ls: CodegenServer, params: types.InlineCompletionParams
+) -> types.InlineCompletionList:
+    """Ghost-text items (LSP 3.18)."""
+    out = await ls.suggest(params.text_document.uri, params.position, "inline")
+    ls.log_outcome("inline", out)
+    if out.doc is None:
+        return types.InlineCompletionList(items=[])
+    return convert.inline_list(out.doc, out.line, out.column, out.suggestions, ls.encoding)
+
+
+async def hover(ls: CodegenServer, params: types.HoverParams) -> types.Hover | None:
+    """On a function without a body: the function with a generated body."""
+    found = await ls.function_body(params.text_document.uri, params.position)
+    if isinstance(found, str):
+        log.debug("request %s hover: %s", ls.protocol.msg_id, found)
+        return None
+    doc, stub, body = found
+    return convert.hover(doc, stub, body, ls.encoding)
+
+
+def code_action(ls: CodegenServer, params: types.CodeActionParams) -> list[types.CodeAction] | None:
+    """Offer "Generate function body" inside a function without a body (no model call)."""
+    only = params.context.only
+    kind = types.CodeActionKind.RefactorRewrite.value
+    if only and not any(kind == k or kind.startswith(f"{k}.") for k in only):
+        return None
+    doc = ls.documents.get(params.text_document.uri)
+    if doc is None or not ls.settings.enabled(doc.language_id):
+        return None
+    language = language_for(doc.language_id, doc.uri)
+    if find_stub(doc.lines, params.range.start.line, language) is None:
+        return None
+    return [convert.code_action(doc.uri, params.range.start)]
+
+
+async def generate_function(ls: CodegenServer, *args: Any) -> dict[str, Any]:
+    """``codegen.generateFunction``: generate the body and apply it with workspace/applyEdit."""
+    try:
+        uri, position = convert.parse_command_arguments(args)
+    except ValueError as exc:
+        raise JsonRpcInvalidParams(f"{convert.COMMAND_GENERATE}: {exc}") from None
+    found = await ls.function_body(uri, position)
+    if isinstance(found, str):
+        return {"applied": False, "reason": found}
+    doc, stub, body = found
+    edit = convert.body_edit(doc, stub, body, ls.encoding)
+    params = types.ApplyWorkspaceEditParams(edit=edit, label="Generate function body")
+    result = await ls.workspace_apply_edit_async(params)
+    return {"applied": bool(result.applied), "reason": result.failure_reason or ""}
+
+
+def status_request(ls: CodegenServer, params: Any) -> dict[str, Any]:
+    """``codegen/status``: state, message and counters."""
+    return ls.status()
+
+
+def status_command(ls: CodegenServer, *args: Any) -> dict[str, Any]:
+    """``codegen.status`` as a command, for clients that only run commands."""
+    return ls.status()
+
+
+def create_server(
+    factory: EngineFactory | None = None, debounce_s: float = DEBOUNCE_S
+) -> CodegenServer:
+    """A server with every handler registered."""
+    ls = CodegenServer(factory, debounce_s)
+    ls.feature(types.INITIALIZE)(initialize)
+    ls.feature(types.INITIALIZED)(initialized)
+    ls.feature(types.SHUTDOWN)(shutdown)
+    ls.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)(did_change_configuration)
+    ls.feature(
+        types.TEXT_DOCUMENT_COMPLETION,
+        types.CompletionOptions(trigger_characters=["."], resolve_provider=False),
+    )(completion)
+    ls.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())(
+        inline_completion
+    )
+    ls.feature(types.TEXT_DOCUMENT_HOVER)(hover)
+    ls.feature(
+        types.TEXT_DOCUMENT_CODE_ACTION,
+        types.CodeActionOptions(code_action_kinds=[types.CodeActionKind.RefactorRewrite]),
+    )(code_action)
+    ls.command(convert.COMMAND_GENERATE)(generate_function)
+    ls.command(convert.COMMAND_STATUS)(status_command)
+    ls.feature(STATUS_REQUEST)(status_request)
+    return ls

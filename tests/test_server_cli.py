@@ -1,0 +1,115 @@
+"""``codegen-lsp complete`` and ``codegen-lsp serve`` as subprocesses."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+COMMAND = [sys.executable, "-m", "codegen_lsp"]
+CPU = ["--device", "cpu", "--dtype", "float32", "--quantize", "none"]
+
+
+def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*COMMAND, *args], input=stdin, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_complete_prints_the_suggestion(tmp_path: Path, steady_checkpoint: Path) -> None:
+    source = tmp_path / "example.py"
+    source.write_text("import os\n\nvalue = valu\n", encoding="utf-8")
+    done = run(
+        "complete", str(source), "--line", "2", "--character", "12",
+        "--model", str(steady_checkpoint), "--max-new-tokens", "5", *CPU,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.rstrip("\n").endswith(" x x x")
+    assert "single-line" in done.stderr
+
+
+def test_complete_json_and_candidates(tmp_path: Path, steady_checkpoint: Path) -> None:
+    source = tmp_path / "example.py"
+    source.write_text("def f():\n    ", encoding="utf-8")
+    done = run(
+        "complete", str(source), "--line", "1", "--json", "--candidates", "2",
+        "--model", str(steady_checkpoint), "--max-new-tokens", "4", *CPU,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    suggestions = json.loads(done.stdout)
+    assert suggestions and all("x" in s for s in suggestions)
+
+
+def test_complete_reports_bad_input(tmp_path: Path, steady_checkpoint: Path) -> None:
+    source = tmp_path / "example.py"
+    source.write_text("x = 1\n", encoding="utf-8")
+    done = run("complete", str(source), "--line", "7", "--model", str(steady_checkpoint))
+    assert done.returncode == 2 and "outside the file" in done.stderr
+    done = run("complete", str(source), "--line", "0", "--model", "/no/such/model", *CPU)
+    assert done.returncode == 2 and "/no/such/model" in done.stderr
+    done = run("complete", str(tmp_path / "missing.py"), "--line", "0")
+    assert done.returncode == 2 and "missing.py" in done.stderr
+
+
+def test_serve_stdio_writes_nothing_but_protocol() -> None:
+    done = subprocess.run(
+        [*COMMAND, "serve"], input=b"", capture_output=True, timeout=120, check=False
+    )
+    assert done.stdout == b""
+
+
+def _message(payload: dict) -> bytes:
+    body = json.dumps(payload).encode()
+    return b"Content-Length: %d\r\n\r\n" % len(body) + body
+
+
+def _read_message(sock: socket.socket) -> dict:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(4096)
+    header, rest = data.split(b"\r\n\r\n", 1)
+    length = int(header.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+    while len(rest) < length:
+        rest += sock.recv(4096)
+    return json.loads(rest[:length])
+
+
+def test_serve_tcp_on_loopback(tiny_checkpoint: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [*COMMAND, "serve", "--tcp", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+                break
+            except OSError:
+                assert time.monotonic() < deadline and server.poll() is None
+                time.sleep(0.2)
+        with sock:
+            options = {"codegen": {"model": str(tiny_checkpoint), "device": "cpu"}}
+            init = {"processId": None, "capabilities": {}, "initializationOptions": options}
+            sock.sendall(
+                _message({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": init})
+            )  # noqa: E501
+            reply = _read_message(sock)
+            while reply.get("id") != 1:
+                reply = _read_message(sock)
+            assert reply["result"]["capabilities"]["inlineCompletionProvider"] is not None
+            sock.sendall(_message({"jsonrpc": "2.0", "id": 2, "method": "shutdown"}))
+            sock.sendall(_message({"jsonrpc": "2.0", "method": "exit"}))
+            server.wait(timeout=30)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+    assert server.stdout is not None and server.stdout.read() == b""
