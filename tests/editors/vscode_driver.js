@@ -1,0 +1,157 @@
+// Drives VS Code (code-server) in headless Chromium with playwright-core, as a user would:
+// wait for the CodeGen status bar item to say "ready", open a file with Quick Open, type,
+// wait for ghost text, accept it with Tab, save, optionally run a command from the palette.
+//
+// Usage: node vscode_driver.js '<json>'  with
+//   { playwright, chromium, url, file, typeAtEnd, screenshots, readyTimeoutMs,
+//     suggestionTimeoutMs, generate?: { file, before, line, command } }
+// Prints one JSON line: { statusTexts, ghostText, steps: [{ step, ms }] }, or exits 1 with
+// the error (and leaves screenshots in `screenshots`).
+"use strict";
+
+const fs = require("fs");
+const path = require("path");
+
+const args = JSON.parse(process.argv[2]);
+const { chromium } = require(args.playwright);
+
+const STATUS = ".statusbar-item";
+const steps = [];
+const started = Date.now();
+
+function step(name) {
+  steps.push({ step: name, ms: Date.now() - started });
+}
+
+async function statusText(page) {
+  const item = page.locator(STATUS, { hasText: "CodeGen" }).first();
+  return (await item.count()) ? (await item.innerText()).trim() : "";
+}
+
+async function openFile(page, quickInput, file) {
+  await page.keyboard.press("Escape");
+  await page.keyboard.press("Control+P");
+  await quickInput.waitFor({ timeout: 10000 });
+  await quickInput.fill(path.basename(file));
+  await page.locator(".quick-input-list .monaco-list-row", { hasText: path.basename(file) })
+    .first()
+    .waitFor({ timeout: 10000 });
+  await page.keyboard.press("Enter");
+  await page.locator(".tab.active", { hasText: path.basename(file) }).waitFor({ timeout: 10000 });
+  await page.locator(".editor-instance .monaco-editor.focused").waitFor({ timeout: 10000 });
+}
+
+async function runCommand(page, quickInput, title) {
+  await page.keyboard.press("Control+Shift+P");
+  await quickInput.waitFor({ timeout: 10000 });
+  await quickInput.fill(">" + title);
+  await page.locator(".quick-input-list .monaco-list-row", { hasText: title })
+    .first()
+    .waitFor({ timeout: 10000 });
+  await page.keyboard.press("Enter");
+}
+
+async function main() {
+  const browser = await chromium.launch({
+    executablePath: args.chromium,
+    headless: true,
+    args: [
+      "--headless",
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+      "--no-first-run",
+    ],
+  });
+  const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
+  const statusTexts = [];
+  let ghostText = "";
+  let watching = true;
+  let watcher = Promise.resolve();
+  try {
+    await page.goto(args.url);
+    await page.locator(".monaco-workbench").waitFor({ timeout: 60000 });
+    step("workbench");
+
+    // Every status text the item shows, until the end.
+    watcher = (async () => {
+      while (watching) {
+        const text = await statusText(page).catch(() => "");
+        if (text && text !== statusTexts[statusTexts.length - 1]) {
+          statusTexts.push(text);
+        }
+        await page.waitForTimeout(100).catch(() => {});
+      }
+    })();
+
+    await page
+      .locator(STATUS, { hasText: "CodeGen: ready" })
+      .first()
+      .waitFor({ timeout: args.readyTimeoutMs });
+    step("status ready");
+
+    const quickInput = page.locator(".quick-input-widget input");
+    await openFile(page, quickInput, args.file);
+    step("file open");
+
+    // Type at the end of the file, like a person.
+    const editor = page.locator(".editor-instance .monaco-editor").first();
+    await editor.locator(".view-lines").click();
+    await page.keyboard.press("Control+End");
+    await page.keyboard.type(args.typeAtEnd, { delay: 40 });
+    step("typed");
+    await page.locator(".ghost-text-decoration").first().waitFor({ timeout: args.suggestionTimeoutMs });
+    ghostText = (await page.locator(".ghost-text-decoration, .ghost-text").allInnerTexts())
+      .join("\n")
+      .replace(/\u00a0/g, " ");
+    step("ghost text");
+    await page.screenshot({ path: path.join(args.screenshots, "ghost.png") });
+
+    await page.keyboard.press("Tab");
+    await page.keyboard.press("Escape"); // hide a next suggestion, if one came at once
+    await page.keyboard.press("Control+S");
+    await page.locator(".tab.active.dirty").waitFor({ state: "detached", timeout: 10000 });
+    step("accepted and saved");
+
+    if (args.generate) {
+      await openFile(page, quickInput, args.generate.file);
+      await page.keyboard.press("Control+G");
+      await quickInput.waitFor({ timeout: 10000 });
+      await quickInput.fill(":" + args.generate.line);
+      await page.keyboard.press("Enter");
+      await runCommand(page, quickInput, args.generate.command);
+      step("command run");
+      // VS Code saves files that a workspace edit changed (files.refactoring.autoSave);
+      // with that off, the tab turns dirty and we save.
+      const before = args.generate.before;
+      const deadline = Date.now() + args.suggestionTimeoutMs;
+      while (fs.readFileSync(args.generate.file, "utf8") === before) {
+        if (await page.locator(".tab.active.dirty").count()) {
+          await page.keyboard.press("Control+S");
+          await page.locator(".tab.active.dirty").waitFor({ state: "detached", timeout: 10000 });
+        } else if (Date.now() > deadline) {
+          throw new Error(`${args.generate.command} did not change ${args.generate.file}`);
+        } else {
+          await page.waitForTimeout(100);
+        }
+      }
+      step("command edit saved");
+    }
+    await page.screenshot({ path: path.join(args.screenshots, "done.png") });
+  } catch (error) {
+    await page.screenshot({ path: path.join(args.screenshots, "failure.png") }).catch(() => {});
+    throw error;
+  } finally {
+    watching = false;
+    await watcher;
+    console.log(JSON.stringify({ statusTexts, ghostText, steps }));
+    await browser.close();
+  }
+}
+
+main().catch((error) => {
+  console.error(error && error.stack ? error.stack : String(error));
+  process.exit(1);
+});
