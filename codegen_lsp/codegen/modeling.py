@@ -126,14 +126,16 @@ class Attention(nn.Module):
             y = F.scaled_dot_product_attention(q, k, v, is_causal=seq > 1)
         else:
             k_buf, v_buf = cache
-            k_buf.index_copy_(2, positions, k)
-            v_buf.index_copy_(2, positions, v)
+            # the cache may hold a wider dtype than the activations (float32 keys and values
+            # for a bf16 model: CPU attention is much faster in float32)
+            k_buf.index_copy_(2, positions, k.to(k_buf.dtype))
+            v_buf.index_copy_(2, positions, v.to(v_buf.dtype))
             length = int(positions[-1]) + 1
             keys_pos = torch.arange(length, device=x.device)
             mask = positions[:, None] >= keys_pos[None, :]  # [T, L]
             y = F.scaled_dot_product_attention(
-                q, k_buf[:, :, :length], v_buf[:, :, :length], attn_mask=mask
-            )
+                q.to(k_buf.dtype), k_buf[:, :, :length], v_buf[:, :, :length], attn_mask=mask
+            ).to(x.dtype)
         y = y.transpose(1, 2).reshape(bsz, seq, embd)  # [B, T, E]
         return self.out_proj(y)
 

@@ -180,7 +180,8 @@ def build_prompt(
     counter = count or (lambda text: count_line(text, encode, room))
     first = max(0, cursor.line - room - 1)
     counts = [counter(cursor.lines[i]) for i in range(first, cursor.line)]
-    counts.append(counter(cursor.before))
+    # the cursor line changes with every keystroke: counting it through a cache only fills it
+    counts.append(count_line(cursor.before, encode, room))
     start = window_start(counts, first, room, previous_start)
     before = cursor.before[-room * CHARS_PER_TOKEN_LIMIT :]
     truncated = len(before) < len(cursor.before)

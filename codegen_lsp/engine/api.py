@@ -34,6 +34,7 @@ class GenerateRequest:
     heal: bool = True
     stop: StopFn | None = None
     time_limit_s: float | None = None
+    ignore_eos: bool = False  # generate exactly max_new_tokens (benchmarks)
 
 
 @dataclass
@@ -58,6 +59,7 @@ class GenerateStats:
     prefill_ms: float = 0.0
     decode_ms: float = 0.0
     total_ms: float = 0.0
+    cache_bytes: int = 0  # KV cache memory held after the job
 
 
 @dataclass

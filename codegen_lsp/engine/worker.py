@@ -33,12 +33,13 @@ class EngineSpec:
     model: str | None = None  # checkpoint dir or hub id; None means the shipped default model
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     dtype: str = "auto"  # auto | float32 | bfloat16 | float16
-    quantize: str = "auto"  # auto | none | int8 (weight-only)
+    quantize: str = "auto"  # auto | none | int8 (weight-only) | int4 (weight-only, opt-in)
     threads: int = 0  # torch threads; 0 keeps torch's default
     allow_download: bool = False
     cache_memory_mb: int = 512
     prefix_reuse: bool = True
     compile: bool = False
+    kv_dtype: str = "auto"  # auto (float32 on CPU, where attention is fastest in it) | bfloat16 ...
 
 
 class Engine(Protocol):

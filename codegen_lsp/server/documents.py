@@ -3,7 +3,9 @@
 Lines end where LSP says they do (``\\n``, ``\\r\\n`` or ``\\r``; not at the other breaks
 ``str.splitlines`` knows), each stored with its line break, the last one without. An edit
 rebuilds only the lines it touches, so a 5 MB document costs little per keystroke, and the
-text around a cursor is sliced from the lines it needs.
+text around a cursor is sliced from the lines it needs. Lone UTF-16 surrogates (a JSON
+``"\\ud800"`` without its pair, which some clients send) become U+FFFD on the way in: they
+cannot be encoded or tokenized, and U+FFFD has the same width in every position encoding.
 """
 
 from __future__ import annotations
@@ -16,6 +18,18 @@ from lsprotocol import types
 from codegen_lsp.server.positions import from_codepoints, to_codepoints
 
 _BREAK = re.compile(r"\r\n|\r|\n")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def clean_text(text: str) -> str:
+    """``text`` with lone surrogates replaced by U+FFFD (other text is returned as is)."""
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return _SURROGATE.sub("\ufffd", text)
+    return text
 
 
 def split_lines(text: str) -> list[str]:
@@ -49,7 +63,7 @@ class Document:
     @classmethod
     def open(cls, uri: str, language_id: str, version: int, text: str) -> Document:
         """A document with the given full text."""
-        return cls(uri, language_id, version, split_lines(text))
+        return cls(uri, language_id, version, split_lines(clean_text(text)))
 
     @property
     def text(self) -> str:
@@ -79,7 +93,7 @@ class Document:
     def apply(self, change: types.TextDocumentContentChangeEvent, encoding: str) -> None:
         """Apply one content change (incremental with a range, or the full text)."""
         if not isinstance(change, types.TextDocumentContentChangePartial):
-            self.lines = split_lines(change.text)
+            self.lines = split_lines(clean_text(change.text))
             return
         start = self._clamped(change.range.start, encoding)
         end = self._clamped(change.range.end, encoding)
@@ -87,7 +101,7 @@ class Document:
         first = sl - 1 if sl > 0 else sl  # re-split the line above too: "\r" + "\n" merge
         prefix = "".join(self.lines[first:sl]) + self.lines[sl][:sc]
         suffix = self.lines[el][ec:]
-        new = split_lines(prefix + change.text + suffix)
+        new = split_lines(prefix + clean_text(change.text) + suffix)
         if el < len(self.lines) - 1:
             new.pop()  # lines[el] kept its break; the last element is empty
         self.lines[first : el + 1] = new

@@ -33,7 +33,7 @@ def setup_logging(log_file: str | None, verbose: int) -> None:
     """Log to standard error or a file; never to standard output."""
     handler: logging.Handler
     if log_file:
-        handler = logging.FileHandler(log_file, encoding="utf-8")
+        handler = logging.FileHandler(log_file, encoding="utf-8", errors="backslashreplace")
     else:
         handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
@@ -62,9 +62,7 @@ def run(args: argparse.Namespace) -> int:
     if args.tcp:
         if not _is_loopback(args.host):
             log.warning("listening on %s: reachable from other machines", args.host)
-        server.start_tcp(args.host, args.port)
-        return 0
+        return server.start_tcp(args.host, args.port)
     protocol_out = sys.stdout.buffer
     sys.stdout = sys.stderr  # stray prints must not corrupt the protocol stream
-    server.start_io(sys.stdin.buffer, protocol_out)
-    return 0
+    return server.start_io(sys.stdin.buffer, protocol_out)

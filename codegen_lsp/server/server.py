@@ -6,6 +6,10 @@ the :class:`Worker` that owns the model. Handlers (``features.py``) stay thin an
 ever awaits worker futures; the model runs on the worker thread. Cancelling a request
 (``$/cancelRequest``, or a newer request for the same document) reaches the worker, which
 stops the generation at its next decode step.
+
+Limits and faults (see ``docs/hardening.md``): the :class:`Runner` bounds waiting requests
+and reports failed generations; ``memoryLimitMB`` is checked before a load; the transport
+(``transport.py``) and protocol rules (``protocol.py``) handle malformed input and ``exit``.
 """
 
 from __future__ import annotations
@@ -14,14 +18,15 @@ import asyncio
 import itertools
 import logging
 import os
+import sys
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from lsprotocol import types
+from pygls.exceptions import FeatureRequestError
 from pygls.lsp.server import LanguageServer
-from pygls.protocol import LanguageServerProtocol
-from pygls.protocol.language_server import lsp_method
 from pygls.uris import to_fs_path
 
 from codegen_lsp import __version__
@@ -35,9 +40,11 @@ from codegen_lsp.completion.core import (
 )
 from codegen_lsp.completion.functions import Stub, find_stub
 from codegen_lsp.completion.languages import language_for
-from codegen_lsp.engine.worker import EngineFactory, EngineSpec, Worker
-from codegen_lsp.server.documents import Document, Documents
+from codegen_lsp.engine.worker import Engine, EngineFactory, EngineSpec, ProgressFn, Worker
+from codegen_lsp.server.documents import Document, Documents, clean_text
 from codegen_lsp.server.positions import normalize_encoding
+from codegen_lsp.server.protocol import CodegenProtocol
+from codegen_lsp.server.runner import Runner
 from codegen_lsp.server.settings import Settings, parse_settings, section
 
 log = logging.getLogger(__name__)
@@ -45,26 +52,7 @@ log = logging.getLogger(__name__)
 STATUS_NOTIFICATION = "codegen/status"
 DEBOUNCE_S = 0.01  # a request waits this long; a newer one for the same document replaces it
 PROGRESS_CREATE_TIMEOUT_S = 5.0
-
-
-class CodegenProtocol(LanguageServerProtocol):
-    """pygls' protocol, with open documents kept by the server's own :class:`Documents`
-    (LSP line breaks, cheap incremental edits) instead of pygls' workspace copies."""
-
-    _server: CodegenServer
-
-    @lsp_method(types.TEXT_DOCUMENT_DID_OPEN)
-    def lsp_text_document__did_open(self, params: types.DidOpenTextDocumentParams) -> None:
-        self._server.documents.open(params.text_document)
-
-    @lsp_method(types.TEXT_DOCUMENT_DID_CHANGE)
-    def lsp_text_document__did_change(self, params: types.DidChangeTextDocumentParams) -> None:
-        self._server.documents.change(params, self._server.encoding)
-
-    @lsp_method(types.TEXT_DOCUMENT_DID_CLOSE)
-    def lsp_text_document__did_close(self, params: types.DidCloseTextDocumentParams) -> None:
-        self._server.documents.close(params.text_document.uri)
-        self._server.completer.forget(params.text_document.uri)
+BODY_KEY = "#body"  # function-body requests run under the document's URI plus this
 
 
 @dataclass
@@ -85,7 +73,9 @@ class CodegenServer(LanguageServer):
         super().__init__("codegen-lsp", __version__, protocol_cls=CodegenProtocol)
         self.documents = Documents()
         self.completer = Completer()
-        self.worker = Worker(factory)
+        self._factory = factory
+        self.worker = Worker(self._load_engine)
+        self.runner = Runner(self.worker, lambda text: self.show(text, types.MessageType.Error))
         self.settings = Settings()
         self.debounce_s = debounce_s
         self.root: str | None = None
@@ -101,6 +91,10 @@ class CodegenServer(LanguageServer):
         self._progress_ids = itertools.count(1)
         self._bodies: OrderedDict[tuple[str, int, int], str] = OrderedDict()
         self.load_task: asyncio.Future[None] | None = None
+        self.exit_code: int | None = None
+        self.on_exit: Callable[[], None] | None = None  # set by the transport
+        self._memory_limit_mb = 0
+        self._cache_bytes = 0
 
     # --- basics ----------------------------------------------------------------------------
     @property
@@ -125,15 +119,59 @@ class CodegenServer(LanguageServer):
 
     def relative_path(self, uri: str) -> str:
         """The document's path relative to the workspace root (or its file name)."""
-        path = to_fs_path(uri) or uri
+        path = clean_text(to_fs_path(uri) or uri)
         if self.root and path.startswith(self.root.rstrip(os.sep) + os.sep):
             return os.path.relpath(path, self.root)
         return os.path.basename(path)
+
+    def forget(self, uri: str) -> None:
+        """A document was closed: drop it and what was kept for it."""
+        self.documents.close(uri)
+        self.completer.forget(uri)
+        self.completer.forget(uri + BODY_KEY)
+        self._latest.pop(uri, None)
 
     def show(self, message: str, kind: types.MessageType = types.MessageType.Warning) -> None:
         """window/showMessage, also logged."""
         log.log(logging.ERROR if kind == types.MessageType.Error else logging.WARNING, message)
         self.window_show_message(types.ShowMessageParams(kind, message))
+
+    # --- session ---------------------------------------------------------------------------
+    def start_io(self, stdin: Any = None, stdout: Any = None) -> int:  # type: ignore[override]
+        """Serve one client over stdio until ``exit`` or end of input; the exit code."""
+        from codegen_lsp.server.transport import serve_stdio
+
+        return serve_stdio(self, stdin or sys.stdin.buffer, stdout or sys.stdout.buffer)
+
+    def start_tcp(self, host: str, port: int) -> int:  # type: ignore[override]
+        """Serve one client on ``host:port``; the exit code."""
+        from codegen_lsp.server.transport import serve_tcp
+
+        return serve_tcp(self, host, port)
+
+    def request_exit(self, code: int) -> None:
+        """``exit`` arrived: end the session with ``code``."""
+        self.exit_code = code
+        log.info("exit (%s shutdown)", "after" if code == 0 else "without")
+        if self.on_exit is not None:
+            self.on_exit()
+
+    def finish(self) -> int:
+        """The session is over (exit, or the client went away): stop the worker; exit code."""
+        if self.exit_code is None:
+            log.warning("the client went away without exit")
+        self.worker.close(timeout=2.0)
+        if self.exit_code is None:
+            return 0 if self.protocol._shutdown else 1
+        return self.exit_code
+
+    def report_server_error(self, error: Exception, source: Any) -> None:
+        """Errors are logged, not shown (pygls would show them): a request's error is in its
+        answer already, and a client's malformed input is not the user's business."""
+        if source is FeatureRequestError:
+            log.debug("request error: %s", error)
+            return
+        log.error("%s: %s", getattr(source, "__name__", source), error, exc_info=error)
 
     # --- status ----------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
@@ -150,7 +188,22 @@ class CodegenServer(LanguageServer):
             "pending": self.worker.pending(),
             "documents": len(self.documents),
             "positionEncoding": self.encoding,
+            "dropped": self.runner.dropped,
+            "failures": self.runner.failures,
+            **self._cache_status(),
         }
+
+    def _cache_status(self) -> dict[str, int]:
+        """KV cache bytes held now and its budget (0 while no model is loaded)."""
+        cache = getattr(self.worker.engine, "cache", None)
+        if cache is None:
+            return {"cacheBytes": 0, "cacheBudgetBytes": 0, "cacheEvictions": 0}
+        try:  # read while the worker may be changing it: a sum of tensor sizes
+            held, budget = int(cache.nbytes), int(cache.budget_bytes)
+            evictions = int(getattr(cache, "evictions", 0))
+        except Exception:  # noqa: BLE001 - an engine without these figures reports the last known
+            held, budget, evictions = self._cache_bytes, 0, 0
+        return {"cacheBytes": held, "cacheBudgetBytes": budget, "cacheEvictions": evictions}
 
     def _notify_status(self) -> None:
         status = self.status()
@@ -187,7 +240,8 @@ class CodegenServer(LanguageServer):
         self._raw_change = dict(raw)
         for problem in self._apply_settings():
             self.show(f"codegen: invalid setting {problem}")
-        if self._spec is not None and self.settings.engine_spec() != self._spec:
+        wanted = (self.settings.engine_spec(), self.settings.model.memory_limit_mb)
+        if self._spec is not None and wanted != (self._spec, self._memory_limit_mb):
             await self.load_model()
 
     def _apply_settings(self) -> list[str]:
@@ -210,6 +264,7 @@ class CodegenServer(LanguageServer):
         """(Re)load the model on the worker, reporting $/progress and codegen/status."""
         spec = self.settings.engine_spec()
         self._spec = spec
+        self._memory_limit_mb = self.settings.model.memory_limit_mb
         self.completer.reset()
         self._bodies.clear()
         name = spec.model or "the default model"
@@ -232,6 +287,17 @@ class CodegenServer(LanguageServer):
         if spec is self._spec:
             self.set_model_state("ready", engine.description)
             log.info("model ready: %s (n_ctx=%d)", engine.description, engine.n_ctx)
+
+    def _load_engine(self, spec: EngineSpec, progress: ProgressFn) -> Engine:
+        """The worker's factory: the memory check, then the loader (or a test factory)."""
+        if self._factory is not None:
+            return self._factory(spec, progress)
+        from codegen_lsp.engine.engine import load_engine
+        from codegen_lsp.server.memory import check_fits
+
+        progress("checking memory", 0)
+        check_fits(spec, self._memory_limit_mb)
+        return load_engine(spec, progress)
 
     async def _progress_begin(self, title: str) -> str | None:
         if not self.client_supports("window.work_done_progress"):
@@ -328,25 +394,20 @@ class CodegenServer(LanguageServer):
 
     async def generate(self, prepared: Prepared, kind: str) -> list[str]:
         """Run a prepared request on the worker; cancellation reaches the worker."""
-        future = self.worker.submit(prepared.request)
         self._active += 1
         if self._active == 1:
             self._notify_status()
         try:
-            result = await asyncio.wrap_future(future)
-        except asyncio.CancelledError:
-            self.worker.cancel(future)
-            log.info("request %s %s: cancelled", self.protocol.msg_id, kind)
-            raise
-        except Exception as exc:  # noqa: BLE001 - a failed job answers empty, logged
-            log.warning("request %s %s: generation failed: %s", self.protocol.msg_id, kind, exc)
-            return []
+            result = await self.runner.run(prepared.request, f"{self.protocol.msg_id} {kind}")
         finally:
             self._active -= 1
             if self._active == 0:
                 self._notify_status()
+        if result is None:
+            return []
         suggestions = self.completer.finish(prepared, result)
         s = result.stats
+        self._cache_bytes = s.cache_bytes
         log.info(
             "request %s %s: prompt=%d reused=%d prefilled=%d generated=%d "
             "queue=%.0fms prefill=%.0fms decode=%.0fms total=%.0fms suggestions=%d%s",
@@ -372,7 +433,7 @@ class CodegenServer(LanguageServer):
             return doc, stub, self._bodies[key]
         try:
             prepared = self.completer.prepare_body(
-                uri + "#body", doc.lines, stub, cursor, self._engine_info(), self.options()
+                uri + BODY_KEY, doc.lines, stub, cursor, self._engine_info(), self.options()
             )
         except CompletionSkipped as exc:
             return str(exc)

@@ -133,6 +133,13 @@ class ModelSettings:
     prefix_reuse: bool = _setting(
         True, "prefixReuse", "Reuse the KV cache across keystrokes (on/off).", _switch
     )
+    memory_limit_mb: int = _setting(
+        0,
+        "memoryLimitMB",
+        "Most memory for the weights plus the KV cache budget, MiB; 0: no limit. Checked "
+        "before loading.",
+        _int(0, 1 << 24),
+    )
 
 
 @dataclass
@@ -154,6 +161,12 @@ class GenerationSettings:
     candidates: int = _setting(1, "candidates", "Suggestions per request (1 to 10).", _int(1, 10))
     stop_sequences: list[str] = _setting(
         [], "stopSequences", "Extra strings that end a suggestion.", _strings, factory=True
+    )
+    time_limit_ms: int = _setting(
+        10_000,
+        "timeLimitMs",
+        "Most milliseconds of model time per request (the text so far is kept); 0: no limit.",
+        _int(0, 3_600_000),
     )
 
 
@@ -225,6 +238,7 @@ class Settings:
             context_tokens=p.context_tokens,
             multiline=p.multiline,
             header=header,
+            time_limit_s=g.time_limit_ms / 1000 if g.time_limit_ms else None,
         )
 
 

@@ -1,0 +1,112 @@
+"""The benchmark's printed table and its target checks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+OURS, OURS_OFF = "ours (reuse)", "ours (no reuse)"
+
+
+def _get(data: dict[str, Any], *path: str) -> Any:
+    for key in path:
+        if not isinstance(data, dict) or key not in data:
+            return None
+        data = data[key]
+    return data
+
+
+def _hf(backends: dict[str, Any]) -> dict[str, Any] | None:
+    return next((v for k, v in backends.items() if k.startswith("transformers")), None)
+
+
+def targets(model: dict[str, Any]) -> dict[str, Any]:
+    """Each target: the measured ratio or value, the limit, and whether it is met."""
+    backends = model["backends"]
+    ours = backends.get(OURS, {})
+    out: dict[str, Any] = {}
+    decode = ours.get("decode_ms_per_token")
+    ct2 = _get(backends, "ctranslate2 int8", "decode_ms_per_token")
+    if decode and ct2:
+        out["decode_vs_ctranslate2_int8"] = _check(decode / ct2, 0.6, "<=")
+    bound = model["bounds_ms"].get(model["our_weight_dtype"])
+    if decode and bound:
+        out["decode_vs_bandwidth_bound"] = _check(decode / bound, 2.0, "<=")
+    hf = _hf(backends)
+    ours_prefill = ours.get("prefill_tok_s", {})
+    if hf:
+        ratios = {
+            n: ours_prefill[n] / hf["prefill_tok_s"][n]
+            for n in ours_prefill
+            if n in hf.get("prefill_tok_s", {})
+        }
+        if ratios:
+            out["prefill_vs_transformers"] = {
+                **_check(min(ratios.values()), 1.0, ">="),
+                "by_length": ratios,
+            }
+        p50 = _get(ours, "replay", "summary", "p50_ms")
+        hf_p50 = _get(hf, "replay", "summary", "p50_ms")
+        if p50 and hf_p50:
+            out["keystroke_p50_vs_transformers"] = _check(p50 / hf_p50, 0.1, "<=")
+        ttft = _get(ours, "replay", "summary", "first_token_p50_ms")
+        hf_ttft = _get(hf, "replay", "summary", "first_token_p50_ms")
+        if ttft and hf_ttft:
+            out["keystroke_first_token_p50_vs_transformers"] = _check(ttft / hf_ttft, 0.1, "<=")
+    prefilled = _get(ours, "replay", "summary", "prefilled_median")
+    if prefilled is not None:
+        out["median_prefilled_per_keystroke"] = _check(prefilled, 2, "<=")
+    return out
+
+
+def _check(value: float, limit: float, op: str) -> dict[str, Any]:
+    met = value <= limit if op == "<=" else value >= limit
+    return {"value": round(value, 3), "target": f"{op} {limit}", "met": met}
+
+
+def _fmt(value: Any, digits: int = 0) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.{digits}f}"
+
+
+def table(report: dict[str, Any]) -> str:
+    """A plain-text table of every model and backend, then the targets."""
+    lines = [
+        f"read bandwidth {report['read_bandwidth_gbs']:.1f} GB/s; "
+        f"machine {report['machine']['cpu']}, {report['machine']['torch_threads']} threads, "
+        f"load {report['machine']['load_average']} -> {report.get('load_average_after')}"
+    ]
+    header = (
+        f"{'backend':<24}{'pre256':>8}{'pre1024':>8}{'pre1900':>8}{'dec ms':>8}"
+        f"{'key p50':>9}{'key p95':>9}{'1st p50':>9}{'prefill':>8}{'n':>5}"
+    )
+    for name, model in report["models"].items():
+        if "skipped" in model:
+            lines.append(f"\n{name}: skipped ({model['skipped']})")
+            continue
+        lines.append(f"\n{name}: {model['engine']}")
+        bounds = ", ".join(f"{k} {v:.1f}" for k, v in model["bounds_ms"].items())
+        lines.append(f"decode lower bound at ctx {_decode_ctx(model)} (ms): {bounds}")
+        lines.append("prefill in tok/s; decode ms/token; keystroke ms (suggestion, 1st token)")
+        lines.append(header)
+        for backend, data in model["backends"].items():
+            tok_s = data.get("prefill_tok_s", {})
+            summary = _get(data, "replay", "summary") or {}
+            lines.append(
+                f"{backend:<24}{_fmt(tok_s.get('256')):>8}{_fmt(tok_s.get('1024')):>8}"
+                f"{_fmt(tok_s.get('1900')):>8}{_fmt(data.get('decode_ms_per_token'), 1):>8}"
+                f"{_fmt(summary.get('p50_ms')):>9}{_fmt(summary.get('p95_ms')):>9}"
+                f"{_fmt(summary.get('first_token_p50_ms')):>9}"
+                f"{_fmt(summary.get('prefilled_median'), 1):>8}{summary.get('keystrokes', 0):>5}"
+            )
+        for target, check in model.get("targets", {}).items():
+            mark = "met" if check["met"] else "NOT met"
+            lines.append(f"  target {target}: {check['value']} ({check['target']}) {mark}")
+    return "\n".join(lines)
+
+
+def _decode_ctx(model: dict[str, Any]) -> Any:
+    return next(
+        (b.get("decode_context") for b in model["backends"].values() if "decode_context" in b),
+        "?",
+    )

@@ -1,0 +1,168 @@
+"""Weight-only int8 (and int4) linear layers whose kernel depends only on the call's shape.
+
+Decoding one token is bound by reading the weights, so int8 weights (a quarter of fp32, half
+of bf16) make it faster; activations stay bf16, so there is no activation quantization and
+no dependence of one token's result on the others in a batch. ``_weight_int8pack_mm`` is slow
+for many rows, though (a 1024-token prefill takes ~6x longer than bf16), so
+:class:`Int8Linear` picks its kernel from the number of rows in the call: up to
+``small_rows`` rows use the int8 kernel; more rows use bf16 weights, either kept resident
+(``keep_dense``, fastest) or dequantized from int8 for the call (saves memory). Because the
+choice depends only on the call's shape, and the engine computes every position in a call of
+a fixed shape (see :mod:`codegen_lsp.engine.kv_cache`), reused keys and values stay exact.
+:class:`Int4Linear` (groups of 32, ``_weight_int4pack_mm_for_cpu``) halves the bytes again, at
+some cost in accuracy; it is an option, never the default.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+DEFAULT_SMALL_ROWS = 8
+
+
+def quantize_weight(weight: Tensor) -> tuple[Tensor, Tensor]:
+    """Symmetric per-output-channel int8: ``weight ~= q * scales[:, None]``."""
+    w = weight.detach().float()  # [N, K]
+    scales = w.abs().amax(dim=1).clamp(min=1e-12) / 127.0  # [N]
+    q = torch.clamp(torch.round(w / scales[:, None]), -127, 127).to(torch.int8)  # [N, K]
+    return q, scales
+
+
+class Int8Linear(nn.Module):
+    """``y = x @ dequant(q).T + b`` with an int8 kernel for few rows, bf16 for many."""
+
+    def __init__(
+        self,
+        linear: nn.Linear,
+        act_dtype: torch.dtype = torch.bfloat16,
+        small_rows: int = DEFAULT_SMALL_ROWS,
+        keep_dense: bool = True,
+    ) -> None:
+        super().__init__()
+        q, scales = quantize_weight(linear.weight)
+        self.in_features = linear.in_features
+        self.out_features = linear.out_features
+        self.small_rows = small_rows
+        self.register_buffer("qweight", q.contiguous())  # [N, K] int8
+        self.register_buffer("scales", scales.to(act_dtype))  # [N]
+        bias = linear.bias.detach().to(act_dtype) if linear.bias is not None else None
+        self.register_buffer("bias", bias)
+        dense = (q.float() * scales[:, None]).to(act_dtype) if keep_dense else None
+        self.register_buffer("dense", dense)  # [N, K] dequantized weights for long inputs
+
+    def forward(self, x: Tensor) -> Tensor:
+        shape = x.shape
+        x2 = x.reshape(-1, self.in_features)  # [M, K]
+        if x2.shape[0] <= self.small_rows:
+            y = torch.ops.aten._weight_int8pack_mm(x2, self.qweight, self.scales)  # [M, N]
+            if self.bias is not None:
+                y = y + self.bias
+        else:
+            weight = self.dense
+            if weight is None:
+                weight = self.qweight.to(x.dtype) * self.scales[:, None]  # [N, K]
+            y = F.linear(x2, weight, self.bias)
+        return y.reshape(*shape[:-1], self.out_features)
+
+    def extra_repr(self) -> str:
+        return (
+            f"in={self.in_features}, out={self.out_features}, small_rows={self.small_rows}, "
+            f"dense={'kept' if self.dense is not None else 'per call'}"
+        )
+
+
+class Int4Linear(nn.Module):
+    """Like :class:`Int8Linear` with 4-bit groups: ``w = (q - 8) * scale + zero`` per
+    ``group_size`` inputs. Half the bytes of int8 per decode step, somewhat less exact."""
+
+    def __init__(
+        self,
+        linear: nn.Linear,
+        act_dtype: torch.dtype = torch.bfloat16,
+        small_rows: int = DEFAULT_SMALL_ROWS,
+        keep_dense: bool = True,
+        group_size: int = 32,
+    ) -> None:
+        super().__init__()
+        w = linear.weight.detach().float()  # [N, K]
+        n, k = w.shape
+        if k % group_size:
+            raise ValueError(f"in_features {k} is not a multiple of group size {group_size}")
+        groups = w.view(n, k // group_size, group_size)  # [N, G, gs]
+        low, high = groups.amin(-1), groups.amax(-1)  # [N, G]
+        scale = ((high - low) / 15).clamp(min=1e-8)
+        q = torch.round((groups - low[..., None]) / scale[..., None]).clamp(0, 15)  # [N, G, gs]
+        zero = low + 8 * scale
+        dense = ((q - 8) * scale[..., None] + zero[..., None]).view(n, k).to(act_dtype)
+        packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q.view(n, k).to(torch.int32), 8)
+        self.in_features, self.out_features = k, n
+        self.small_rows, self.group_size = small_rows, group_size
+        self.register_buffer("qweight", packed)
+        sz = torch.stack([scale, zero], dim=-1).transpose(0, 1).contiguous()  # [G, N, 2]
+        self.register_buffer("scale_zero", sz.to(act_dtype))
+        bias = linear.bias.detach().to(act_dtype) if linear.bias is not None else None
+        self.register_buffer("bias", bias)
+        self.register_buffer("dense", dense if keep_dense else None)  # [N, K]
+
+    def forward(self, x: Tensor) -> Tensor:
+        shape = x.shape
+        x2 = x.reshape(-1, self.in_features)  # [M, K]
+        if x2.shape[0] <= self.small_rows or self.dense is None:
+            y = torch.ops.aten._weight_int4pack_mm_for_cpu(
+                x2, self.qweight, self.group_size, self.scale_zero
+            )  # [M, N]
+            if self.bias is not None:
+                y = y + self.bias
+        else:
+            y = F.linear(x2, self.dense, self.bias)
+        return y.reshape(*shape[:-1], self.out_features)
+
+
+def weight_count(model: nn.Module) -> int:
+    """Number of weights, counting quantized ones (stored as buffers) too."""
+    count = sum(p.numel() for p in model.parameters())
+    for m in model.modules():
+        if isinstance(m, Int8Linear | Int4Linear):
+            count += m.in_features * m.out_features
+    return count
+
+
+def quantize_int8(
+    model: nn.Module,
+    small_rows: int = DEFAULT_SMALL_ROWS,
+    keep_dense: bool = True,
+    include_lm_head: bool = True,
+) -> int:
+    """Replace the model's ``nn.Linear`` layers by :class:`Int8Linear`; returns how many."""
+    return quantize_linears(model, 8, small_rows, keep_dense, include_lm_head)
+
+
+def quantize_linears(
+    model: nn.Module,
+    bits: int,
+    small_rows: int = DEFAULT_SMALL_ROWS,
+    keep_dense: bool = True,
+    include_lm_head: bool = True,
+) -> int:
+    """Replace ``nn.Linear`` layers by :class:`Int8Linear` (``bits=8``) or
+    :class:`Int4Linear` (``bits=4``); returns how many."""
+    act_dtype = next(model.parameters()).dtype
+    if act_dtype == torch.float32:
+        act_dtype = torch.bfloat16  # int8 kernels want bf16 activations
+    count = 0
+    for name, module in list(model.named_modules()):
+        for child_name, child in list(module.named_children()):
+            full = f"{name}.{child_name}" if name else child_name
+            if not isinstance(child, nn.Linear) or (full == "lm_head" and not include_lm_head):
+                continue
+            # the engine feeds the head a few rows at a time: no dense copy needed for it
+            dense = keep_dense and full != "lm_head"
+            if bits == 4:
+                layer: nn.Module = Int4Linear(child, act_dtype, small_rows, dense)
+            else:
+                layer = Int8Linear(child, act_dtype, small_rows, dense)
+            setattr(module, child_name, layer)
+            count += 1
+    return count

@@ -1,0 +1,187 @@
+"""The JSON-RPC and LSP rules around the handlers: envelopes, lifecycle, bad params, exit.
+
+pygls dispatches well-formed messages; what a client gets for the rest is decided here:
+
+- Not an object, no ``method``, a non-string method, an id that is not a string or an
+  integer, ``params`` that are not an object or array, ``jsonrpc`` other than ``"2.0"``:
+  Invalid Request (-32600; id null where the id itself is unusable). Notifications with
+  such faults are logged and dropped.
+- ``params`` that do not fit the method's types (a string for a line number, a negative
+  position): Invalid Params (-32602) for requests; notifications are logged and dropped.
+- Before ``initialize``: requests answer -32002 (ServerNotInitialized), notifications are
+  dropped, except ``exit``. A second ``initialize`` answers -32600.
+- After ``shutdown``: requests answer -32600, notifications are dropped, except ``exit``.
+- ``exit`` ends the session at once: exit code 0 after ``shutdown``, 1 without.
+- Unknown methods: -32601 for requests (pygls), ignored for notifications.
+
+Open documents are kept by the server's own :class:`Documents` (LSP line breaks, cheap
+incremental edits) instead of pygls' workspace copies.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from lsprotocol import types
+from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams
+from pygls.protocol import (
+    JsonRPCNotification,
+    JsonRPCRequestMessage,
+    JsonRPCResponseMessage,
+    LanguageServerProtocol,
+)
+from pygls.protocol.language_server import lsp_method
+
+if TYPE_CHECKING:
+    from codegen_lsp.server.server import CodegenServer
+
+log = logging.getLogger(__name__)
+
+PARSE_ERROR = -32700
+INVALID_REQUEST = -32600
+INVALID_PARAMS = -32602
+SERVER_NOT_INITIALIZED = -32002
+_ALWAYS = {types.EXIT}  # accepted in every state
+_REQUEST_MEMBERS = ("jsonrpc", "id", "method", "params")
+
+
+def _valid_id(value: Any) -> bool:
+    return isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
+
+
+def _short(value: Any, limit: int = 200) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+class CodegenProtocol(LanguageServerProtocol):
+    """pygls' protocol with the lifecycle and error rules of the module docstring."""
+
+    _server: CodegenServer
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.initialize_received = False
+
+    # --- from the transport -----------------------------------------------------------------
+    def reply_error(self, msg_id: Any, code: int, message: str) -> None:
+        """Send an error response (``msg_id`` None: id null)."""
+        error = {"code": code, "message": message}
+        self._send_data({"jsonrpc": "2.0", "id": msg_id, "error": error})
+
+    def reject(self, reason: str, reply: bool = True) -> None:
+        """A frame that could not be read: log it and answer a parse error (id null)."""
+        log.warning("unreadable message: %s", reason)
+        if reply:
+            self.reply_error(None, PARSE_ERROR, f"Parse error: {reason}")
+
+    def receive(self, value: Any) -> None:
+        """Check one decoded JSON value, turn it into a message and handle it."""
+        if not isinstance(value, dict):
+            self.reply_error(None, INVALID_REQUEST, "Invalid Request: expected a JSON object")
+            return
+        method = value.get("method")
+        has_id = "id" in value
+        if method is None and has_id and ("result" in value or "error" in value):
+            if _valid_id(value["id"]):
+                self._dispatch(value, None)  # a response to one of our requests
+            else:
+                log.warning("dropped a response with an invalid id: %s", _short(value))
+            return
+        problem = self._envelope_problem(value)
+        if problem:
+            log.warning("invalid message (%s): %s", problem, _short(value))
+            if has_id or method is None:
+                msg_id = value["id"] if _valid_id(value.get("id")) else None
+                self.reply_error(msg_id, INVALID_REQUEST, f"Invalid Request: {problem}")
+            return
+        message = {k: value[k] for k in _REQUEST_MEMBERS if k in value}  # others: ignored
+        message.setdefault("params", None)  # JSON-RPC allows leaving params out
+        self._dispatch(message, value["id"] if has_id else None)
+
+    @staticmethod
+    def _envelope_problem(value: dict[str, Any]) -> str:
+        if value.get("jsonrpc") != "2.0":
+            return 'jsonrpc must be "2.0"'
+        if not isinstance(value.get("method"), str):
+            return "method must be a string"
+        if "id" in value and not _valid_id(value["id"]):
+            return "id must be a string or an integer"
+        if value.get("params") is not None and not isinstance(value["params"], dict | list):
+            return "params must be an object or an array"
+        return ""
+
+    def _dispatch(self, value: dict[str, Any], msg_id: Any) -> None:
+        method = value.get("method")
+        if method is not None and self._refused(method, msg_id):
+            return
+        try:
+            message = self.structure_message(value)
+        except JsonRpcException as exc:
+            cause = exc.__cause__ or exc
+            log.warning("invalid params for %s: %s", method, _short(cause, 400))
+            if msg_id is not None and method is not None:
+                text = f"Invalid params for {method}: {_short(cause, 400)}"
+                self.reply_error(msg_id, INVALID_PARAMS, text)
+            return
+        if method == types.INITIALIZE:
+            self.initialize_received = True
+        try:
+            self.handle_message(message)
+        except Exception:  # noqa: BLE001 - one message must not end the session
+            log.exception("failed to handle %s", method or "a response")
+
+    def structure_message(self, data: dict[str, Any]) -> Any:
+        """A decoded message as its lsprotocol type (pygls' generic types for methods
+        lsprotocol does not know); :class:`JsonRpcInvalidParams` when it does not fit. Unlike
+        pygls' version, a message of the wrong shape costs one log line, not a traceback."""
+        try:
+            if "method" in data:
+                generic = JsonRPCRequestMessage if "id" in data else JsonRPCNotification
+                cls = self.get_message_type(data["method"]) or generic
+            elif "error" in data:
+                cls = types.ResponseErrorMessage
+            else:
+                cls = self._result_types.pop(data["id"], None) or JsonRPCResponseMessage
+            return self._converter.structure(data, cls)
+        except Exception as exc:  # noqa: BLE001 - cattrs raises many types
+            raise JsonRpcInvalidParams() from exc
+
+    # --- lifecycle --------------------------------------------------------------------------
+    def _refused(self, method: str, msg_id: Any) -> bool:
+        """Answer or drop what the lifecycle does not allow now; True if it was refused."""
+        if method in _ALWAYS:
+            return False
+        refusal = None
+        if not self.initialize_received and method != types.INITIALIZE:
+            refusal = (SERVER_NOT_INITIALIZED, "Server not initialized")
+        elif method == types.INITIALIZE and self.initialize_received:
+            refusal = (INVALID_REQUEST, "initialize was already sent")
+        elif self._shutdown:
+            refusal = (INVALID_REQUEST, "the server is shutting down")
+        if refusal is None:
+            return False
+        if msg_id is not None:
+            self.reply_error(msg_id, *refusal)
+        else:
+            log.info("dropped %s: %s", method, refusal[1])
+        return True
+
+    @lsp_method(types.EXIT)
+    def lsp_exit(self, *args: Any) -> None:
+        """End the session: exit code 0 after ``shutdown``, 1 without."""
+        self._server.request_exit(0 if self._shutdown else 1)
+
+    # --- documents --------------------------------------------------------------------------
+    @lsp_method(types.TEXT_DOCUMENT_DID_OPEN)
+    def lsp_text_document__did_open(self, params: types.DidOpenTextDocumentParams) -> None:
+        self._server.documents.open(params.text_document)
+
+    @lsp_method(types.TEXT_DOCUMENT_DID_CHANGE)
+    def lsp_text_document__did_change(self, params: types.DidChangeTextDocumentParams) -> None:
+        self._server.documents.change(params, self._server.encoding)
+
+    @lsp_method(types.TEXT_DOCUMENT_DID_CLOSE)
+    def lsp_text_document__did_close(self, params: types.DidCloseTextDocumentParams) -> None:
+        self._server.forget(params.text_document.uri)

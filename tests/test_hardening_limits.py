@@ -1,0 +1,119 @@
+"""Limits with clear behaviour (docs/hardening.md), on one server with a 2048-token model.
+
+- ``timeLimitMs``: a 2000-token generation stops at the limit and answers what it has.
+- At most ``MAX_PENDING`` generations wait for the model: a burst over many documents is
+  all answered, the oldest waiting ones empty, and the model runs only the rest.
+- ``cacheMemoryMB``: the KV cache evicts least recently used documents and never holds
+  more than its budget.
+- Prompts are bounded whatever the document: a 3 MB line before the cursor gives a prompt
+  of at most ``contextTokens`` tokens, quickly.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from raw_lsp import CPU, RawServer
+
+from codegen_lsp.server.runner import MAX_PENDING
+
+TEXT = "value = valu"
+
+
+def settings(model: Path, **extra: Any) -> dict[str, Any]:
+    return {"codegen": {"model": str(model), **CPU, "maxNewTokens": 8, **extra}}
+
+
+@pytest.fixture(scope="module")
+def server(long_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    srv = RawServer(tmp_path_factory.mktemp("limits") / "server.log")
+    srv.model = long_checkpoint  # type: ignore[attr-defined]
+    srv.initialize(settings(long_checkpoint))
+    yield srv
+    assert srv.close() == 0
+
+
+def configure(server: Any, reload: bool = False, **extra: Any) -> None:
+    params = {"settings": settings(server.model, **extra)}
+    server.notify("workspace/didChangeConfiguration", params)
+    if reload:
+        time.sleep(0.2)
+    server.wait_state("ready")
+
+
+def inline_params(uri: str, line: int, character: int) -> dict[str, Any]:
+    return {
+        "textDocument": {"uri": uri},
+        "position": {"line": line, "character": character},
+        "context": {"triggerKind": 1},
+    }
+
+
+def test_time_limit_is_honoured(server: Any) -> None:
+    configure(server, maxNewTokens=2000, timeLimitMs=300)
+    server.open("file:///limits/slow.py", TEXT)
+    start = time.monotonic()
+    items = server.inline("file:///limits/slow.py", 0, len(TEXT))["result"]["items"]
+    elapsed = time.monotonic() - start
+    assert elapsed < 3.0, f"answered after {elapsed:.1f}s with a 300 ms limit"
+    assert items and items[0]["insertText"].count(" x") >= 3  # the text so far is kept
+    decode_ms = [float(ms) for ms in re.findall(r"decode=(\d+)ms", server.log())]
+    assert decode_ms and decode_ms[-1] < 1500
+
+
+def test_pending_requests_are_bounded(server: Any) -> None:
+    configure(server, maxNewTokens=2000, timeLimitMs=400)
+    uris = [f"file:///limits/burst{i}.py" for i in range(MAX_PENDING * 3)]
+    for uri in uris:
+        server.open(uri, TEXT)
+    before = server.status()
+    start = time.monotonic()
+    ids = [server.request("textDocument/inlineCompletion", inline_params(u, 0, 12)) for u in uris]
+    answers = [server.wait_response(i, timeout=60) for i in ids]
+    elapsed = time.monotonic() - start
+    assert all("result" in a for a in answers), answers
+    after = server.status()
+    runs = after["generateRuns"] - before["generateRuns"]
+    dropped = after["dropped"] - before["dropped"]
+    assert dropped >= len(uris) - MAX_PENDING - 2, (dropped, runs)
+    assert runs <= MAX_PENDING + 2 and runs + dropped >= len(uris) - 1
+    assert elapsed < (MAX_PENDING + 4) * 0.4 + 10
+    assert sum(1 for a in answers if a["result"]["items"]) >= 1
+
+
+def test_kv_cache_stays_within_its_budget(server: Any) -> None:
+    configure(server, reload=True, cacheMemoryMB=1, timeLimitMs=0)  # room for one document
+
+    def complete_and_check(uri: str, body: str) -> None:
+        server.open(uri, body + TEXT)
+        assert server.inline(uri, body.count("\n"), len(TEXT))["result"]["items"]
+        status = server.status()
+        assert 0 < status["cacheBytes"] <= status["cacheBudgetBytes"] == 2**20, status
+
+    evictions = server.status()["cacheEvictions"]
+    for i in range(6):  # ~800 tokens each, nothing shared: least recently used evicted
+        body = "".join(f"item_{i}_{j} = compute({j})\n" for j in range(100))
+        complete_and_check(f"file:///limits/cache{i}.py", body)
+    assert server.status()["cacheEvictions"] >= evictions + 4
+    # Two documents with the same text: the second would copy the first one's cache and
+    # both do not fit; the cache is emptied and the request computed from scratch.
+    same = "".join(f"shared_{j} = compute({j})\n" for j in range(100))
+    complete_and_check("file:///limits/same1.py", same)
+    complete_and_check("file:///limits/same2.py", same)
+    configure(server, reload=True)
+
+
+def test_prompt_is_bounded_for_huge_documents(server: Any) -> None:
+    configure(server, contextTokens=128)
+    line = "data = [" + "1, " * 1_000_000  # one 3 MB line before the cursor
+    server.open("file:///limits/huge.py", "import os\n" + line)
+    start = time.monotonic()
+    answer = server.inline("file:///limits/huge.py", 1, len(line))
+    assert "result" in answer and time.monotonic() - start < 10
+    prompts = [int(n) for n in re.findall(r"inline: prompt=(\d+)", server.log())]
+    assert prompts and prompts[-1] <= 128

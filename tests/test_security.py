@@ -1,0 +1,217 @@
+"""The security promises of docs/security.md, each checked where it can be.
+
+- The package source never executes or unpickles: no ``exec``/``eval``/``compile``/
+  ``__import__`` calls, no pickle modules, ``torch.load`` only with ``weights_only=True``,
+  no ``trust_remote_code``, no subprocess or shell calls (an AST scan).
+- A malicious ``pytorch_model.bin`` (a pickle that would run a command) is refused and
+  the command never runs.
+- ``serve --tcp`` listens on 127.0.0.1 only, unless ``--host`` says otherwise.
+- A hub id with downloads off is never fetched: no connection is even attempted.
+- Generated code is text: a model whose suggestion is ``os.system("touch pwned")``
+  produces that suggestion (inline, completion, hover) and the file never appears.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from raw_lsp import CPU, RawServer
+
+import codegen_lsp
+from codegen_lsp.codegen.checkpoint import CheckpointError, load_model, save_checkpoint
+from codegen_lsp.codegen.config import CodeGenConfig
+from codegen_lsp.codegen.modeling import CodeGenForCausalLM
+from codegen_lsp.codegen.tokenizer import CodeGenTokenizer
+from codegen_lsp.engine.synthetic import copy_tokenizer
+
+PACKAGE = Path(codegen_lsp.__file__).parent
+TOKENIZER = Path(__file__).parent / "fixtures" / "codegen-tokenizer"
+SNIPPET = ' os.system("touch pwned")'
+FORBIDDEN_CALLS = {"exec", "eval", "compile", "__import__", "execfile"}
+FORBIDDEN_MODULES = {"pickle", "cPickle", "dill", "cloudpickle", "marshal", "shelve", "subprocess"}
+FORBIDDEN_ATTRS = {"system", "popen", "execv", "execve", "execvp", "spawnv", "spawnl", "startfile"}
+
+
+def package_sources() -> list[tuple[Path, ast.Module]]:
+    files = sorted(PACKAGE.rglob("*.py"))
+    assert len(files) > 20
+    return [(f, ast.parse(f.read_text(encoding="utf-8"), str(f))) for f in files]
+
+
+def test_source_never_executes_or_unpickles() -> None:
+    problems: list[str] = []
+    torch_loads = 0
+    for path, tree in package_sources():
+        where = path.relative_to(PACKAGE.parent)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import | ast.ImportFrom):
+                names = [a.name for a in node.names] + [getattr(node, "module", None) or ""]
+                bad = {n.split(".")[0] for n in names} & FORBIDDEN_MODULES
+                problems += [f"{where}:{node.lineno} imports {m}" for m in bad]
+            if not isinstance(node, ast.Call):
+                continue
+            func = node.func
+            if isinstance(func, ast.Name) and func.id in FORBIDDEN_CALLS:
+                problems.append(f"{where}:{node.lineno} calls {func.id}()")
+            if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name):
+                if func.value.id == "os" and func.attr in FORBIDDEN_ATTRS:
+                    problems.append(f"{where}:{node.lineno} calls os.{func.attr}()")
+                if (func.value.id, func.attr) == ("torch", "load"):
+                    torch_loads += 1
+                    weights_only = [k for k in node.keywords if k.arg == "weights_only"]
+                    if not (weights_only and getattr(weights_only[0].value, "value", None) is True):
+                        problems.append(f"{where}:{node.lineno} torch.load without weights_only")
+            for keyword in node.keywords:
+                if keyword.arg == "trust_remote_code":
+                    problems.append(f"{where}:{node.lineno} passes trust_remote_code")
+                if keyword.arg == "shell":
+                    problems.append(f"{where}:{node.lineno} passes shell=")
+    assert not problems, problems
+    assert torch_loads == 1  # the .bin reader in codegen/checkpoint.py
+
+
+def test_malicious_pickle_is_refused(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    marker = tmp_path / "pickle-ran"
+
+    class Payload:
+        def __reduce__(self) -> tuple[object, tuple[str]]:
+            return os.system, (f"touch {marker}",)
+
+    evil = tmp_path / "evil"
+    evil.mkdir()
+    shutil.copy(tiny_checkpoint / "config.json", evil / "config.json")
+    torch.save({"transformer.wte.weight": Payload()}, evil / "pytorch_model.bin")
+    with pytest.raises(CheckpointError, match="weights-only"):
+        load_model(evil)
+    assert not marker.exists()
+
+
+def _listening_sockets(pid: int) -> list[tuple[str, str]]:
+    """(local address, table) of the listening TCP sockets that process ``pid`` holds."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        target = os.readlink(fd)
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    found = []
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+                found.append((fields[1], table))
+    return found
+
+
+def test_tcp_listens_on_loopback_only(tmp_path: Path) -> None:
+    log = tmp_path / "server.log"
+    command = [sys.executable, "-m", "codegen_lsp", "serve", "--tcp", "--port", "0"]
+    server = subprocess.Popen([*command, "--log-file", str(log)])
+    try:
+        deadline = time.monotonic() + 60
+        while not (log.exists() and "listening on" in log.read_text()):
+            assert time.monotonic() < deadline and server.poll() is None
+            time.sleep(0.1)
+        host, port = re.search(r"listening on ([\d.]+):(\d+)", log.read_text()).groups()
+        assert host == "127.0.0.1"
+        sockets = _listening_sockets(server.pid)
+        assert sockets == [(f"0100007F:{int(port):04X}", "tcp")], sockets
+    finally:
+        server.kill()
+        server.wait()
+
+
+def test_hub_id_without_allow_download_never_connects(tmp_path: Path) -> None:
+    probe = """
+import socket, sys
+attempts = []
+def refuse(*args, **kwargs):
+    attempts.append(args)
+    raise OSError("network is off in this test")
+socket.socket.connect = refuse
+socket.create_connection = refuse
+socket.getaddrinfo = refuse
+from codegen_lsp.codegen.checkpoint import CheckpointError, resolve
+try:
+    resolve("Salesforce/codegen-350M-mono", allow_download=False)
+except CheckpointError as exc:
+    print("refused:", exc)
+print("attempts:", len(attempts))
+"""
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "0"}
+    done = subprocess.run(
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert "refused:" in done.stdout and "allowDownload" in done.stdout, done.stdout
+    assert "attempts: 0" in done.stdout
+
+
+def chain_checkpoint(directory: Path, text: str) -> Path:
+    """A 1-layer CodeGen whose greedy output after any prompt is ``text``, then eos: the
+    blocks write nothing, so the next token depends on the current one only; each token of
+    ``text`` has its own embedding direction and the head maps it to its successor."""
+    tokenizer = CodeGenTokenizer.from_dir(TOKENIZER)
+    chain = tokenizer.encode(text)
+    assert len(set(chain)) == len(chain) and tokenizer.eos_id not in chain
+    config = CodeGenConfig(
+        vocab_size=50304, n_positions=256, n_embd=64, n_layer=1, n_head=4, rotary_dim=8
+    )
+    model = CodeGenForCausalLM(config)
+    model.init_weights(seed=0)
+    width = config.n_embd
+    with torch.no_grad():
+        block = model.transformer.h[0]
+        for tensor in (block.attn.out_proj.weight, block.mlp.fc_out.weight, block.mlp.fc_out.bias):
+            tensor.zero_()
+        slots = torch.eye(width)
+        model.transformer.wte.weight.copy_(slots[0].expand(config.vocab_size, width))
+        for i, token in enumerate(chain):
+            model.transformer.wte.weight[token] = slots[i + 1]
+        model.transformer.ln_f.weight.fill_(1.0)
+        model.transformer.ln_f.bias.zero_()
+        normed = (slots - slots.mean(1, keepdim=True)) / slots.std(1, unbiased=False, keepdim=True)
+        model.lm_head.weight.zero_()
+        model.lm_head.bias.zero_()
+        for slot, target in enumerate([*chain, tokenizer.eos_id]):
+            model.lm_head.weight[target] = 10 * normed[slot]
+    save_checkpoint(model.eval(), directory)
+    copy_tokenizer(TOKENIZER, directory)
+    return directory
+
+
+def test_generated_code_is_never_run(tmp_path: Path) -> None:
+    model = chain_checkpoint(tmp_path / "chain", SNIPPET)
+    workspace = tmp_path / "workspace"
+    workspace.mkdir()
+    server = RawServer(tmp_path / "server.log", cwd=workspace)
+    try:
+        server.initialize({"codegen": {"model": str(model), **CPU, "maxNewTokens": 16}})
+        uri = (workspace / "app.py").as_uri()
+        server.open(uri, "import os\n\nresult =\n\ndef cleanup():\n    pass\n")
+        position = {"textDocument": {"uri": uri}, "position": {"line": 2, "character": 8}}
+        inline = server.call(
+            "textDocument/inlineCompletion", {**position, "context": {"triggerKind": 1}}
+        )
+        completion = server.call("textDocument/completion", position)
+        hover_at = {"textDocument": {"uri": uri}, "position": {"line": 4, "character": 5}}
+        hover = server.call("textDocument/hover", hover_at)
+        texts = [
+            inline["result"]["items"][0]["insertText"],
+            completion["result"]["items"][0]["textEdit"]["newText"],
+            hover["result"]["contents"]["value"],
+        ]
+        assert all('os.system("touch pwned")' in t for t in texts), texts
+        time.sleep(1.0)
+    finally:
+        assert server.close() == 0
+    assert not list(tmp_path.rglob("pwned")), list(tmp_path.rglob("pwned"))
+    assert not Path("pwned").exists()
