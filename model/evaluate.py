@@ -216,10 +216,12 @@ def main(argv: list[str] | None = None) -> None:
         rows.append({"file": rel, "prompt": prompt, "completion": completion, "parses": ok})
     result["completions"] = rows
     Path(args.out).write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
-    print("| file | prompt (last line) | completion | parses |\n|---|---|---|---|")
+    print("| file | prompt (first line; + = more lines) | completion | parses |")
+    print("|---|---|---|---|")
     for row in rows:
-        last = row["prompt"].rstrip("\n").split("\n")[-1].strip()
-        print(f"| {row['file']} | {show(last)} | {show(row['completion'])} | {row['parses']} |")
+        lines = row["prompt"].rstrip("\n").split("\n")
+        head = show(lines[0]) + (f" +{len(lines) - 1}" if len(lines) > 1 else "")
+        print(f"| {row['file']} | {head} | {show(row['completion'])} | {row['parses']} |")
 
 
 if __name__ == "__main__":

@@ -24,6 +24,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from raw_lsp import CPU, RawServer, frame
 
+from codegen_lsp.server.transport import Frame, FrameParser
+
 EXAMPLES = int(os.environ.get("CODEGEN_LSP_FUZZ_EXAMPLES", "40"))
 FUZZ = settings(
     max_examples=EXAMPLES,
@@ -106,7 +108,7 @@ def test_bodies_that_are_not_json(server: RawServer, body: bytes) -> None:
 
 
 bad_length = st.one_of(
-    st.sampled_from(["abc", "-5", "1e3", "", " ", "0x10", "12 34", "+7"]),
+    st.sampled_from(["abc", "-5", "1e3", "", " ", "0x10", "12 34", "+7", "9" * 5000]),
     st.integers(64 * 2**20 + 1, 2**70).map(str),
 )
 
@@ -149,10 +151,40 @@ def test_invalid_utf8_and_oversized_frames(server: RawServer) -> None:
     assert error_codes(answers_after(server, frame(deep))) == [(None, -32700)]
     garbage = b"x" * 200_000 + frame({"jsonrpc": "2.0", "id": "after", "method": "codegen/status"})
     assert [a["id"] for a in answers_after(server, garbage)] == ["after"]
+    long_uri = "file:///" + "u" * 1_000_000  # a 1 MB string where a URI goes
+    assert server.inline(long_uri, 0, 0)["result"]["items"] == []
     huge = "x = 1\n" * 400_000  # 2.4 MB of text is fine
     server.open("file:///fuzz/huge.py", huge + "y = valu")
     assert server.inline("file:///fuzz/huge.py", 400_000, 8)["result"]["items"]
     still_serving(server)
+
+
+param_values = st.one_of(st.none(), st.integers(), st.text(max_size=30))
+messages = st.lists(
+    st.dictionaries(st.text(max_size=5), param_values, max_size=3).map(
+        lambda params: {"jsonrpc": "2.0", "method": "m", "params": params}
+    ),
+    min_size=1,
+    max_size=6,
+)
+
+
+@FUZZ
+@given(
+    batch=messages,
+    cuts=st.lists(st.integers(0, 2000), max_size=8),
+    garbage=st.binary(max_size=40).filter(lambda b: b"\r\n" not in b and b"ength" not in b),
+)
+def test_frame_parser_in_any_chunks(batch: list[Any], cuts: list[int], garbage: bytes) -> None:
+    """The parser alone: frames split at any points, stray bytes between them, all found."""
+    stream = b"".join(garbage + frame(m) for m in batch)
+    parser, events = FrameParser(), []
+    start = 0
+    for cut in sorted({min(c, len(stream)) for c in cuts}) + [len(stream)]:
+        events += parser.feed(stream[start:cut])
+        start = cut
+    assert [e.value for e in events if isinstance(e, Frame)] == batch
+    assert not [e for e in events if not isinstance(e, Frame)]
 
 
 # --- envelopes ------------------------------------------------------------------------------

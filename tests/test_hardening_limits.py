@@ -80,8 +80,9 @@ def test_pending_requests_are_bounded(server: Any) -> None:
     after = server.status()
     runs = after["generateRuns"] - before["generateRuns"]
     dropped = after["dropped"] - before["dropped"]
-    assert dropped >= len(uris) - MAX_PENDING - 2, (dropped, runs)
-    assert runs <= MAX_PENDING + 2 and runs + dropped >= len(uris) - 1
+    assert runs + dropped == len(uris), (runs, dropped)  # each one ran or was dropped
+    # the model ran the newest MAX_PENDING, plus the few that started during the burst
+    assert dropped >= len(uris) - MAX_PENDING - 4, (runs, dropped)
     assert elapsed < (MAX_PENDING + 4) * 0.4 + 10
     assert sum(1 for a in answers if a["result"]["items"]) >= 1
 
@@ -100,8 +101,9 @@ def test_kv_cache_stays_within_its_budget(server: Any) -> None:
         body = "".join(f"item_{i}_{j} = compute({j})\n" for j in range(100))
         complete_and_check(f"file:///limits/cache{i}.py", body)
     assert server.status()["cacheEvictions"] >= evictions + 4
-    # Two documents with the same text: the second would copy the first one's cache and
-    # both do not fit; the cache is emptied and the request computed from scratch.
+    # Two documents with the same text: the second would copy the first one's cache, but
+    # both do not fit; it is computed without the copy (or, failing that, after the server
+    # empties the cache), and still within the budget.
     same = "".join(f"shared_{j} = compute({j})\n" for j in range(100))
     complete_and_check("file:///limits/same1.py", same)
     complete_and_check("file:///limits/same2.py", same)

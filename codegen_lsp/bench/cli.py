@@ -28,7 +28,12 @@ from codegen_lsp.bench.backends import (
     convert_ctranslate2,
     token_strings,
 )
-from codegen_lsp.bench.probes import decode_bound_ms, machine_info, read_bandwidth_gbs
+from codegen_lsp.bench.probes import (
+    WEIGHT_BYTES,
+    decode_bound_ms,
+    machine_info,
+    read_bandwidth_gbs,
+)
 from codegen_lsp.bench.replay import (
     Entry,
     module_text,
@@ -38,6 +43,7 @@ from codegen_lsp.bench.replay import (
     spread,
     throughput_all,
 )
+from codegen_lsp.codegen.config import CodeGenConfig
 from codegen_lsp.engine.engine import CodeGenEngine, dtype_name, load_engine
 from codegen_lsp.engine.synthetic import random_model, write_checkpoint
 from codegen_lsp.engine.worker import EngineSpec
@@ -69,6 +75,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-transformers", action="store_true")
     p.add_argument("--no-ctranslate2", action="store_true")
     p.add_argument("--no-int4", action="store_true", help="skip the engine with int4 weights")
+    p.add_argument("--report", metavar="JSON", help="only re-check targets and print a saved run")
 
 
 def log(message: str) -> None:
@@ -135,8 +142,9 @@ def bench_model(name: str, directory: Path, args: argparse.Namespace, bw: float)
         "backends": {},
         "bounds_ms": {
             dt: decode_bound_ms(config, dt, decode_ctx, engine.kv_dtype.itemsize, bw)
-            for dt in ("float32", "bfloat16", "int8")
+            for dt in ("float32", "bfloat16", "int8", "int4")
         },
+        "kv_bytes": engine.kv_dtype.itemsize,
         "our_weight_dtype": weights,
     }
     all_keys = set(range(args.keystrokes))
@@ -172,8 +180,27 @@ def bench_model(name: str, directory: Path, args: argparse.Namespace, bw: float)
     return result
 
 
+def reprint(path: Path) -> int:
+    """Recompute bounds and targets of a saved run with this code, and print its table."""
+    data = json.loads(path.read_text())
+    bw = data["read_bandwidth_gbs"]
+    for model in data["models"].values():
+        if "skipped" in model:
+            continue
+        config = CodeGenConfig.from_dict(model["config"])
+        ctx = next(b["decode_context"] for b in model["backends"].values())
+        kv = model.get("kv_bytes", 4)
+        model["bounds_ms"] = {dt: decode_bound_ms(config, dt, ctx, kv, bw) for dt in WEIGHT_BYTES}
+        model["targets"] = report.targets(model)
+    path.write_text(json.dumps(data, indent=1, default=str) + "\n")
+    print(report.table(data))
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark and write the report."""
+    if args.report:
+        return reprint(Path(args.report))
     if args.quick:
         args.keystrokes = min(args.keystrokes, 40)
         args.baseline_keystrokes = min(args.baseline_keystrokes, 4)

@@ -15,7 +15,8 @@ import torch
 
 from codegen_lsp.codegen.config import CodeGenConfig
 
-WEIGHT_BYTES = {"float32": 4.0, "bfloat16": 2.0, "int8": 1.0}
+# bytes per weight read in a decode step (int4: 4 bits + a bf16 scale and zero per 32)
+WEIGHT_BYTES = {"float32": 4.0, "bfloat16": 2.0, "int8": 1.0, "int4": 0.625}
 
 
 def read_bandwidth_gbs(size_mib: int = 1024, repeats: int = 5) -> float:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-OURS, OURS_OFF = "ours (reuse)", "ours (no reuse)"
+OURS, OURS_OFF, OURS_INT4 = "ours (reuse)", "ours (no reuse)", "ours int4 (reuse)"
 
 
 def _get(data: dict[str, Any], *path: str) -> Any:
@@ -24,13 +24,17 @@ def targets(model: dict[str, Any]) -> dict[str, Any]:
     backends = model["backends"]
     ours = backends.get(OURS, {})
     out: dict[str, Any] = {}
-    decode = ours.get("decode_ms_per_token")
     ct2 = _get(backends, "ctranslate2 int8", "decode_ms_per_token")
-    if decode and ct2:
-        out["decode_vs_ctranslate2_int8"] = _check(decode / ct2, 0.6, "<=")
-    bound = model["bounds_ms"].get(model["our_weight_dtype"])
-    if decode and bound:
-        out["decode_vs_bandwidth_bound"] = _check(decode / bound, 2.0, "<=")
+    for name, weights, suffix in (
+        (OURS, model["our_weight_dtype"], ""),
+        (OURS_INT4, "int4", "_int4"),
+    ):
+        decode = _get(backends, name, "decode_ms_per_token")
+        if decode and ct2:
+            out[f"decode{suffix}_vs_ctranslate2_int8"] = _check(decode / ct2, 0.6, "<=")
+        bound = model["bounds_ms"].get(weights)
+        if decode and bound:
+            out[f"decode{suffix}_vs_bandwidth_bound"] = _check(decode / bound, 2.0, "<=")
     hf = _hf(backends)
     ours_prefill = ours.get("prefill_tok_s", {})
     if hf:

@@ -8,9 +8,10 @@ fixed typing interval and without waiting for the answer (an editor does the sam
 requests supersede older ones). Meanwhile it samples the server's RSS (``VmRSS`` of
 ``/proc/PID/status``) and asks ``codegen/status`` for the KV cache bytes and budget.
 
-Writes ``soak.json`` and ``soak_rss.png`` (RSS, KV cache and latency per keystroke) and
-prints a summary. Passes (exit code 0) when every request was answered, RSS after warm-up
-grew less than ``--max-growth`` percent, and the KV cache never held more than its budget.
+Writes ``soak.json`` and ``soak_rss.png`` (RSS, KV cache and latency per keystroke), keeps
+the server's log as ``soak-server.log.tmp`` beside them, and prints a summary. Passes (exit
+code 0) when every request was answered, RSS after warm-up grew less than ``--max-growth``
+percent, and the KV cache never held more than its budget.
 """
 
 from __future__ import annotations
@@ -367,19 +368,22 @@ def summarize(args: argparse.Namespace, record: Record, status: dict[str, Any]) 
             "failed": record.failed[:20],
         },
         "latency_ms": {
-            "p50": percentile(ms, 50),
-            "p95": percentile(ms, 95),
-            "p99": percentile(ms, 99),
-            "max": max(ms, default=0.0),
-            "p50_with_suggestions": percentile(ms_items, 50),
-            "p95_with_suggestions": percentile(ms_items, 95),
+            name: round(value, 1)
+            for name, value in (
+                ("p50", percentile(ms, 50)),
+                ("p95", percentile(ms, 95)),
+                ("p99", percentile(ms, 99)),
+                ("max", max(ms, default=0.0)),
+                ("p50_with_suggestions", percentile(ms_items, 50)),
+                ("p95_with_suggestions", percentile(ms_items, 95)),
+            )
         },
         "rss_mib": {
-            "start": record.rss[0][2] / mib if record.rss else 0,
-            "after_warmup": base / mib,
-            "end": end / mib,
-            "max": max((r for *_, r in record.rss), default=0) / mib,
-            "growth_pct": growth,
+            "start": round(record.rss[0][2] / mib, 2) if record.rss else 0,
+            "after_warmup": round(base / mib, 2),
+            "end": round(end / mib, 2),
+            "max": round(max((r for *_, r in record.rss), default=0) / mib, 2),
+            "growth_pct": round(growth, 2),
             "warmup_keystrokes": warm_key,
         },
         "kv_cache": {"max_bytes": kv_max, "budget_bytes": budget, "samples": len(record.kv)},
@@ -435,7 +439,7 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     load_before = os.getloadavg()
     started = time.monotonic()
-    record, status, code = asyncio.run(play(args, out / "soak_server.log"))
+    record, status, code = asyncio.run(play(args, out / "soak-server.log.tmp"))
     report = summarize(args, record, status)
     report["duration_s"] = round(time.monotonic() - started, 1)
     report["server_exit_code"] = code

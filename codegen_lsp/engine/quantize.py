@@ -147,7 +147,8 @@ def quantize_linears(
     include_lm_head: bool = True,
 ) -> int:
     """Replace ``nn.Linear`` layers by :class:`Int8Linear` (``bits=8``) or
-    :class:`Int4Linear` (``bits=4``); returns how many."""
+    :class:`Int4Linear` (``bits=4``; int8 where ``in_features`` is not a multiple of 32);
+    returns how many layers were replaced."""
     act_dtype = next(model.parameters()).dtype
     if act_dtype == torch.float32:
         act_dtype = torch.bfloat16  # int8 kernels want bf16 activations
@@ -157,9 +158,10 @@ def quantize_linears(
             full = f"{name}.{child_name}" if name else child_name
             if not isinstance(child, nn.Linear) or (full == "lm_head" and not include_lm_head):
                 continue
+            is_head = full == "lm_head"
             # the engine feeds the head a few rows at a time: no dense copy needed for it
-            dense = keep_dense and full != "lm_head"
-            if bits == 4:
+            dense = keep_dense and not is_head
+            if bits == 4 and child.in_features % 32 == 0:
                 layer: nn.Module = Int4Linear(child, act_dtype, small_rows, dense)
             else:
                 layer = Int8Linear(child, act_dtype, small_rows, dense)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import logging
+import os
 import sys
 
 HELP = "run the language server (stdio by default, or --tcp --port N)"
@@ -53,7 +54,8 @@ def _is_loopback(host: str) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Start the server and serve until the client exits."""
+    """Start the server and serve until the client exits; then end the process at once with
+    the LSP exit code (0 after ``shutdown``, 1 without)."""
     setup_logging(args.log_file, args.verbose)
     log = logging.getLogger("codegen_lsp.server")
     from codegen_lsp.server.features import create_server
@@ -62,7 +64,14 @@ def run(args: argparse.Namespace) -> int:
     if args.tcp:
         if not _is_loopback(args.host):
             log.warning("listening on %s: reachable from other machines", args.host)
-        return server.start_tcp(args.host, args.port)
-    protocol_out = sys.stdout.buffer
-    sys.stdout = sys.stderr  # stray prints must not corrupt the protocol stream
-    return server.start_io(sys.stdin.buffer, protocol_out)
+        code = server.start_tcp(args.host, args.port)
+    else:
+        protocol_out = sys.stdout.buffer
+        sys.stdout = sys.stderr  # stray prints must not corrupt the protocol stream
+        code = server.start_io(sys.stdin.buffer, protocol_out)
+    log.info("exiting with code %d", code)
+    # The session is over and the worker stopped; tearing down an interpreter with torch
+    # loaded takes seconds, which an editor waiting for its server to exit should not pay.
+    logging.shutdown()
+    sys.stderr.flush()
+    os._exit(code)

@@ -5,20 +5,21 @@ with the stream for good, and a body that is not JSON gets no answer. Here frami
 small sans-IO parser (:class:`FrameParser`: bytes in, decoded messages or errors out) that
 resynchronises on the next ``Content-Length`` header:
 
-- a header block without a readable ``Content-Length``, or one above
-  :data:`MAX_MESSAGE_BYTES`, answers a parse error (-32700, id null) and the bytes up to the
-  next header are skipped;
+- a ``Content-Length`` that is not a number, or is above :data:`MAX_MESSAGE_BYTES`,
+  answers a parse error (-32700, id null) and the bytes up to the next header are skipped;
 - a body that is not UTF-8 JSON answers a parse error; if the length was too long and the
   body starts with a whole JSON value, that value is handled and the rest is read again as
   the start of the next frame; if it was too short, the bytes left over are skipped up to
   the next header;
-- bytes between frames that are not a header are skipped (and logged).
+- bytes between frames that are not a header, or a header block without
+  ``Content-Length``, are skipped (and logged).
 
 :func:`serve_stdio` reads standard input on a thread (parsing there too, so a 5 MB
 ``didOpen`` never stalls the event loop) and hands messages to the event loop;
-:func:`serve_tcp` serves one client on a loopback port. Both return when the client sends
-``exit`` or goes away, close the model worker and return the process exit code: 0 after
-``shutdown``, 1 otherwise (LSP's rule for ``exit``; a vanished client is treated alike).
+:func:`serve_tcp` serves the first client to connect (on loopback unless told otherwise).
+Both return when the client sends ``exit`` or goes away, close the model worker and return
+the process exit code: 0 after ``shutdown``, 1 otherwise (LSP's rule for ``exit``; a
+vanished client is treated alike).
 """
 
 from __future__ import annotations
@@ -121,7 +122,7 @@ class FrameParser:
         if not value.isdigit():
             events.append(BadFrame(f"invalid Content-Length {value[:40]!r}"))
             return True
-        length = int(value)
+        length = int(value) if len(value) <= 18 else self.max_bytes + 1  # int() caps digits
         if length > self.max_bytes:
             limit = self.max_bytes // 2**20
             events.append(BadFrame(f"message of {length} bytes exceeds the {limit} MiB limit"))
@@ -184,7 +185,10 @@ class _Writer:
         self.closed = True
 
 
-def _deliver(server: CodegenServer, events: list[Event]) -> None:
+async def _deliver(server: CodegenServer, events: list[Event]) -> None:
+    """Hand events to the protocol in order. After each one the loop runs the handlers it
+    started up to their first wait (a settings change marks the model as loading before the
+    next message is read), as pygls' own reader does."""
     for event in events:
         try:
             if isinstance(event, Frame):
@@ -193,6 +197,16 @@ def _deliver(server: CodegenServer, events: list[Event]) -> None:
                 server.protocol.reject(event.reason, reply=event.reply)
         except Exception:  # noqa: BLE001 - one message must not cost the others
             log.exception("failed to handle a message")
+        await asyncio.sleep(0)
+
+
+async def _consume(
+    server: CodegenServer, queue: asyncio.Queue[list[Event] | None], done: asyncio.Event
+) -> None:
+    """Deliver what the reader queues; None (end of input) ends the session."""
+    while (events := await queue.get()) is not None:
+        await _deliver(server, events)
+    done.set()
 
 
 def _feed(parser: FrameParser, data: bytes) -> tuple[FrameParser, list[Event]]:
@@ -224,6 +238,7 @@ def serve_stdio(server: CodegenServer, stdin: BinaryIO, stdout: BinaryIO) -> int
     async def run() -> int:
         loop = asyncio.get_running_loop()
         done = asyncio.Event()
+        queue: asyncio.Queue[list[Event] | None] = asyncio.Queue()
         server.protocol.set_writer(_Writer(write, done.set))
         server.on_exit = done.set
 
@@ -237,24 +252,24 @@ def serve_stdio(server: CodegenServer, stdin: BinaryIO, stdout: BinaryIO) -> int
                     data = b""
                 try:
                     if not data:
-                        loop.call_soon_threadsafe(done.set)
+                        loop.call_soon_threadsafe(queue.put_nowait, None)
                         return
                     parser, events = _feed(parser, data)
                     if events:
-                        loop.call_soon_threadsafe(_deliver, server, events)
+                        loop.call_soon_threadsafe(queue.put_nowait, events)
                 except RuntimeError:  # the loop is closed: the session is over
                     return
 
         threading.Thread(target=pump, name="codegen-stdin", daemon=True).start()
+        consumer = asyncio.ensure_future(_consume(server, queue, done))
         await done.wait()
+        consumer.cancel()
         return server.finish()
 
     return asyncio.run(run())
 
 
-def serve_tcp(
-    server: CodegenServer, host: str, port: int, ready: Callable[[int], None] | None = None
-) -> int:
+def serve_tcp(server: CodegenServer, host: str, port: int) -> int:
     """Listen on ``host:port`` and serve the first client; return the exit code."""
 
     async def run() -> int:
@@ -277,7 +292,7 @@ def serve_tcp(
                     if not data:
                         break
                     parser, events = _feed(parser, data)
-                    _deliver(server, events)
+                    await _deliver(server, events)
             except (OSError, asyncio.IncompleteReadError) as exc:
                 log.warning("connection lost: %s", exc)
             finally:
@@ -286,8 +301,6 @@ def serve_tcp(
         listener = await asyncio.start_server(connection, host, port)
         bound = listener.sockets[0].getsockname()
         log.info("listening on %s:%d", bound[0], bound[1])
-        if ready is not None:
-            ready(bound[1])
         async with listener:
             await done.wait()
         return server.finish()
