@@ -5,6 +5,7 @@ Everything here is reproducible from this interpreter's standard library (PSF li
     python model/train.py prepare --work /work/train_state      # corpus, manifest, tokenizer
     python model/train.py bench --work /work/train_state        # 30 s throughput probe
     python model/train.py train --work /work/train_state ...    # resumable training loop
+    python model/train.py phase2 --work /work/train_state ...   # second phase from state.pt
     python model/train.py export --work /work/train_state       # -> codegen_lsp/default_model
 
 ``prepare`` walks ``sysconfig.get_paths()["stdlib"]`` (site-packages excluded), keeps the
@@ -353,6 +354,84 @@ def replan(args: argparse.Namespace, step: int, spent: float, step_time: float) 
             print(f"re-planned to {args.steps} steps at {step_time:.2f} s/step", flush=True)
 
 
+def phase2_lr(elapsed: float, args: argparse.Namespace) -> float:
+    """Phase 2: warm-up-free cosine from ``lr`` to ``min_lr_frac * lr`` over the time budget.
+
+    The curve is a function of training seconds, not steps, so on a shared machine whose speed
+    varies it still reaches the floor exactly when ``--minutes`` run out.
+    """
+    progress = min(1.0, elapsed / args.time_budget)
+    floor = args.lr * args.min_lr_frac
+    return floor + (args.lr - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def cmd_phase2(args: argparse.Namespace) -> None:
+    """Second phase: resume phase 1's weights and AdamW moments from ``WORK/state.pt``, then
+    train for ``--minutes`` on the same split with a fresh sampling seed and a warm-up-free,
+    time-based cosine schedule. Its own state goes to ``WORK/phase2.pt`` (resumable); phase 1's
+    state is left as it was. Export it with ``export --state phase2.pt``.
+    """
+    work = Path(args.work)
+    args.time_budget = args.minutes * 60.0
+    tokenizer = Tokenizer.from_file(str(work / "tokenizer.json"))
+    config = model_config(args, tokenizer.get_vocab_size())
+    stream = torch.from_numpy(np.load(work / "train_tokens.npy").astype(np.int32))
+    model = CodeGenForCausalLM(config)
+    opt = make_optimizer(model, args)
+    gen = torch.Generator().manual_seed(args.seed)
+    state_path = work / "phase2.pt"
+    resume = state_path if state_path.exists() else work / "state.pt"
+    state = torch.load(resume, map_location="cpu", weights_only=True)
+    if state["config"] != config.to_dict():
+        raise SystemExit(f"{resume}: saved config differs from the command line")
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["opt"])
+    step, elapsed, start_step = 0, 0.0, state["step"]
+    if resume == state_path:
+        gen.set_state(state["gen"])
+        step, elapsed, start_step = state["step"], state["elapsed"], state["phase1_steps"]
+    print(
+        f"phase 2 from {resume.name} (phase 1: {start_step} steps) at step {step}, "
+        f"{elapsed:.0f}s of {args.time_budget:.0f}s; lr {args.lr:.1e} -> "
+        f"{args.lr * args.min_lr_frac:.1e} (cosine over time), seed {args.seed}",
+        flush=True,
+    )
+    tokens_per_step = args.batch * args.seq
+    model.train()
+    last_save = time.time()
+    t_start, losses = time.time() - elapsed, []
+    threads = ThreadChooser(args.threads)
+    while True:
+        spent = time.time() - t_start
+        if spent >= args.time_budget:
+            break
+        lr = phase2_lr(spent, args)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        window = batch_at(stream, gen, args.batch, args.seq)
+        t_step = time.time()
+        losses.append(train_step(model, opt, window, args.bf16, args.clip))
+        threads.record(time.time() - t_step)
+        step += 1
+        spent = time.time() - t_start
+        done = spent >= args.time_budget
+        if step % args.log_every == 0 or done:
+            print(
+                f"p2 step {step} loss {sum(losses) / len(losses):.4f} lr {lr:.2e} "
+                f"tokens {step * tokens_per_step} elapsed {spent:.0f}s "
+                f"tok/s {step * tokens_per_step / max(spent, 1e-9):.0f} "
+                f"threads {torch.get_num_threads()}",
+                flush=True,
+            )
+            losses = []
+        if time.time() - last_save > args.save_every or done:
+            extra = {"gen": gen.get_state(), "step": step, "elapsed": spent}
+            extra["phase1_steps"] = start_step
+            save_state(state_path, model, opt, config=config.to_dict(), **extra)
+            last_save = time.time()
+    print(f"phase 2 done: {step} steps, {step * tokens_per_step} tokens, {spent:.0f}s")
+
+
 def cmd_train(args: argparse.Namespace) -> None:
     """Train (or resume) the model; log progress and save state periodically."""
     work = Path(args.work)
@@ -419,7 +498,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_export(args: argparse.Namespace) -> None:
     """Write the trained weights (fp16) and the tokenizer into the package's default_model/."""
     work = Path(args.work)
-    state = torch.load(work / "state.pt", map_location="cpu", weights_only=True)
+    state = torch.load(work / args.state, map_location="cpu", weights_only=True)
     config = CodeGenConfig.from_dict(state["config"])
     model = CodeGenForCausalLM(config)
     model.load_state_dict(state["model"])
@@ -435,7 +514,13 @@ def main(argv: list[str] | None = None) -> None:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
-    cmds = {"prepare": cmd_prepare, "bench": cmd_bench, "train": cmd_train, "export": cmd_export}
+    cmds = {
+        "prepare": cmd_prepare,
+        "bench": cmd_bench,
+        "train": cmd_train,
+        "phase2": cmd_phase2,
+        "export": cmd_export,
+    }
     for name in cmds:
         p = sub.add_parser(name)
         p.add_argument("--work", default="/work/train_state", help="state directory (not in git)")
@@ -461,6 +546,8 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("--save-every", type=float, default=300.0, help="seconds")
         p.add_argument("--seconds", type=float, default=30.0, help="bench duration per dtype")
         p.add_argument("--out", default=str(SHIP_DIR), help="export directory")
+        p.add_argument("--state", default="state.pt", help="state file in WORK to export")
+        p.add_argument("--minutes", type=float, default=30.0, help="phase 2 training time")
     args = parser.parse_args(argv)
     cmds[args.cmd](args)
 

@@ -89,7 +89,8 @@ def test_generate_default_model_fibonacci():
     assert out.startswith("def fibonacci(n):")
     body = out[len("def fibonacci(n):") :]
     assert len(body.strip()) > 10
-    assert "n" in body  # the continuation talks about its argument
+    first = body.split("\n")[1]
+    assert body.startswith("\n") and first.startswith((" ", "\t")) and first.strip()  # a body
     # The continuation is Python; whether a tiny model closes every construct varies, so
     # accept a parse of the longest prefix made of whole lines.
     lines = out.rstrip().split("\n")

@@ -48,7 +48,10 @@ from codegen_lsp.engine.engine import CodeGenEngine, dtype_name, load_engine
 from codegen_lsp.engine.synthetic import random_model, write_checkpoint
 from codegen_lsp.engine.worker import EngineSpec
 
-HELP = "benchmark: keystroke replay, prefill/decode throughput, vs transformers and CTranslate2"
+HELP = (
+    "benchmark: keystroke replay, prefill/decode throughput, vs transformers and CTranslate2 "
+    "(`codegen-lsp bench soak -h`: the long-typing soak)"
+)
 REPO_TOKENIZER = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "codegen-tokenizer"
 
 
