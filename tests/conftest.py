@@ -66,6 +66,23 @@ def default_model_dir() -> Path | None:
     return path if (path / "config.json").is_file() else None
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models run fastest on one thread, and a loaded machine hurts threads most."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    """The real CodeGen tokenizer (the fixture built from GPT-2's ranks)."""
+    from codegen_lsp.codegen.tokenizer import CodeGenTokenizer
+
+    return CodeGenTokenizer.from_dir(TOKENIZER_FIXTURE)
+
+
 @pytest.fixture(scope="session")
 def default_model() -> Path:
     """The shipped default model's directory; skips the test while there is none."""

@@ -14,7 +14,6 @@ import pytest
 import torch
 
 from codegen_lsp.codegen.checkpoint import CheckpointError
-from codegen_lsp.codegen.tokenizer import CodeGenTokenizer
 from codegen_lsp.engine.api import GenerateRequest, GenerateResult
 from codegen_lsp.engine.engine import CodeGenEngine, EngineConfigError, load_engine
 from codegen_lsp.engine.healing import TokenPrefixIndex, heal
@@ -22,20 +21,8 @@ from codegen_lsp.engine.synthetic import random_model, write_checkpoint
 from codegen_lsp.engine.worker import EngineSpec
 
 FIXTURE = Path(__file__).parent / "fixtures" / "codegen-tokenizer"
+pytestmark = pytest.mark.usefixtures("one_thread")
 PRINT, PAREN = 4798, 7  # "print", "("
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def tokenizer() -> CodeGenTokenizer:
-    return CodeGenTokenizer.from_dir(FIXTURE)
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,6 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from codegen_lsp.codegen.tokenizer import CodeGenTokenizer
 from codegen_lsp.engine.api import GenerateRequest, GenerateResult
 from codegen_lsp.engine.engine import CodeGenEngine
 from codegen_lsp.engine.kv_cache import plan_blocks
@@ -28,23 +27,10 @@ from codegen_lsp.engine.quantize import quantize_linears
 from codegen_lsp.engine.synthetic import random_model
 
 FIXTURE = Path(__file__).parent / "fixtures" / "codegen-tokenizer"
+pytestmark = pytest.mark.usefixtures("one_thread")
 SOURCE = inspect.getsource(textwrap)[:6000]
 MAX_BLOCK = 32  # small blocks so short prompts exercise several block sizes
 BUDGET_MB = 1.0
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, and a loaded machine hurts threads most."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def tokenizer() -> CodeGenTokenizer:
-    return CodeGenTokenizer.from_dir(FIXTURE)
 
 
 @pytest.fixture(scope="module")
