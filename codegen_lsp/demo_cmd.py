@@ -62,6 +62,10 @@ async def _demo(args: argparse.Namespace) -> int:
     def _log(params: types.LogMessageParams) -> None:
         messages.append(params.message)
 
+    @client.feature("codegen/status")
+    def _status(params: object) -> None:  # the server's status-bar notifications
+        return None
+
     await client.start_io(sys.executable, "-m", "codegen_lsp", "serve")
     try:
         await client.initialize_async(
