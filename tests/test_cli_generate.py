@@ -103,3 +103,22 @@ def _parses(src: str) -> bool:
     except SyntaxError:
         return False
     return True
+
+
+def test_demo_gets_a_suggestion_through_the_server(tmp_path):
+    """The README's main command: one inline completion over LSP from the shipped model."""
+    from codegen_lsp.codegen.default import default_model_dir
+
+    if not (default_model_dir() / "model.safetensors").exists():
+        pytest.skip("the default model is not shipped yet")
+    proc = subprocess.run(
+        [sys.executable, "-m", "codegen_lsp", "demo", "--timeout", "120"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    head, _, suggestion = proc.stdout.partition("--- suggestion")
+    assert head.startswith("import math")
+    assert suggestion.split("---\n", 1)[1].strip()
