@@ -38,7 +38,7 @@ for extra in (REPO, REPO / "model"):
     if str(extra) not in sys.path:
         sys.path.insert(0, str(extra))
 
-from train import EOS_ID, SHIP_DIR, read_manifest, read_texts  # noqa: E402
+from corpus import EOS_ID, SHIP_DIR, read_manifest, read_texts  # noqa: E402
 
 from codegen_lsp.codegen.checkpoint import load_model  # noqa: E402
 from codegen_lsp.codegen.modeling import CodeGenForCausalLM  # noqa: E402
