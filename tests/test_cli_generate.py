@@ -10,25 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from codegen_lsp.codegen.checkpoint import save_checkpoint
-from codegen_lsp.codegen.config import CodeGenConfig
-from codegen_lsp.codegen.modeling import CodeGenForCausalLM
-
-FIXTURE = Path(__file__).parent / "fixtures" / "codegen-tokenizer"
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory) -> Path:
-    cfg = CodeGenConfig(
-        vocab_size=51200, n_positions=128, n_embd=32, n_layer=2, n_head=4, rotary_dim=4
-    )
-    model = CodeGenForCausalLM(cfg)
-    model.init_weights(seed=0)
-    out = save_checkpoint(model, tmp_path_factory.mktemp("tiny"))
-    for f in FIXTURE.iterdir():
-        shutil.copy(f, out / f.name)
-    return out
-
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
@@ -39,16 +20,18 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_generate_prints_prompt_and_continuation(tiny_dir):
-    proc = _run("--model", str(tiny_dir), "--max-new-tokens", "8", "--no-truncate", "def f():")
+def test_generate_prints_prompt_and_continuation(tiny_checkpoint):
+    proc = _run(
+        "--model", str(tiny_checkpoint), "--max-new-tokens", "8", "--no-truncate", "def f():"
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("def f():")
     assert len(proc.stdout) > len("def f():\n")
     assert "8 tokens" in proc.stderr
 
 
-def test_generate_is_deterministic_with_seed(tiny_dir):
-    args = ["--model", str(tiny_dir), "--max-new-tokens", "6", "--temperature", "0.8"]
+def test_generate_is_deterministic_with_seed(tiny_checkpoint):
+    args = ["--model", str(tiny_checkpoint), "--max-new-tokens", "6", "--temperature", "0.8"]
     a = _run(*args, "--seed", "7", "--no-truncate", "x = ")
     b = _run(*args, "--seed", "7", "--no-truncate", "x = ")
     assert a.returncode == 0 and a.stdout == b.stdout
@@ -62,9 +45,9 @@ def test_generate_bad_model_path_is_one_clear_line(tmp_path):
     assert proc.stdout == ""
 
 
-def test_generate_corrupt_checkpoint(tiny_dir, tmp_path):
+def test_generate_corrupt_checkpoint(tiny_checkpoint, tmp_path):
     bad = tmp_path / "bad"
-    shutil.copytree(tiny_dir, bad)
+    shutil.copytree(tiny_checkpoint, bad)
     (bad / "model.safetensors").write_bytes(b"garbage")
     proc = _run("--model", str(bad), "def f():")
     assert proc.returncode == 2
