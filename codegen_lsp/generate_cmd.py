@@ -1,8 +1,19 @@
-"""``codegen-lsp generate PROMPT``: print the prompt and the model's continuation."""
+"""``codegen-lsp generate PROMPT``: print the prompt and the model's continuation.
+
+By default several continuations are decoded together (the greedy one and seeded samples),
+each is cut where it should end (CodeGen's usual truncation patterns, and the end of the
+block that the prompt opens), and the best is printed: one that parses as Python and does
+not repeat itself, of the highest mean log-probability. This is the ranking Codex-style
+tools use to pick one of many samples; ``--candidates 1`` gives the plain greedy (or, with
+``--temperature``, sampled) continuation instead, and ``--all`` prints every candidate.
+The prompt is presented as the start of a file (``<|endoftext|>`` first, as files are
+separated in CodeGen-style training data).
+"""
 
 from __future__ import annotations
 
 import argparse
+import ast
 import re
 import sys
 import time
@@ -12,6 +23,7 @@ import torch
 HELP = "print PROMPT followed by the model's continuation (no editor, no server)"
 
 DEFAULT_TRUNCATE = [r"^#", re.escape("<|endoftext|>"), "^'''", '^"""', "\n\n\n"]
+SAMPLE_TEMPERATURE = 0.8  # for the sampled candidates when --temperature is not given
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -19,28 +31,88 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("prompt", help="text to continue; '-' reads it from standard input")
     p.add_argument("--model", help="checkpoint directory or hub id (default: the shipped model)")
     p.add_argument("--max-new-tokens", type=int, default=64)
-    p.add_argument("--temperature", type=float, default=0.0, help="0 means greedy (default)")
+    p.add_argument(
+        "--candidates",
+        type=int,
+        default=8,
+        help="continuations to decode and rank (default 8; 1: no ranking)",
+    )
+    p.add_argument(
+        "--temperature",
+        type=float,
+        default=None,
+        help=f"0 means greedy; default: greedy for one candidate, {SAMPLE_TEMPERATURE} for the "
+        "samples beside the greedy one",
+    )
     p.add_argument("--top-p", type=float, default=0.95)
     p.add_argument("--top-k", type=int, default=0)
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--seed", type=int, default=None, help="sampling seed (default 0 when ranking)")
+    p.add_argument("--all", action="store_true", help="print every candidate, best first")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--device", default="cpu")
     p.add_argument("--allow-download", action="store_true", help="fetch a hub id if not cached")
     p.add_argument(
         "--no-truncate",
         action="store_true",
-        help="do not cut at CodeGen's usual patterns (comments, docstrings, 3 blank lines)",
+        help="do not cut at CodeGen's usual patterns (comments, docstrings, 3 blank lines) "
+        "or at the end of the prompt's block",
     )
+
+
+def end_of_block(prompt: str, text: str) -> str:
+    """Cut ``text`` at the first line indented no deeper than the block the prompt opens.
+
+    Only when the prompt's last line opens a block (ends with ``:``); the continuation of a
+    ``def`` header ends where the function does.
+    """
+    last = prompt.rstrip("\n").rsplit("\n", 1)[-1]
+    if not last.rstrip().endswith(":"):
+        return text
+    level = len(last) - len(last.lstrip())
+    lines = text.split("\n")
+    for i, line in enumerate(lines[1:], start=1):
+        if line.strip() and len(line) - len(line.lstrip()) <= level:
+            return "\n".join(lines[:i]).rstrip() + "\n"
+    return text
+
+
+def _parses(source: str) -> bool:
+    try:
+        ast.parse(source)
+    except (SyntaxError, ValueError):
+        return False
+    return True
+
+
+def whole_lines(text: str) -> str:
+    """``text`` without its last line when that line is unfinished (the token limit hit)."""
+    return text[: text.rindex("\n") + 1] if "\n" in text else ""
+
+
+def repetitive(text: str) -> bool:
+    """A line repeated, or a few words looping (``a bunch of a bunch of ...``)."""
+    lines = [line.strip() for line in text.split("\n") if line.strip()]
+    words = re.findall(r"\w+", text)
+    return len(set(lines)) < len(lines) or (len(words) >= 12 and len(set(words)) < len(words) / 3)
+
+
+def rank_key(prompt: str, text: str, mean_logprob: float) -> tuple[bool, bool, bool, float]:
+    """Sort key, best last: has a body, parses as Python, does not loop, mean log-prob."""
+    body = bool(text.strip())
+    return (body, _parses(prompt + text), not repetitive(text), mean_logprob)
 
 
 def run(args: argparse.Namespace) -> int:
     """Load the model, generate, print; clear one-line errors for bad input."""
     from codegen_lsp.codegen.checkpoint import CheckpointError, load_model, resolve
-    from codegen_lsp.codegen.generation import SamplingParams, generate
+    from codegen_lsp.codegen.generation import SamplingParams, generate_candidates
     from codegen_lsp.codegen.tokenizer import CodeGenTokenizer, TokenizerError
 
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
+    ranking = args.candidates > 1
     try:
+        if args.candidates < 1:
+            raise ValueError(f"--candidates must be >= 1, got {args.candidates}")
         if args.model:
             directory = resolve(args.model, allow_download=args.allow_download)
         else:
@@ -50,24 +122,55 @@ def run(args: argparse.Namespace) -> int:
         dtype = getattr(torch, args.dtype)
         model = load_model(directory, dtype=dtype, device=args.device)
         tokenizer = CodeGenTokenizer.from_dir(directory)
-        params = SamplingParams(args.temperature, args.top_p, args.top_k)
+        temperature = args.temperature
+        if temperature is None:
+            temperature = SAMPLE_TEMPERATURE if ranking else 0.0
+        params = SamplingParams(temperature, args.top_p, args.top_k)
     except (CheckpointError, TokenizerError, ValueError) as exc:
         print(f"codegen-lsp: error: {exc}", file=sys.stderr)
         return 2
-    ids = tokenizer.encode(prompt) or [tokenizer.bos_id]
+    # The prompt is the start of a file: say so with <|endoftext|>, which separates files in
+    # CodeGen-style training data (without it a bare "def f():" reads as a window cut from
+    # the middle of some class or test).
+    ids = [tokenizer.bos_id, *tokenizer.encode(prompt)]
+    seed = args.seed if args.seed is not None or not ranking else 0
     start = time.perf_counter()
-    new = generate(
+    candidates = generate_candidates(
         model,
         ids,
+        args.candidates,
         args.max_new_tokens,
         params,
         vocab_limit=tokenizer.vocab_size,
         eos_id=tokenizer.eos_id,
-        seed=args.seed,
+        seed=seed,
+        greedy_first=ranking,
     )
     elapsed = time.perf_counter() - start
     patterns = None if args.no_truncate else DEFAULT_TRUNCATE
-    text = tokenizer.decode(new, truncate_before_pattern=patterns)
-    sys.stdout.write(prompt + text + "\n")
-    print(f"[{len(new)} tokens in {elapsed:.2f}s from {directory}]", file=sys.stderr)
+    texts = []
+    for cand in candidates:
+        full = tokenizer.decode(cand.ids)
+        text = tokenizer.decode(cand.ids, truncate_before_pattern=patterns)
+        if not args.no_truncate:
+            text = end_of_block(prompt, text)
+            ran_out = len(cand.ids) == args.max_new_tokens and cand.ids[-1] != tokenizer.eos_id
+            if ranking and ran_out and text == full:  # cut by the token limit, mid-line
+                text = whole_lines(text)
+        texts.append(text)
+    order = sorted(
+        range(len(candidates)),
+        key=lambda i: rank_key(prompt, texts[i], candidates[i].mean_logprob),
+        reverse=True,
+    )
+    shown = order if args.all else order[:1]
+    for n, i in enumerate(shown):
+        if args.all:
+            sys.stdout.write(
+                f"--- candidate {n + 1} (mean log-prob {candidates[i].mean_logprob:.2f})\n"
+            )
+        sys.stdout.write(prompt + texts[i].rstrip("\n") + "\n")
+    tokens = max(len(c.ids) for c in candidates)
+    what = f"best of {len(candidates)} candidates, " if ranking else ""
+    print(f"[{what}{tokens} tokens in {elapsed:.2f}s from {directory}]", file=sys.stderr)
     return 0

@@ -13,6 +13,7 @@ byte is the summed loss over the files' UTF-8 bytes. The same files are compress
 
 Completions: for the first suitable top-level function of each held-out file (at least two
 statements in the body), the prompt is its header and docstring (or header alone); the model
+(after ``<|endoftext|>``, i.e. at the start of a file, as ``codegen-lsp generate`` gives it)
 continues greedily for up to ``--max-new`` tokens; the text is cut at the first blank line or
 at the first line indented no deeper than the ``def`` (the end of the function), or, when the
 token limit ends it first, after its last complete line. ``ast.parse`` of prompt + completion
@@ -210,7 +211,8 @@ def main(argv: list[str] | None = None) -> None:
 
     rows = []
     for rel, prompt in prompts(texts, args.n_prompts):
-        new = greedy(model, tokenizer.encode(prompt).ids, args.max_new, vocab)
+        # the prompt stands at the start of a file, as `codegen-lsp generate` presents it
+        new = greedy(model, [EOS_ID, *tokenizer.encode(prompt).ids], args.max_new, vocab)
         completion = cut(tokenizer.decode(new), hit_limit=len(new) == args.max_new)
         ok = parses(prompt + completion)
         rows.append({"file": rel, "prompt": prompt, "completion": completion, "parses": ok})

@@ -136,3 +136,25 @@ def test_build_prompt_cuts_a_huge_single_line(marked) -> None:
 
 def test_build_prompt_empty_document(marked) -> None:
     assert build_prompt(marked("█"), chars, budget=10).ids == []
+
+
+def test_build_prompt_bos_at_the_start_of_a_file(marked) -> None:
+    prompt = build_prompt(marked("import os\nx = █"), chars, budget=100, bos=0)
+    assert prompt.ids == [0, *chars("import os\nx = ")]
+
+
+def test_build_prompt_no_bos_inside_a_file(marked) -> None:
+    lines = "".join(f"line_{i} = {i}\n" for i in range(200))
+    prompt = build_prompt(marked(lines + "x = █"), chars, budget=300, bos=0)
+    assert prompt.start_line > 0 and prompt.ids[0] == ord("l")
+    cut = build_prompt(marked("x" * 500 + "█"), chars, budget=100, bos=0)
+    assert cut.truncated and 0 not in cut.ids  # a window cut inside the line: not a file start
+    assert len(cut.ids) <= 100
+
+
+def test_build_prompt_bos_before_a_header(marked) -> None:
+    header = "# language: python\n"
+    lines = "".join(f"line_{i} = {i}\n" for i in range(200))
+    prompt = build_prompt(marked(lines + "x = █"), chars, budget=300, header=header, bos=0)
+    assert prompt.ids[: 1 + len(header)] == [0, *chars(header)]
+    assert len(prompt.ids) <= 300

@@ -107,3 +107,71 @@ def generate(
         pos = torch.tensor([len(prompt) + step], device=device)
         hidden = model.transformer(torch.tensor([[next_id]], device=device), pos, cache)[:, -1]
     return out
+
+
+@dataclass
+class Sampled:
+    """One sampled continuation: new ids and the sum of their log-probabilities."""
+
+    ids: list[int]
+    logprob: float
+
+    @property
+    def mean_logprob(self) -> float:
+        """Average log-probability per generated token (0 for an empty continuation)."""
+        return self.logprob / len(self.ids) if self.ids else 0.0
+
+
+@torch.inference_mode()
+def generate_candidates(
+    model: CodeGenForCausalLM,
+    prompt: Sequence[int],
+    n: int,
+    max_new_tokens: int,
+    params: SamplingParams,
+    *,
+    vocab_limit: int | None = None,
+    eos_id: int | None = None,
+    seed: int | None = None,
+    greedy_first: bool = True,
+) -> list[Sampled]:
+    """``n`` continuations of ``prompt`` decoded together in one batch.
+
+    With ``greedy_first`` the first row is the greedy continuation and the others are sampled
+    with ``params``; each row stops at ``eos_id`` (included) or after ``max_new_tokens``.
+    Log-probabilities are those of the model's own distribution (before temperature/top-p),
+    so candidates can be ranked by how likely the model finds them.
+    """
+    if not prompt:
+        raise ValueError("prompt must contain at least one token")
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    budget = min(max_new_tokens, model.config.n_positions - len(prompt))
+    if budget <= 0:
+        return [Sampled([], 0.0) for _ in range(n)]
+    limit = vocab_limit or model.config.vocab_size
+    generator = torch.Generator().manual_seed(seed) if seed is not None else None
+    device = model.device
+    cache = model.new_cache(batch=n, max_len=len(prompt) + budget)
+    tokens = torch.tensor([list(prompt)] * n, device=device)  # [n, T]
+    hidden = model.transformer(tokens, torch.arange(len(prompt), device=device), cache)[:, -1]
+    outs: list[list[int]] = [[] for _ in range(n)]
+    logprobs = [0.0] * n
+    done = [False] * n
+    for step in range(budget):
+        logits = mask_vocab(model.logits(hidden), limit).float().cpu()  # [n, V]
+        chosen = sample(logits, params, generator)
+        if greedy_first:
+            chosen[0] = logits[0].argmax()
+        token_lp = torch.log_softmax(logits, dim=-1).gather(1, chosen[:, None])[:, 0]
+        for row in range(n):
+            if done[row]:
+                continue
+            outs[row].append(int(chosen[row]))
+            logprobs[row] += float(token_lp[row])
+            done[row] = int(chosen[row]) == eos_id
+        if all(done) or step + 1 == budget:
+            break
+        pos = torch.tensor([len(prompt) + step], device=device)
+        hidden = model.transformer(chosen[:, None].to(device), pos, cache)[:, -1]
+    return [Sampled(ids, lp) for ids, lp in zip(outs, logprobs, strict=True)]

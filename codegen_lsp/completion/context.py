@@ -169,8 +169,21 @@ def build_prompt(
     previous_start: int | None = None,
     header: str = "",
     count: Callable[[str], int] | None = None,
+    bos: int | None = None,
 ) -> Prompt:
-    """Header + window text before the cursor, as at most ``budget`` token ids."""
+    """Header + window text before the cursor, as at most ``budget`` token ids.
+
+    With ``bos`` (the model's ``<|endoftext|>`` id) the ids begin with it whenever the prompt
+    begins where a file begins: a header is given, or the window starts at the document's
+    first line. Files are joined by that token in CodeGen-style training data, so it tells the
+    model that it sees the start of a file (top-level code, no enclosing class), not a window
+    cut from the middle of one; its position never moves, so KV reuse is unaffected.
+    """
+    if bos is not None and budget > 1:
+        inner = build_prompt(cursor, encode, budget - 1, previous_start, header, count)
+        if inner.ids and (inner.header or (inner.start_line == 0 and not inner.truncated)):
+            inner.ids = [bos, *inner.ids]
+        return inner
     header_ids = encode(header) if header else []
     if len(header_ids) * 2 > budget:
         header, header_ids = "", []

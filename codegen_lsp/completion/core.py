@@ -71,6 +71,7 @@ class EngineInfo:
 
     n_ctx: int
     encode: Encode
+    bos_id: int | None = None  # prepended when the prompt starts where the file starts
 
 
 @dataclass
@@ -173,6 +174,7 @@ class Completer:
             self._windows.get(key),
             header,
             count=self._counter(engine.encode, budget),
+            bos=engine.bos_id,
         )
         if not prompt.ids:
             raise CompletionSkipped("empty prompt (nothing before the cursor)")

@@ -226,6 +226,7 @@ class CodeGenEngine:
             )
         self.model = model
         self.tokenizer = tokenizer
+        self.bos_id: int | None = tokenizer.bos_id
         self.prefix_reuse = prefix_reuse
         self.max_block = max_block
         self.quantize = quantize

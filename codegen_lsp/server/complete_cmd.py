@@ -92,7 +92,10 @@ def run(args: argparse.Namespace) -> int:
         options = settings.completion_options(args.model or engine.description)
         try:
             prepared = completer.prepare(
-                path, cursor, EngineInfo(engine.n_ctx, engine.encode), options
+                path,
+                cursor,
+                EngineInfo(engine.n_ctx, engine.encode, getattr(engine, "bos_id", None)),
+                options,
             )
         except CompletionSkipped as exc:
             return _fail(str(exc))

@@ -1,0 +1,93 @@
+"""Batched candidates (``generate_candidates``) and the ranking of ``codegen-lsp generate``."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from codegen_lsp.codegen.checkpoint import load_model
+from codegen_lsp.codegen.generation import SamplingParams, generate, generate_candidates
+from codegen_lsp.generate_cmd import end_of_block, rank_key, repetitive, whole_lines
+
+
+@pytest.fixture(scope="module")
+def model(tiny_checkpoint):
+    return load_model(tiny_checkpoint, dtype=torch.float32)
+
+
+def test_first_candidate_is_greedy(model) -> None:
+    prompt = [5, 17, 99, 3]
+    greedy = generate(model, prompt, 12)
+    cands = generate_candidates(model, prompt, 4, 12, SamplingParams(0.9), seed=3)
+    assert len(cands) == 4
+    assert cands[0].ids == greedy
+    assert all(len(c.ids) == 12 for c in cands)
+    assert len({tuple(c.ids) for c in cands}) > 1  # the others are sampled
+
+
+def test_candidates_are_seeded_and_scored(model) -> None:
+    prompt = [1, 2, 3]
+    a = generate_candidates(model, prompt, 3, 8, SamplingParams(1.0), seed=11)
+    b = generate_candidates(model, prompt, 3, 8, SamplingParams(1.0), seed=11)
+    assert [c.ids for c in a] == [c.ids for c in b]
+    # the score is the model's own log-probability of the tokens, recomputed here
+    ids = prompt + a[1].ids
+    with torch.no_grad():
+        logp = model(torch.tensor([ids]), torch.arange(len(ids)))[0].log_softmax(-1)
+    expected = sum(float(logp[len(prompt) - 1 + i, t]) for i, t in enumerate(a[1].ids))
+    assert a[1].logprob == pytest.approx(expected, abs=1e-3)
+    assert a[1].mean_logprob == pytest.approx(expected / 8, abs=1e-3)
+
+
+def test_candidates_stop_at_eos(model) -> None:
+    prompt = [1, 2, 3]
+    greedy = generate(model, prompt, 6)
+    eos = greedy[2]
+    cands = generate_candidates(model, prompt, 2, 6, SamplingParams(0.0), eos_id=eos)
+    assert cands[0].ids == greedy[:3]
+
+
+def test_end_of_block_cuts_where_the_function_ends() -> None:
+    text = "\n    return 1\n\nprint(f())\n"
+    assert end_of_block("def f():", text) == "\n    return 1\n"
+    assert end_of_block("x = ", "1\ny = 2\n") == "1\ny = 2\n"  # no block opened: as is
+    nested = "\n        pass\n    def g(self):\n"
+    assert end_of_block("class A:\n    def f(self):", nested) == "\n        pass\n"
+
+
+def test_ranking_prefers_parsing_non_looping_text() -> None:
+    prompt = "def f(n):"
+    good = rank_key(prompt, "\n    return n\n", -2.0)
+    broken = rank_key(prompt, "\n    return (n\n", -0.5)
+    looping = rank_key(prompt, "\n    x = 1\n    x = 1\n", -0.1)
+    empty = rank_key(prompt, "", 0.0)
+    assert good > broken and good > looping and broken > empty
+    assert repetitive("\n    'a bunch of a bunch of a bunch of a bunch of a bunch of'")
+    assert not repetitive("\n    total = sum(values)\n    return total / len(values)\n")
+    assert whole_lines("\n    a = 1\n    b = (") == "\n    a = 1\n"
+
+
+def _generate(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "codegen_lsp", "generate", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_generate_all_prints_every_candidate(tiny_checkpoint) -> None:
+    proc = _generate("--model", str(tiny_checkpoint), "--candidates", "3", "--all", "def f():")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("--- candidate ") == 3
+    assert proc.stdout.count("def f():") == 3
+    assert "best of 3 candidates" in proc.stderr
+
+
+def test_generate_rejects_zero_candidates(tiny_checkpoint) -> None:
+    proc = _generate("--model", str(tiny_checkpoint), "--candidates", "0", "def f():")
+    assert proc.returncode == 2
+    assert "--candidates must be >= 1" in proc.stderr and "Traceback" not in proc.stderr
