@@ -62,10 +62,24 @@ RUNS: dict[str, dict] = {
     "D": {"n_layer": 6, "n_embd": 384, "n_head": 8, "rotary_dim": 24, "lr": 1.5e-3, "passes": 4},
     # B's shape, with windows drawn from library (non-test) files ``lib_weight`` times as
     # often per token as from test files (62% of the training bytes are tests).
-    "E": {"n_layer": 6, "n_embd": 384, "n_head": 8, "rotary_dim": 24, "lr": 1.5e-3, "passes": 6,
-          "lib_weight": 2.0},
-    "F": {"n_layer": 6, "n_embd": 384, "n_head": 8, "rotary_dim": 24, "lr": 1.5e-3, "passes": 6,
-          "lib_weight": 4.0},
+    "E": {
+        "n_layer": 6,
+        "n_embd": 384,
+        "n_head": 8,
+        "rotary_dim": 24,
+        "lr": 1.5e-3,
+        "passes": 6,
+        "lib_weight": 2.0,
+    },
+    "F": {
+        "n_layer": 6,
+        "n_embd": 384,
+        "n_head": 8,
+        "rotary_dim": 24,
+        "lr": 1.5e-3,
+        "passes": 6,
+        "lib_weight": 4.0,
+    },
 }
 
 
@@ -105,7 +119,9 @@ def cmd_pack(args: argparse.Namespace) -> None:
     held = encode_stream(tokenizer, read_texts(files, "heldout"))
     np.save(out / "heldout_tokens.npy", held)
     lib_held = [f for f in files if f.split == "heldout" and not is_test_path(f.rel)]
-    np.save(out / "heldout_lib_tokens.npy", encode_stream(tokenizer, read_texts(lib_held, "heldout")))
+    np.save(
+        out / "heldout_lib_tokens.npy", encode_stream(tokenizer, read_texts(lib_held, "heldout"))
+    )
     # which training tokens belong to test files (the stream is the train files in order)
     train = [f for f in files if f.split == "train"]
     texts = read_texts(files, "train")
@@ -224,7 +240,9 @@ def cmd_worker(args: argparse.Namespace) -> None:
         for group in opt.param_groups:
             group["lr"] = lr
         if lib_weight == 1.0:
-            starts = torch.randint(0, len(train) - SEQ - 1, (args.batch,), device=device, generator=gen)
+            starts = torch.randint(
+                0, len(train) - SEQ - 1, (args.batch,), device=device, generator=gen
+            )
         else:
             n_lib = int(torch.binomial(torch.tensor(float(args.batch)), torch.tensor(lib_share)))
             pick_lib = torch.randint(0, len(lib_starts), (n_lib,), device=device, generator=gen)
@@ -272,8 +290,10 @@ def cmd_worker(args: argparse.Namespace) -> None:
         "torch": str(torch.__version__),
         "history": history,
     }
-    print(f"{args.run} done: {json.dumps({k: v for k, v in summary.items() if k != 'history'})}",
-          file=log)
+    print(
+        f"{args.run} done: {json.dumps({k: v for k, v in summary.items() if k != 'history'})}",
+        file=log,
+    )
     torch.save({"summary": summary, "state": best["state"]}, Path(args.workdir) / f"{args.run}.pt")
 
 
@@ -300,7 +320,9 @@ def cmd_run(args: argparse.Namespace) -> None:
         cmd += ["--workdir", str(workdir), "--minutes", str(args.minutes), "--device", args.device]
         cmd += ["--batch", str(args.batch), "--eval-every", str(args.eval_every)]
         cmd += ["--eval-windows", str(args.eval_windows), "--warmup", str(args.warmup)]
-        cmd += ["--log-every", str(args.log_every), "--passes", args.passes] + (["--bf16"] if args.bf16 else [])
+        cmd += ["--log-every", str(args.log_every), "--passes", args.passes] + (
+            ["--bf16"] if args.bf16 else []
+        )
         err = open(workdir / f"{name}.err", "w")  # noqa: SIM115
         procs[name] = subprocess.Popen(cmd, stdout=err, stderr=subprocess.STDOUT)
     deadline = time.time() + args.minutes * 60 + args.grace
@@ -316,8 +338,11 @@ def cmd_run(args: argparse.Namespace) -> None:
         if (workdir / f"{name}.pt").is_file():
             summaries[name] = export_run(workdir, Path(args.dir), name, export)
             s = summaries[name]
-            print(f"{name}: best held-out {s['best_heldout']} at {s['best_tokens']} tokens, "
-                  f"{s['tokens_per_s']} tok/s, {s['passes']:.1f} passes", flush=True)
+            print(
+                f"{name}: best held-out {s['best_heldout']} at {s['best_tokens']} tokens, "
+                f"{s['tokens_per_s']} tok/s, {s['passes']:.1f} passes",
+                flush=True,
+            )
     # Pack the first entry always (the like-for-like comparison), then the best others.
     if args.rank:
         order = sorted(names, key=lambda n: summaries.get(n, {}).get(args.rank, 9e9))
