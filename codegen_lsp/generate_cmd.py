@@ -76,7 +76,8 @@ def end_of_block(prompt: str, text: str) -> str:
     return text
 
 
-def _parses(source: str) -> bool:
+def parses(source: str) -> bool:
+    """Whether ``source`` is valid Python (parsed only, never run)."""
     try:
         ast.parse(source)
     except (SyntaxError, ValueError):
@@ -99,7 +100,7 @@ def repetitive(text: str) -> bool:
 def rank_key(prompt: str, text: str, mean_logprob: float) -> tuple[bool, bool, bool, float]:
     """Sort key, best last: has a body, parses as Python, does not loop, mean log-prob."""
     body = bool(text.strip())
-    return (body, _parses(prompt + text), not repetitive(text), mean_logprob)
+    return (body, parses(prompt + text), not repetitive(text), mean_logprob)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -42,7 +42,9 @@ for extra in (REPO, REPO / "model"):
 from corpus import EOS_ID, SHIP_DIR, read_manifest, read_texts  # noqa: E402
 
 from codegen_lsp.codegen.checkpoint import load_model  # noqa: E402
+from codegen_lsp.codegen.generation import SamplingParams, generate_candidates  # noqa: E402
 from codegen_lsp.codegen.modeling import CodeGenForCausalLM  # noqa: E402
+from codegen_lsp.generate_cmd import SAMPLE_TEMPERATURE, parses, rank_key  # noqa: E402
 
 
 def windows(n_tokens: int, ctx: int, stride: int) -> list[tuple[int, int, int]]:
@@ -150,13 +152,28 @@ def cut(completion: str, hit_limit: bool) -> str:
     return text
 
 
-def parses(source: str) -> bool:
-    """Whether ``source`` is syntactically valid Python (never executed)."""
-    try:
-        ast.parse(source)
-    except (SyntaxError, ValueError):
-        return False
-    return True
+def ranked(
+    model: CodeGenForCausalLM,
+    tokenizer: Tokenizer,
+    ids: list[int],
+    prompt: str,
+    max_new: int,
+    n: int,
+) -> str:
+    """What ``codegen-lsp generate`` prints by default: the best of ``n`` ranked candidates."""
+    params = SamplingParams(SAMPLE_TEMPERATURE, 0.95)
+    cands = generate_candidates(model, ids, n, max_new, params, eos_id=EOS_ID, seed=0)
+    texts = []
+    for cand in cands:
+        new = cand.ids[:-1] if cand.ids and cand.ids[-1] == EOS_ID else cand.ids
+        texts.append(cut(tokenizer.decode(new), hit_limit=len(new) == max_new))
+    best = max(range(n), key=lambda i: rank_key(prompt, texts[i], cands[i].mean_logprob))
+    return texts[best]
+
+
+def yes(flag: bool) -> str:
+    """``yes`` / ``no`` for a table cell."""
+    return "yes" if flag else "no"
 
 
 def show(text: str) -> str:
@@ -174,6 +191,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--n-prompts", type=int, default=12)
     parser.add_argument("--max-new", type=int, default=48)
+    parser.add_argument("--candidates", type=int, default=8, help="for the best-of-N column")
     parser.add_argument("--skip-loss", action="store_true", help="completions only")
     parser.add_argument("--limit-files", type=int, default=0, help="quick check on N files")
     args = parser.parse_args(argv)
@@ -212,18 +230,25 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     for rel, prompt in prompts(texts, args.n_prompts):
         # the prompt stands at the start of a file, as `codegen-lsp generate` presents it
-        new = greedy(model, [EOS_ID, *tokenizer.encode(prompt).ids], args.max_new, vocab)
+        ids = [EOS_ID, *tokenizer.encode(prompt).ids]
+        new = greedy(model, ids, args.max_new, vocab)
         completion = cut(tokenizer.decode(new), hit_limit=len(new) == args.max_new)
         ok = parses(prompt + completion)
-        rows.append({"file": rel, "prompt": prompt, "completion": completion, "parses": ok})
+        row = {"file": rel, "prompt": prompt, "completion": completion, "parses": ok}
+        row["ranked"] = ranked(model, tokenizer, ids, prompt, args.max_new, args.candidates)
+        row["ranked_parses"] = parses(prompt + row["ranked"])
+        rows.append(row)
     result["completions"] = rows
     Path(args.out).write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
-    print("| file | prompt (first line; + = more lines) | completion | parses |")
-    print("|---|---|---|---|")
+    print("| file | prompt (first line; +N more lines) | greedy | parses | best of N | parses |")
+    print("|---|---|---|---|---|---|")
     for row in rows:
         lines = row["prompt"].rstrip("\n").split("\n")
         head = show(lines[0]) + (f" +{len(lines) - 1}" if len(lines) > 1 else "")
-        print(f"| {row['file']} | {head} | {show(row['completion'])} | {row['parses']} |")
+        print(
+            f"| {row['file']} | {head} | {show(row['completion'])} | {yes(row['parses'])} "
+            f"| {show(row['ranked'])} | {yes(row['ranked_parses'])} |"
+        )
 
 
 if __name__ == "__main__":

@@ -105,3 +105,17 @@ def test_demo_gets_a_suggestion_through_the_server(tmp_path):
     head, _, suggestion = proc.stdout.partition("--- suggestion")
     assert head.startswith("import math")
     assert suggestion.split("---\n", 1)[1].strip()
+
+
+def test_generate_all_prints_every_candidate(tiny_checkpoint) -> None:
+    proc = _run("--model", str(tiny_checkpoint), "--candidates", "3", "--all", "def f():")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("--- candidate ") == 3
+    assert proc.stdout.count("def f():") == 3
+    assert "best of 3 candidates" in proc.stderr
+
+
+def test_generate_rejects_zero_candidates(tiny_checkpoint) -> None:
+    proc = _run("--model", str(tiny_checkpoint), "--candidates", "0", "def f():")
+    assert proc.returncode == 2
+    assert "--candidates must be >= 1" in proc.stderr and "Traceback" not in proc.stderr

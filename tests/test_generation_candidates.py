@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 import torch
 
@@ -68,26 +65,3 @@ def test_ranking_prefers_parsing_non_looping_text() -> None:
     assert repetitive("\n    'a bunch of a bunch of a bunch of a bunch of a bunch of'")
     assert not repetitive("\n    total = sum(values)\n    return total / len(values)\n")
     assert whole_lines("\n    a = 1\n    b = (") == "\n    a = 1\n"
-
-
-def _generate(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "codegen_lsp", "generate", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
-def test_generate_all_prints_every_candidate(tiny_checkpoint) -> None:
-    proc = _generate("--model", str(tiny_checkpoint), "--candidates", "3", "--all", "def f():")
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.count("--- candidate ") == 3
-    assert proc.stdout.count("def f():") == 3
-    assert "best of 3 candidates" in proc.stderr
-
-
-def test_generate_rejects_zero_candidates(tiny_checkpoint) -> None:
-    proc = _generate("--model", str(tiny_checkpoint), "--candidates", "0", "def f():")
-    assert proc.returncode == 2
-    assert "--candidates must be >= 1" in proc.stderr and "Traceback" not in proc.stderr
