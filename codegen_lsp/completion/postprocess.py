@@ -36,6 +36,41 @@ def drop_suffix_overlap(text: str, around: Around) -> str | None:
     return text
 
 
+LOOP_MAX_PERIOD = 4  # longest block of lines checked for repetition
+LOOP_MIN_CHARS = 3  # shorter blocks (``)``, ``}``) repeat legitimately
+
+
+def cut_loops(text: str, around: Around) -> str | None:
+    """Keep one copy of a block of lines that the model started repeating.
+
+    Small models (and greedy decoding in general) fall into loops: ``x = f(x)`` over and over,
+    or the same two-line ``if`` again and again until the token limit. A block of 2 to
+    ``LOOP_MAX_PERIOD`` lines followed by a complete identical copy, or one line three times
+    in a row, is cut after its first copy. Two equal lines in a row are left alone (that is
+    often real code: ``next(it)`` twice).
+    """
+    lines = text.split("\n")
+    for i in range(1, len(lines)):
+        for period in range(1, min(LOOP_MAX_PERIOD, i) + 1):
+            block = lines[i - period : i]
+            if sum(len(line.strip()) for line in block) < LOOP_MIN_CHARS:
+                continue
+            copies = 2 if period == 1 else 1  # further copies needed after the block
+            tail = lines[i : i + period * copies]
+            if len(tail) < period * copies or any(
+                line != block[k % period] for k, line in enumerate(tail)
+            ):
+                continue
+            # the loop may have begun earlier, in another phase: walk back to its start
+            start = i - period
+            while start > 0 and lines[start - 1] == lines[start - 1 + period]:
+                start -= 1
+            if start == 1 and lines[0].strip() and lines[period].endswith(lines[0]):
+                start = 0  # the first line is the end of the cursor's line: one more copy
+            return "\n".join(lines[: start + period])
+    return text
+
+
 def drop_blank(text: str, around: Around) -> str | None:
     """Drop suggestions that are only whitespace."""
     return text if text.strip() else None
@@ -50,6 +85,7 @@ def drop_repeat_of_after(text: str, around: Around) -> str | None:
 
 FILTERS: tuple[Filter, ...] = (
     trim_trailing_whitespace,
+    cut_loops,
     drop_suffix_overlap,
     drop_blank,
     drop_repeat_of_after,
