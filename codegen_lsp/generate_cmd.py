@@ -20,6 +20,9 @@ import time
 
 import torch
 
+from codegen_lsp.completion.stopping import end_of_block as block_end
+from codegen_lsp.completion.stopping import indent_width
+
 HELP = "print PROMPT followed by the model's continuation (no editor, no server)"
 
 DEFAULT_TRUNCATE = [r"^#", re.escape("<|endoftext|>"), "^'''", '^"""', "\n\n\n"]
@@ -68,12 +71,8 @@ def end_of_block(prompt: str, text: str) -> str:
     last = prompt.rstrip("\n").rsplit("\n", 1)[-1]
     if not last.rstrip().endswith(":"):
         return text
-    level = len(last) - len(last.lstrip())
-    lines = text.split("\n")
-    for i, line in enumerate(lines[1:], start=1):
-        if line.strip() and len(line) - len(line.lstrip()) <= level:
-            return "\n".join(lines[:i]).rstrip() + "\n"
-    return text
+    cut = block_end(text, indent_width(last) + 1)
+    return text if cut is None else text[:cut].rstrip() + "\n"
 
 
 def parses(source: str) -> bool:
@@ -107,7 +106,11 @@ def run(args: argparse.Namespace) -> int:
     """Load the model, generate, print; clear one-line errors for bad input."""
     from codegen_lsp.codegen.checkpoint import CheckpointError, load_model, resolve
     from codegen_lsp.codegen.generation import SamplingParams, generate_candidates
-    from codegen_lsp.codegen.tokenizer import CodeGenTokenizer, TokenizerError
+    from codegen_lsp.codegen.tokenizer import (
+        CodeGenTokenizer,
+        TokenizerError,
+        truncate_before_pattern,
+    )
 
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
     ranking = args.candidates > 1
@@ -148,13 +151,11 @@ def run(args: argparse.Namespace) -> int:
         greedy_first=ranking,
     )
     elapsed = time.perf_counter() - start
-    patterns = None if args.no_truncate else DEFAULT_TRUNCATE
     texts = []
     for cand in candidates:
-        full = tokenizer.decode(cand.ids)
-        text = tokenizer.decode(cand.ids, truncate_before_pattern=patterns)
+        full = text = tokenizer.decode(cand.ids)
         if not args.no_truncate:
-            text = end_of_block(prompt, text)
+            text = end_of_block(prompt, truncate_before_pattern(full, DEFAULT_TRUNCATE))
             ran_out = len(cand.ids) == args.max_new_tokens and cand.ids[-1] != tokenizer.eos_id
             if ranking and ran_out and text == full:  # cut by the token limit, mid-line
                 text = whole_lines(text)

@@ -304,7 +304,8 @@ def export_run(workdir: Path, data: Path, name: str, dest: Path) -> dict:
     model = CodeGenForCausalLM(CodeGenConfig.from_dict(summary["config"]))
     model.load_state_dict(saved["state"])
     save_checkpoint(model, dest / name, dtype=torch.float16)
-    shutil.copy(data / "tokenizer.json", dest / name / "tokenizer.json")
+    tokenizer = Tokenizer.from_file(str(data / "tokenizer.json"))
+    tokenizer.save(str(dest / name / "tokenizer.json"), pretty=False)  # as train.py exports
     return summary
 
 

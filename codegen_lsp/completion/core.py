@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from codegen_lsp.completion.context import (
     Cursor,
@@ -72,6 +73,11 @@ class EngineInfo:
     n_ctx: int
     encode: Encode
     bos_id: int | None = None  # prepended when the prompt starts where the file starts
+
+    @classmethod
+    def of(cls, engine: Any) -> EngineInfo:
+        """What a loaded engine offers (``bos_id`` only when it has one)."""
+        return cls(engine.n_ctx, engine.encode, getattr(engine, "bos_id", None))
 
 
 @dataclass

@@ -91,12 +91,7 @@ def run(args: argparse.Namespace) -> int:
         completer = Completer()
         options = settings.completion_options(args.model or engine.description)
         try:
-            prepared = completer.prepare(
-                path,
-                cursor,
-                EngineInfo(engine.n_ctx, engine.encode, getattr(engine, "bos_id", None)),
-                options,
-            )
+            prepared = completer.prepare(path, cursor, EngineInfo.of(engine), options)
         except CompletionSkipped as exc:
             return _fail(str(exc))
         result = worker.submit(prepared.request).result()

@@ -390,7 +390,7 @@ class CodegenServer(LanguageServer):
         engine = self.worker.engine
         if self.model_state != "ready" or engine is None:
             raise CompletionSkipped(f"no model ({self.model_state}: {self.message})")
-        return EngineInfo(engine.n_ctx, engine.encode, getattr(engine, "bos_id", None))
+        return EngineInfo.of(engine)
 
     async def generate(self, prepared: Prepared, kind: str) -> list[str]:
         """Run a prepared request on the worker; cancellation reaches the worker."""
