@@ -16,11 +16,11 @@ from collections.abc import Sequence
 from codegen_lsp import __version__
 
 COMMANDS = {
-    "serve": "codegen_lsp.server.main",
-    "complete": "codegen_lsp.server.complete_cmd",
-    "generate": "codegen_lsp.generate_cmd",
-    "bench": "codegen_lsp.bench.cli",
-    "demo": "codegen_lsp.demo_cmd",
+    "serve": "codegen_lsp.commands.serve",
+    "complete": "codegen_lsp.commands.complete",
+    "generate": "codegen_lsp.commands.generate",
+    "bench": "codegen_lsp.commands.bench.cli",
+    "demo": "codegen_lsp.commands.demo",
 }
 
 
@@ -50,8 +50,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Set before torch is imported by any subcommand.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     args_list = list(sys.argv[1:] if argv is None else argv)
-    if args_list[:2] == ["bench", "soak"]:
-        return _run_module("codegen_lsp.bench.soak", "codegen-lsp bench soak", args_list[2:])
     only = next((a for a in args_list if a in COMMANDS), None)
     parser = build_parser(only if only is not None else "__none__")
     args = parser.parse_args(args_list)
@@ -62,14 +60,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser = build_parser(args.command)
         args = parser.parse_args(args_list)
     return int(args._module.run(args) or 0)
-
-
-def _run_module(module_name: str, prog: str, args_list: list[str]) -> int:
-    """Run a nested subcommand module (e.g. ``bench soak``) with its own parser."""
-    module = importlib.import_module(module_name)
-    parser = argparse.ArgumentParser(prog=prog, description=module.HELP)
-    module.add_arguments(parser)
-    return int(module.run(parser.parse_args(args_list)) or 0)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ import json
 import math
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -42,9 +43,11 @@ for extra in (REPO, REPO / "model"):
 from corpus import EOS_ID, SHIP_DIR, read_manifest, read_texts  # noqa: E402
 
 from codegen_lsp.codegen.checkpoint import load_model  # noqa: E402
-from codegen_lsp.codegen.generation import SamplingParams, generate_candidates  # noqa: E402
 from codegen_lsp.codegen.modeling import CodeGenForCausalLM  # noqa: E402
-from codegen_lsp.generate_cmd import SAMPLE_TEMPERATURE, parses, rank_key  # noqa: E402
+from codegen_lsp.codegen.tokenizer import CodeGenTokenizer  # noqa: E402
+from codegen_lsp.commands.generate import SAMPLE_TEMPERATURE, parses, rank_key  # noqa: E402
+from codegen_lsp.engine.api import GenerateRequest, SamplingParams  # noqa: E402
+from codegen_lsp.engine.local import CodeGenEngine  # noqa: E402
 
 
 def windows(n_tokens: int, ctx: int, stride: int) -> list[tuple[int, int, int]]:
@@ -120,19 +123,11 @@ def prompts(texts: dict[str, str], limit: int) -> list[tuple[str, str]]:
 
 
 @torch.no_grad()
-def greedy(model: CodeGenForCausalLM, ids: list[int], max_new: int, vocab: int) -> list[int]:
-    """Greedy continuation, recomputing the whole window each step (exact and simple)."""
-    ids = list(ids)
-    new: list[int] = []
-    for _ in range(max_new):
-        x = torch.tensor([ids[-model.config.n_positions :]])
-        logits = model(x, torch.arange(x.shape[1]))[0, -1, :vocab]
-        nxt = int(logits.argmax())
-        if nxt == EOS_ID:
-            break
-        ids.append(nxt)
-        new.append(nxt)
-    return new
+def greedy(engine: CodeGenEngine, ids: list[int], max_new: int) -> tuple[str, bool]:
+    """Greedy continuation on the project's one decode loop; (text, hit the token limit)."""
+    request = GenerateRequest("eval", ids, max_new_tokens=max_new, heal=False)
+    cand = engine.generate(request, threading.Event()).candidates[0]
+    return cand.text, cand.finish_reason == "length"
 
 
 def cut(completion: str, hit_limit: bool) -> str:
@@ -152,21 +147,14 @@ def cut(completion: str, hit_limit: bool) -> str:
     return text
 
 
-def ranked(
-    model: CodeGenForCausalLM,
-    tokenizer: Tokenizer,
-    ids: list[int],
-    prompt: str,
-    max_new: int,
-    n: int,
-) -> str:
+def ranked(engine: CodeGenEngine, ids: list[int], prompt: str, max_new: int, n: int) -> str:
     """What ``codegen-lsp generate`` prints by default: the best of ``n`` ranked candidates."""
-    params = SamplingParams(SAMPLE_TEMPERATURE, 0.95)
-    cands = generate_candidates(model, ids, n, max_new, params, eos_id=EOS_ID, seed=0)
-    texts = []
-    for cand in cands:
-        new = cand.ids[:-1] if cand.ids and cand.ids[-1] == EOS_ID else cand.ids
-        texts.append(cut(tokenizer.decode(new), hit_limit=len(new) == max_new))
+    sampling = SamplingParams(SAMPLE_TEMPERATURE, 0.95, seed=0)
+    request = GenerateRequest(
+        "eval", ids, max_new_tokens=max_new, n=n, sampling=sampling, greedy_first=True, heal=False
+    )
+    cands = engine.generate(request, threading.Event()).candidates
+    texts = [cut(c.text, hit_limit=c.finish_reason == "length") for c in cands]
     best = max(range(n), key=lambda i: rank_key(prompt, texts[i], cands[i].mean_logprob))
     return texts[best]
 
@@ -199,7 +187,6 @@ def main(argv: list[str] | None = None) -> None:
 
     model = load_model(args.model, dtype=torch.float32)
     tokenizer = Tokenizer.from_file(str(Path(args.model) / "tokenizer.json"))
-    vocab = tokenizer.get_vocab_size()
     files = [f for f in read_manifest() if f.split == "heldout"]
     if args.limit_files:
         files = files[: args.limit_files]
@@ -227,15 +214,16 @@ def main(argv: list[str] | None = None) -> None:
             result[f"{name}_bpb_concatenated"] = joined / n_bytes
         print(json.dumps(result, indent=2), flush=True)
 
+    engine = CodeGenEngine(model, CodeGenTokenizer.from_dir(args.model), prefix_reuse=False)
     rows = []
     for rel, prompt in prompts(texts, args.n_prompts):
         # the prompt stands at the start of a file, as `codegen-lsp generate` presents it
         ids = [EOS_ID, *tokenizer.encode(prompt).ids]
-        new = greedy(model, ids, args.max_new, vocab)
-        completion = cut(tokenizer.decode(new), hit_limit=len(new) == args.max_new)
+        text, hit_limit = greedy(engine, ids, args.max_new)
+        completion = cut(text, hit_limit=hit_limit)
         ok = parses(prompt + completion)
         row = {"file": rel, "prompt": prompt, "completion": completion, "parses": ok}
-        row["ranked"] = ranked(model, tokenizer, ids, prompt, args.max_new, args.candidates)
+        row["ranked"] = ranked(engine, ids, prompt, args.max_new, args.candidates)
         row["ranked_parses"] = parses(prompt + row["ranked"])
         rows.append(row)
     result["completions"] = rows

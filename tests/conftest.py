@@ -23,7 +23,7 @@ import torch
 from codegen_lsp.codegen.checkpoint import save_checkpoint
 from codegen_lsp.codegen.config import CodeGenConfig
 from codegen_lsp.codegen.modeling import CodeGenForCausalLM
-from codegen_lsp.engine.synthetic import copy_tokenizer
+from codegen_lsp.commands.bench.synthetic import copy_tokenizer
 
 TOKENIZER_FIXTURE = Path(__file__).parent / "fixtures" / "codegen-tokenizer"
 TINY_SHAPE = dict(n_positions=256, n_embd=64, n_layer=2, n_head=4, rotary_dim=8)

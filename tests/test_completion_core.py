@@ -10,7 +10,9 @@ import pytest
 from codegen_lsp.completion.core import Completer, CompletionOptions, CompletionSkipped, EngineInfo
 from codegen_lsp.completion.functions import find_stub
 from codegen_lsp.engine.api import Candidate, GenerateRequest, GenerateResult, GenerateStats
-from codegen_lsp.engine.worker import EngineSpec, Worker
+from codegen_lsp.engine.api import EngineSpec
+from codegen_lsp.engine.loader import load_engine
+from codegen_lsp.engine.worker import Worker
 
 
 class ScriptedEngine:
@@ -30,16 +32,20 @@ class ScriptedEngine:
     def generate(self, req: GenerateRequest, cancel: threading.Event) -> GenerateResult:
         self.prompts.append(list(req.prompt))
         text, reason = "", "length"
+        check = req.stop.start() if req.stop else None
         for ch in self.script[: req.max_new_tokens]:
             if cancel.is_set():
                 reason = "cancelled"
                 break
             time.sleep(self.step_s)
             text += ch
-            cut = req.stop(text) if req.stop else None
+            cut = check.feed(ch) if check else None
             if cut is not None:
                 text, reason = text[:cut], "stop"
                 break
+        else:
+            cut = check.finish() if check else None
+            text = text if cut is None else text[:cut]
         stats = GenerateStats(prompt_tokens=len(req.prompt), generated_tokens=len(text))
         return GenerateResult([Candidate(text, [], reason)], stats, cancelled=cancel.is_set())
 
@@ -114,9 +120,7 @@ def test_function_body_request(marked) -> None:
     assert stub is not None
     engine = ScriptedEngine("return a + b\n\ndef other():\n")
     completer = Completer()
-    prepared = completer.prepare_body(
-        "doc#body", list(cursor.lines), stub, cursor, INFO, CompletionOptions()
-    )
+    prepared = completer.prepare_body("doc#body", stub, cursor, INFO, CompletionOptions())
     prompt = "".join(chr(i) for i in prepared.request.prompt)
     assert prompt == "def add(a, b):\n    "
     result = engine.generate(prepared.request, threading.Event())
@@ -151,7 +155,7 @@ def test_worker_cancel_stops_a_running_generation(marked) -> None:
 
 
 def test_real_tiny_engine_same_path(marked, steady_checkpoint) -> None:
-    worker = Worker()
+    worker = Worker(load_engine)
     try:
         spec = EngineSpec(str(steady_checkpoint), device="cpu", dtype="float32", quantize="none")
         engine = worker.load(spec).result()

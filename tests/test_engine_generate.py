@@ -14,11 +14,14 @@ import pytest
 import torch
 
 from codegen_lsp.codegen.checkpoint import CheckpointError
-from codegen_lsp.engine.api import GenerateRequest, GenerateResult
-from codegen_lsp.engine.engine import CodeGenEngine, EngineConfigError, load_engine
+from engine_support import request_kwargs
+
+from codegen_lsp.commands.bench.synthetic import random_model, write_checkpoint
+from codegen_lsp.engine.api import EngineSpec, GenerateRequest, GenerateResult
 from codegen_lsp.engine.healing import TokenPrefixIndex, heal
-from codegen_lsp.engine.synthetic import random_model, write_checkpoint
-from codegen_lsp.engine.worker import EngineSpec
+from codegen_lsp.engine.loader import load_engine
+from codegen_lsp.engine.local import CodeGenEngine
+from codegen_lsp.engine.machine import EngineConfigError
 
 FIXTURE = Path(__file__).parent / "fixtures" / "codegen-tokenizer"
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -43,7 +46,8 @@ def engine_with_bias(tokenizer, bias: dict[int, float], **kwargs) -> CodeGenEngi
 def generate(engine: CodeGenEngine, prompt, **kwargs) -> GenerateResult:
     cancel = kwargs.pop("cancel", threading.Event())
     ids = engine.encode(prompt) if isinstance(prompt, str) else prompt
-    return engine.generate(GenerateRequest(kwargs.pop("key", "doc"), ids, **kwargs), cancel)
+    key = kwargs.pop("key", "doc")
+    return engine.generate(GenerateRequest(key, ids, **request_kwargs(kwargs)), cancel)
 
 
 def test_load_engine_reports_progress(checkpoint) -> None:
@@ -55,7 +59,7 @@ def test_load_engine_reports_progress(checkpoint) -> None:
     assert "float32" in engine.description and engine.n_ctx == 512
     result = generate(engine, "def f(x):\n    return", max_new_tokens=5)
     assert len(result.candidates) == 1 and len(result.candidates[0].token_ids) == 5
-    assert result.stats.cache_bytes > 0
+    assert engine.cache_stats().held_bytes > 0
 
 
 def test_auto_settings_load(checkpoint) -> None:
@@ -222,8 +226,8 @@ def test_candidates_fit_a_small_budget(tokenizer) -> None:
 
 
 def test_model_too_big_is_refused_clearly(checkpoint, monkeypatch) -> None:
-    from codegen_lsp.engine import engine as engine_module
+    from codegen_lsp.engine import machine
 
-    monkeypatch.setattr(engine_module, "available_memory", lambda device: 1024)
+    monkeypatch.setattr(machine, "available_memory", lambda device: 1024)
     with pytest.raises(EngineConfigError, match="needs about .* GiB"):
         load_engine(EngineSpec(model=str(checkpoint), dtype="float32"))

@@ -20,11 +20,13 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from codegen_lsp.engine.api import GenerateRequest, GenerateResult
-from codegen_lsp.engine.engine import CodeGenEngine
+from engine_support import WholeTextStop
+
+from codegen_lsp.commands.bench.synthetic import random_model
+from codegen_lsp.engine.api import GenerateRequest, GenerateResult, SamplingParams
 from codegen_lsp.engine.kv_cache import plan_blocks
+from codegen_lsp.engine.local import CodeGenEngine
 from codegen_lsp.engine.quantize import quantize_linears
-from codegen_lsp.engine.synthetic import random_model
 
 FIXTURE = Path(__file__).parent / "fixtures" / "codegen-tokenizer"
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -56,8 +58,7 @@ def run(engine: CodeGenEngine, key: str, prompt: list[int], n: int, seed: int) -
         prompt=prompt,
         max_new_tokens=6,
         n=n,
-        temperature=0.0 if n == 1 else 0.9,
-        seed=seed,
+        sampling=SamplingParams(temperature=0.0 if n == 1 else 0.9, seed=seed),
     )
     return engine.generate(req, threading.Event())
 
@@ -199,7 +200,8 @@ def test_budget_with_many_documents(models, tokenizer) -> None:
             seen.append(engine.cache.nbytes)
             return None
 
-        engine.generate(GenerateRequest(f"doc{i}", prompt, 4, n=3, stop=stop), threading.Event())
+        request = GenerateRequest(f"doc{i}", prompt, 4, n=3, stop=WholeTextStop(stop))
+        engine.generate(request, threading.Event())
         assert max(seen) <= budget and engine.cache.nbytes <= budget
     assert engine.cache.evictions > 0
 

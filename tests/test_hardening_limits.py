@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from raw_lsp import CPU, RawServer
 
-from codegen_lsp.server.runner import MAX_PENDING
+from codegen_lsp.completion.service import MAX_WAITING as MAX_PENDING
 
 TEXT = "value = valu"
 

@@ -12,7 +12,7 @@ import argparse
 import json
 from pathlib import Path
 
-from codegen_lsp.bench import soak
+from codegen_lsp.commands.bench import soak
 
 
 def test_short_soak(tmp_path: Path, steady_checkpoint: Path) -> None:

@@ -31,7 +31,7 @@ from codegen_lsp.codegen.checkpoint import CheckpointError, load_model, save_che
 from codegen_lsp.codegen.config import CodeGenConfig
 from codegen_lsp.codegen.modeling import CodeGenForCausalLM
 from codegen_lsp.codegen.tokenizer import CodeGenTokenizer
-from codegen_lsp.engine.synthetic import copy_tokenizer
+from codegen_lsp.commands.bench.synthetic import copy_tokenizer
 
 PACKAGE = Path(codegen_lsp.__file__).parent
 TOKENIZER = Path(__file__).parent / "fixtures" / "codegen-tokenizer"

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from codegen_lsp.server.settings import Settings, parse_settings, section, setting_fields
+from codegen_lsp.engine.api import ModelInfo
+from codegen_lsp.server.settings import (
+    PromptSettings,
+    Settings,
+    parse_settings,
+    section,
+    setting_fields,
+)
 
 
 def test_defaults() -> None:
@@ -85,8 +92,10 @@ def test_section_and_header_auto() -> None:
     assert section({"codegen": {"a": 1}}) == {"a": 1}
     assert section({"a": 1}) == {"a": 1}
     settings = Settings()
-    assert settings.completion_options("Salesforce/codegen-350M-multi").header
-    assert not settings.completion_options("codegen-350M-mono").header
+    assert settings.completion_options(ModelInfo("m", "codegen", "multi")).header
+    assert not settings.completion_options(ModelInfo("m", "codegen", "mono")).header
+    assert not settings.completion_options(None).header
+    assert Settings(prompt=PromptSettings(header="on")).completion_options(None).header
 
 
 def test_every_setting_is_documented() -> None:

@@ -14,40 +14,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from codegen_lsp.engine.api import Candidate, GenerateRequest, GenerateResult
-from codegen_lsp.engine.synthetic import write_checkpoint
-from codegen_lsp.engine.worker import EngineNotReady, EngineSpec, Worker
+from engine_support import FakeEngine
+
+from codegen_lsp.commands.bench.synthetic import write_checkpoint
+from codegen_lsp.engine.api import EngineNotReady, EngineSpec, GenerateRequest
+from codegen_lsp.engine.loader import load_engine
+from codegen_lsp.engine.worker import Worker
 
 FIXTURE = Path(__file__).parent / "fixtures" / "codegen-tokenizer"
 TIMEOUT = 10.0
-
-
-class FakeEngine:
-    """Takes ``max_new_tokens`` steps of 1 ms, checking the cancel flag at each."""
-
-    n_ctx = 128
-    description = "fake"
-
-    def __init__(self) -> None:
-        self.started: dict[str, threading.Event] = {}
-        self.ran: list[str] = []
-
-    def encode(self, text: str) -> list[int]:
-        return [ord(c) for c in text]
-
-    def generate(self, req: GenerateRequest, cancel: threading.Event) -> GenerateResult:
-        self.started.setdefault(req.prompt_name, threading.Event()).set()
-        self.ran.append(req.prompt_name)
-        steps = 0
-        while steps < req.max_new_tokens and not cancel.is_set():
-            if req.prompt == [-1]:
-                raise RuntimeError("engine failure")
-            time.sleep(0.001)
-            steps += 1
-        reason = "cancelled" if cancel.is_set() else "length"
-        return GenerateResult(
-            [Candidate("x" * steps, [0] * steps, reason)], cancelled=cancel.is_set()
-        )
 
 
 def request(
@@ -68,25 +43,15 @@ def worker():
     w.close()
 
 
-def test_running_job_is_superseded(worker) -> None:
+def test_jobs_run_in_order_and_a_cancelled_one_frees_the_worker(worker) -> None:
     first = worker.submit(request("doc", "first", steps=100_000))
     assert worker.fake.started.setdefault("first", threading.Event()).wait(TIMEOUT)
     second = worker.submit(request("doc", "second"))
+    third = worker.submit(request("other", "third"))
+    worker.cancel(first)
     assert first.result(TIMEOUT).cancelled
-    assert not second.result(TIMEOUT).cancelled
-    assert worker.fake.ran == ["first", "second"]
-
-
-def test_queued_job_is_superseded_other_keys_are_not(worker) -> None:
-    blocker = worker.submit(request("other", "blocker", steps=100))
-    queued = worker.submit(request("doc", "queued"))
-    unrelated = worker.submit(request("third", "unrelated"))
-    newest = worker.submit(request("doc", "newest"))
-    assert queued.result(TIMEOUT).cancelled  # dropped without running
-    assert not blocker.result(TIMEOUT).cancelled
-    assert not unrelated.result(TIMEOUT).cancelled
-    assert not newest.result(TIMEOUT).cancelled
-    assert "queued" not in worker.fake.ran and worker.superseded >= 1
+    assert not second.result(TIMEOUT).cancelled and not third.result(TIMEOUT).cancelled
+    assert worker.fake.ran == ["first", "second", "third"] and worker.cancelled == 1
 
 
 def test_cancel_by_future(worker) -> None:
@@ -135,9 +100,9 @@ def test_close_cancels_queue() -> None:
     assert late.result(TIMEOUT).cancelled
 
 
-def test_real_engine_supersede(tmp_path) -> None:
+def test_real_engine_cancel(tmp_path) -> None:
     checkpoint = write_checkpoint(tmp_path / "tiny", FIXTURE)
-    w = Worker()
+    w = Worker(load_engine)
     threads = torch.get_num_threads()
     try:
         spec = EngineSpec(model=str(checkpoint), dtype="float32", threads=1, cache_memory_mb=8)
@@ -145,6 +110,7 @@ def test_real_engine_supersede(tmp_path) -> None:
         prompt = engine.encode("def f(x):\n    return x")
         long_job = w.submit(GenerateRequest("doc", prompt, max_new_tokens=400))
         short_job = w.submit(GenerateRequest("doc", prompt, max_new_tokens=3))
+        w.cancel(long_job)
         assert long_job.result(TIMEOUT).cancelled
         result = short_job.result(TIMEOUT)
         assert not result.cancelled and len(result.candidates[0].token_ids) == 3

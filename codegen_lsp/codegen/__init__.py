@@ -1,4 +1,4 @@
-"""The CodeGen model family in plain PyTorch: config, model, checkpoints, tokenizer, generation.
+"""The CodeGen model family in plain PyTorch: config, model, checkpoints, tokenizer.
 
 Nothing in this package knows about editors; it is usable on its own as a small, exact
 CodeGen implementation (parity with Hugging Face's ``CodeGenForCausalLM`` is tested).

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
 
 from codegen_lsp.completion.context import (
     Cursor,
@@ -26,7 +25,7 @@ from codegen_lsp.completion.functions import Stub
 from codegen_lsp.completion.postprocess import Around, postprocess
 from codegen_lsp.completion.stopping import MULTI, StopRule, choose_mode, make_stop_rule
 from codegen_lsp.completion.typeahead import ANCHOR_CHARS, TypeAhead
-from codegen_lsp.engine.api import GenerateRequest, GenerateResult
+from codegen_lsp.engine.api import Engine, GenerateRequest, GenerateResult, SamplingParams
 
 AFTER_CHARS = 2000  # text after the cursor compared against suggestions
 FUNCTION_MIN_TOKENS = 128  # generation budget for a whole function body, at least
@@ -54,15 +53,12 @@ class CompletionOptions:
     """Per-request knobs, taken from the server settings or the command line."""
 
     max_new_tokens: int = 64
-    temperature: float = 0.0
-    top_p: float = 1.0
-    top_k: int = 0
+    sampling: SamplingParams = field(default_factory=SamplingParams)
     candidates: int = 1
     stop_sequences: tuple[str, ...] = ()
     context_tokens: int = 0  # 0: as much as the model's context allows
     multiline: str = "auto"  # auto | always | never
     header: bool = False  # prepend "# language: ...\n# path: ...\n"
-    seed: int | None = None
     time_limit_s: float | None = None
 
 
@@ -75,9 +71,9 @@ class EngineInfo:
     bos_id: int | None = None  # prepended when the prompt starts where the file starts
 
     @classmethod
-    def of(cls, engine: Any) -> EngineInfo:
-        """What a loaded engine offers (``bos_id`` only when it has one)."""
-        return cls(engine.n_ctx, engine.encode, getattr(engine, "bos_id", None))
+    def of(cls, engine: Engine) -> EngineInfo:
+        """What a loaded engine offers."""
+        return cls(engine.n_ctx, engine.encode, engine.bos_id)
 
 
 @dataclass
@@ -130,13 +126,13 @@ class Completer:
     def prepare_body(
         self,
         key: str,
-        lines: list[str],
         stub: Stub,
         cursor_template: Cursor,
         engine: EngineInfo,
         options: CompletionOptions,
     ) -> Prepared:
         """The generation request for the body of ``stub`` (hover, code action, command)."""
+        lines = list(cursor_template.lines)
         line = stub.start[0]
         if stub.prefix_line is not None:
             lines = [*lines[:line], stub.prefix_line]
@@ -190,10 +186,7 @@ class Completer:
             prompt=prompt.ids,
             max_new_tokens=max_new_tokens,
             n=options.candidates,
-            temperature=options.temperature,
-            top_p=options.top_p,
-            top_k=options.top_k,
-            seed=options.seed,
+            sampling=options.sampling,
             heal=needs_healing(cursor.before, engine.encode),
             stop=stop,
             time_limit_s=options.time_limit_s,
@@ -220,11 +213,10 @@ class Completer:
 
     # --- results -------------------------------------------------------------------------
     def finish(self, prepared: Prepared, result: GenerateResult) -> list[str]:
-        """Suggestions from a result: stop rules re-applied, filters run, remembered."""
+        """Suggestions from a result (already cut by its stop rule): filters run, remembered."""
         if result.cancelled:
             return []
-        texts = [prepared.stop.apply(c.text) for c in result.candidates]
-        suggestions = postprocess(texts, prepared.around)
+        suggestions = postprocess([c.text for c in result.candidates], prepared.around)
         if prepared.remember:
             after = prepared.cursor.after
             self.typeahead.remember(prepared.key, prepared.anchor, after, suggestions)

@@ -108,9 +108,122 @@ def first_stop(text: str, sequences: Sequence[str]) -> int | None:
     return min(found) if found else None
 
 
+class CloserLine:
+    """Whether a line's text so far is a closing-bracket line (``}``, ``});``), char by char:
+    the same answer as :func:`_is_closer` on the stripped line, in O(1) per character."""
+
+    def __init__(self, closers: Sequence[str]) -> None:
+        self.closers = "".join(closers)
+        self.seen_closer = False
+        self.in_tail = False  # after the first ``;`` or ``,``
+        self.space = False  # whitespace after the body started
+        self.failed = False
+
+    def add(self, ch: str) -> None:
+        """One more character of the line's body (after its indentation)."""
+        if self.failed:
+            return
+        if ch in " \t\r":
+            self.space = True
+        elif self.space:
+            self.failed = True  # whitespace inside the body
+        elif ch in ";,":
+            self.in_tail = True
+        elif ch in self.closers and not self.in_tail:
+            self.seen_closer = True
+        else:
+            self.failed = True
+
+    @property
+    def ok(self) -> bool:
+        return self.seen_closer and not self.failed
+
+
+class StopScan:
+    """The incremental stop check of one candidate under a :class:`StopRule`.
+
+    Each :meth:`feed` looks only at the new piece (plus the few characters a stop sequence
+    may straddle, and the state of the current line), so the cost of a step does not grow
+    with the text generated before it.
+    """
+
+    def __init__(self, rule: StopRule) -> None:
+        self.rule = rule
+        self.length = 0  # characters seen
+        self.tail = ""  # last characters, for stop sequences across pieces
+        self.keep = max((len(s) for s in rule.sequences), default=1) - 1
+        self.lines = 0  # line breaks seen
+        self.line_start = 0  # offset of the current line
+        self.indent: int | None = None  # width of the current line's indentation, once known
+        self.lead = ""  # indentation so far
+        self.closer: CloserLine | None = None  # set while the line may be a kept closer
+
+    def feed(self, piece: str) -> int | None:
+        """``piece`` was appended: where to cut the whole text, or None."""
+        base = self.length
+        cut = self._sequence_cut(piece, base)
+        rule = self.rule
+        for i, ch in enumerate(piece):  # a line cut may fall before a stop sequence's start
+            pos = base + i
+            if ch == "\n":
+                if rule.mode == SINGLE:
+                    return pos if cut is None else min(cut, pos)
+                line_cut = self._line_end(pos)
+                if line_cut is not None:
+                    return line_cut if cut is None else min(cut, line_cut)
+                self.lines += 1
+                self.line_start, self.indent, self.lead, self.closer = pos + 1, None, "", None
+            elif rule.mode == MULTI and self.lines > 0:
+                found = self._char(ch)
+                if found is not None:
+                    return found if cut is None else min(cut, found)
+        self.length += len(piece)
+        return cut
+
+    def finish(self) -> int | None:
+        """Generation ended: a kept closing line at the very end ends the text there."""
+        return self.length if self.closer is not None and self.closer.ok else None
+
+    # --- pieces -----------------------------------------------------------------------------
+    def _sequence_cut(self, piece: str, base: int) -> int | None:
+        if not self.rule.sequences:
+            return None
+        window = self.tail + piece
+        found = first_stop(window, self.rule.sequences)
+        self.tail = window[-self.keep :] if self.keep else ""
+        return None if found is None else base - (len(window) - len(piece)) + found
+
+    def _char(self, ch: str) -> int | None:
+        """A character of a line after the first (multi-line mode)."""
+        if self.indent is None:
+            if ch in " \t\r":
+                self.lead += ch
+                return None
+            self.indent = indent_width(self.lead)
+            rule = self.rule
+            if self.indent >= rule.min_indent:
+                return None
+            if rule.closer_indent is not None and self.indent == rule.closer_indent:
+                self.closer = CloserLine(rule.closers)
+            else:
+                return self.line_start - 1  # the line break before this line
+        if self.closer is not None:
+            self.closer.add(ch)
+            if not self.closer.ok:  # what the line holds so far is no closing bracket
+                return self.line_start - 1
+        return None
+
+    def _line_end(self, pos: int) -> int | None:
+        """The line ending at ``pos`` is complete."""
+        if self.closer is not None and self.closer.ok:
+            return pos  # keep the closing line, cut after it
+        return None
+
+
 @dataclass(frozen=True)
 class StopRule:
-    """The stop function for one request (callable as the engine's ``StopFn``)."""
+    """The stop rule for one request: :meth:`start` makes the engine's incremental check
+    for each candidate; :meth:`cut_at` and :meth:`apply` judge a whole text at once."""
 
     mode: str
     min_indent: int = 0
@@ -119,7 +232,12 @@ class StopRule:
     sequences: tuple[str, ...] = ()
 
     def __call__(self, text: str) -> int | None:
-        return self.cut_at(text, final=False)
+        """Where to cut ``text`` while generation goes on (the whole text at once)."""
+        return self.cut_at(text)
+
+    def start(self) -> StopScan:
+        """A fresh incremental check (the engine's :class:`~codegen_lsp.engine.api.StopCheck`)."""
+        return StopScan(self)
 
     def cut_at(self, text: str, final: bool = False) -> int | None:
         """Where to cut ``text``; ``final`` when generation has ended anyway."""
@@ -138,7 +256,7 @@ class StopRule:
         return min(cuts) if cuts else None
 
     def apply(self, text: str) -> str:
-        """``text`` cut where the rule says (used again on the engine's final output)."""
+        """``text`` cut where the rule says."""
         cut = self.cut_at(text, final=True)
         return text if cut is None else text[:cut]
 

@@ -1,50 +1,107 @@
-"""The engine's contract: what a generation job asks for and what it gives back.
+"""The engine contract: everything the layers above the engine may use, and nothing more.
 
-The completion and server layers build :class:`GenerateRequest` objects and read
-:class:`GenerateResult` objects; they never touch tensors. Everything here is plain data.
+The completion and server layers build :class:`GenerateRequest` objects, hand them to an
+:class:`Engine` (through the worker) and read :class:`GenerateResult` objects; they never
+touch tensors, caches or checkpoints. An engine is made by an :data:`EngineFactory` from an
+:class:`EngineSpec`. The local engine (``engine/local.py``) implements this protocol; so can
+one that streams tokens from another process, without changes above this layer.
+
+Stopping is incremental: a request carries a :class:`StopRule`, the engine starts one
+:class:`StopCheck` per candidate and feeds it each new piece of text, so the cost of a stop
+check per step does not grow with the text generated so far.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
-# Given the text generated so far for one candidate (continuation of the prompt text), return
-# the index at which to cut it and stop, or None to go on.
-StopFn = Callable[[str], "int | None"]
+# progress(message, percentage) while an engine loads
+ProgressFn = Callable[[str, int], None]
+# on_token(row, token_id): called on the engine's thread after each token a row accepts
+TokenFn = Callable[[int, int], None]
+# The cancel handle: the engine checks ``is_set()`` at every step and stops when it is set.
+Cancel = threading.Event
+
+
+class StopCheck(Protocol):
+    """The stop state of one candidate while it is generated."""
+
+    def feed(self, piece: str) -> int | None:
+        """``piece`` was appended to the text: where to cut the whole text now, or None."""
+        ...
+
+    def finish(self) -> int | None:
+        """Generation ended for another reason: where to cut the whole text, or None."""
+        ...
+
+
+class StopRule(Protocol):
+    """Makes the :class:`StopCheck` of each candidate of a request."""
+
+    def start(self) -> StopCheck:
+        """A fresh check for one candidate."""
+        ...
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How the next token is chosen: ``temperature == 0`` means greedy."""
+
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 0
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k < 0:
+            raise ValueError(f"top_k must be >= 0, got {self.top_k}")
 
 
 @dataclass
 class GenerateRequest:
     """One generation job.
 
-    ``key`` names the document: a newer job with the same key supersedes older ones, and the
-    prefix cache looks for a slot of that document first. ``prompt`` is already windowed
-    token ids. ``heal`` enables token healing of the prompt's last token.
+    ``key`` names the document: the prefix cache looks for that document's slot first.
+    ``prompt`` is already windowed token ids. ``heal`` backs off the prompt's last token
+    (token healing). With ``greedy_first`` the first of ``n`` candidates is greedy and the
+    others are sampled with ``sampling``.
     """
 
     key: str
     prompt: list[int]
     max_new_tokens: int = 64
     n: int = 1
-    temperature: float = 0.0
-    top_p: float = 1.0
-    top_k: int = 0
-    seed: int | None = None
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    greedy_first: bool = False
     heal: bool = True
-    stop: StopFn | None = None
+    stop: StopRule | None = None
     time_limit_s: float | None = None
     ignore_eos: bool = False  # generate exactly max_new_tokens (benchmarks)
+    on_token: TokenFn | None = None
 
 
 @dataclass
 class Candidate:
-    """One continuation: its text (after the prompt's text, healed text removed), its ids,
-    and why it ended: ``stop``, ``eos``, ``length``, ``cancelled`` or ``time``."""
+    """One continuation: its text (after the prompt's text, healed text removed, cut by the
+    stop rule), its ids, the sum of their log-probabilities under the model, and why it
+    ended: ``stop``, ``eos``, ``length``, ``cancelled`` or ``time``."""
 
     text: str
     token_ids: list[int]
     finish_reason: str
+    logprob: float = 0.0
+
+    @property
+    def mean_logprob(self) -> float:
+        """Average log-probability per generated token (0 for an empty continuation)."""
+        return self.logprob / len(self.token_ids) if self.token_ids else 0.0
 
 
 @dataclass
@@ -59,7 +116,6 @@ class GenerateStats:
     prefill_ms: float = 0.0
     decode_ms: float = 0.0
     total_ms: float = 0.0
-    cache_bytes: int = 0  # KV cache memory held after the job
 
 
 @dataclass
@@ -69,3 +125,86 @@ class GenerateResult:
     candidates: list[Candidate] = field(default_factory=list)
     stats: GenerateStats = field(default_factory=GenerateStats)
     cancelled: bool = False
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the layers above may know about the loaded model, as data.
+
+    ``family`` is ``codegen`` or ``codegen2``; ``data`` the training mix of a published
+    CodeGen checkpoint (``mono``, ``multi``, ``nl``) or ``""`` when unknown.
+    """
+
+    name: str
+    family: str = "codegen"
+    data: str = ""
+    parameters: int = 0
+
+    @property
+    def multi_language(self) -> bool:
+        """Trained on many languages (a language/path header helps it)."""
+        return self.data in ("multi", "nl")
+
+
+@dataclass(frozen=True)
+class CacheStats:
+    """The engine's KV cache: bytes held, its budget, slots evicted so far."""
+
+    held_bytes: int = 0
+    budget_bytes: int = 0
+    evictions: int = 0
+
+
+@dataclass
+class EngineSpec:
+    """What model to load and how to run it (the server's ``codegen`` settings)."""
+
+    model: str | None = None  # checkpoint dir or hub id; None means the shipped default model
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    dtype: str = "auto"  # auto | float32 | bfloat16 | float16
+    quantize: str = "auto"  # auto | none | int8 (weight-only) | int4 (weight-only, opt-in)
+    threads: int = 0  # torch threads; 0 keeps torch's default
+    allow_download: bool = False
+    cache_memory_mb: int = 512
+    prefix_reuse: bool = True
+    memory_limit_mb: int = 0  # weights plus cache budget must fit; 0: no limit
+    compile: bool = False
+    kv_dtype: str = "auto"  # auto (float32 on CPU, where attention is fastest in it) | ...
+
+
+class Engine(Protocol):
+    """Token ids in, continuations out. Used from one thread at a time (the worker's),
+    except ``encode``, ``info``, ``n_ctx``, ``bos_id``, ``description`` and
+    ``cache_stats``, which are safe from any thread."""
+
+    info: ModelInfo
+    n_ctx: int  # positions a prompt plus its continuation may take
+    bos_id: int | None  # prepended when a prompt starts where the file starts
+    description: str  # one line for the status bar and logs
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of ``text``."""
+        ...
+
+    def decode(self, ids: list[int]) -> str:
+        """Text of ``ids``."""
+        ...
+
+    def generate(self, request: GenerateRequest, cancel: Cancel) -> GenerateResult:
+        """Run ``request`` until every candidate ends or ``cancel`` is set."""
+        ...
+
+    def clear_cache(self) -> None:
+        """Drop every cached prefix."""
+        ...
+
+    def cache_stats(self) -> CacheStats:
+        """The KV cache's figures now."""
+        ...
+
+
+EngineFactory = Callable[[EngineSpec, ProgressFn], Engine]
+
+
+class EngineNotReady(RuntimeError):
+    """A job was submitted while no engine is loaded."""

@@ -1,29 +1,55 @@
-"""Per-step choice of the next token for every candidate row, and the stop rules.
+"""Per-step choice of the next token for every candidate row, and the rules that end a row.
 
-:class:`DecodeState` tracks each row of a request: the ids generated so far, the healed
-bytes it still has to produce, its continuation bytes, and why it finished (``eos``,
-``stop``, ``length``, ``cancelled``, ``time``). :func:`sample_step` masks ids the tokenizer
-cannot decode and, while healing, ids that do not continue the removed bytes, then samples
-with :func:`codegen_lsp.codegen.generation.sample` (greedy at temperature 0, else seeded
-temperature / top-k / top-p).
+:func:`sample` is greedy at temperature 0, else seeded temperature / top-k / top-p.
+:class:`DecodeState` tracks each row of a request: its ids and log-probability, the healed
+bytes it still has to produce, its text (decoded incrementally: each step decodes only the
+new token's bytes) and the row's :class:`~codegen_lsp.engine.api.StopCheck`, fed only the
+new text. :func:`sample_step` masks ids the tokenizer cannot decode and, while healing, ids
+that do not continue the removed bytes, then samples and updates every row.
 """
 
 from __future__ import annotations
 
 import codecs
+import dataclasses
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
-from codegen_lsp.codegen.generation import SamplingParams, sample
-from codegen_lsp.engine.api import Candidate, GenerateRequest, StopFn
+from codegen_lsp.engine.api import Candidate, GenerateRequest, SamplingParams, StopCheck, TokenFn
 from codegen_lsp.engine.healing import TokenPrefixIndex, advance
 
 
-def valid_utf8_prefix(data: bytes) -> str:
-    """Decode ``data``, leaving out an incomplete UTF-8 sequence at its end."""
-    return codecs.getincrementaldecoder("utf-8")(errors="replace").decode(data, final=False)
+def logits_to_probs(logits: Tensor, params: SamplingParams) -> Tensor:
+    """Temperature, top-k and top-p applied to ``[B, V]`` logits; returns probabilities."""
+    logits = logits / max(params.temperature, 1e-5)
+    if params.top_k > 0:
+        k = min(params.top_k, logits.shape[-1])
+        kth = torch.topk(logits, k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    probs = torch.softmax(logits, dim=-1)
+    if params.top_p < 1.0:
+        sorted_probs, order = torch.sort(probs, dim=-1, descending=True)
+        before = sorted_probs.cumsum(dim=-1) - sorted_probs  # mass strictly above each token
+        sorted_probs = sorted_probs.masked_fill(before >= params.top_p, 0.0)
+        probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
+        probs = probs / probs.sum(dim=-1, keepdim=True)
+    return probs
+
+
+def sample(
+    logits: Tensor, params: SamplingParams, generator: torch.Generator | None = None
+) -> Tensor:
+    """Next token ids ``[B]`` from ``[B, V]`` float logits."""
+    if params.temperature == 0:
+        return logits.argmax(dim=-1)
+    probs = logits_to_probs(logits.float(), params)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+def _utf8_decoder() -> codecs.IncrementalDecoder:
+    return codecs.getincrementaldecoder("utf-8")(errors="replace")
 
 
 @dataclass
@@ -31,11 +57,18 @@ class Row:
     """One candidate being generated."""
 
     remaining: bytes  # healed bytes still to produce
+    check: StopCheck | None = None
     ids: list[int] = field(default_factory=list)
-    data: bytearray = field(default_factory=bytearray)  # bytes of all generated ids
+    logprob: float = 0.0
+    pieces: list[str] = field(default_factory=list)  # text after the healed bytes
+    decoder: codecs.IncrementalDecoder = field(default_factory=_utf8_decoder)
     finish: str | None = None
-    cut: int | None = None  # where the stop callback cut the text
-    text: str = ""
+    cut: int | None = None  # where the stop check cut the text
+
+    def text(self) -> str:
+        """The row's text, cut where its stop check said."""
+        text = "".join(self.pieces)
+        return text if self.cut is None else text[: max(0, min(self.cut, len(text)))]
 
 
 @dataclass
@@ -44,59 +77,78 @@ class DecodeState:
 
     rows: list[Row]
     max_new: int
-    removed: bytes
     eos_id: int
     params: SamplingParams
-    seed: int | None
-    stop: StopFn | None
+    greedy_first: bool = False
     ignore_eos: bool = False
+    on_token: TokenFn | None = None
+    offset: int = 0  # index of rows[0] among the request's rows (a group decoded apart)
+
+    def group(self, first: int, count: int) -> DecodeState:
+        """The state of rows ``first .. first + count`` (the same Row objects)."""
+        rows = self.rows[first : first + count]
+        return dataclasses.replace(self, rows=rows, offset=self.offset + first)
 
     @classmethod
     def start(cls, req: GenerateRequest, max_new: int, removed: bytes, eos_id: int) -> DecodeState:
         """Fresh rows for ``req`` (``removed``: healed bytes every row must produce first)."""
-        params = SamplingParams(req.temperature, req.top_p, req.top_k)
-        rows = [Row(remaining=removed) for _ in range(req.n)]
-        return cls(rows, max_new, removed, eos_id, params, req.seed, req.stop, req.ignore_eos)
+        rows = [
+            Row(remaining=removed, check=req.stop.start() if req.stop else None)
+            for _ in range(req.n)
+        ]
+        return cls(
+            rows, max_new, eos_id, req.sampling, req.greedy_first, req.ignore_eos, req.on_token
+        )
+
+    def end(self, row: Row, reason: str) -> None:
+        """End ``row`` for ``reason``; the stop check gets its last word on the text."""
+        row.finish = reason
+        if reason != "stop" and row.check is not None:
+            row.cut = row.check.finish()
 
     def finish_all(self, reason: str) -> None:
         """End every row that is still going."""
         for row in self.rows:
             if row.finish is None:
-                row.finish = reason
+                self.end(row, reason)
 
     def done(self) -> bool:
         """True when every row has finished."""
         return all(row.finish is not None for row in self.rows)
 
-    def candidates(self, token_bytes: list[bytes]) -> list[Candidate]:
+    def candidates(self) -> list[Candidate]:
         """The rows as candidates: text after the original prompt, ids, finish reason."""
-        out = []
-        for row in self.rows:
-            text = row.text if row.cut is None else row.text[: row.cut]
-            out.append(
-                Candidate(text=text, token_ids=list(row.ids), finish_reason=row.finish or "length")
-            )
-        return out
+        return [
+            Candidate(row.text(), list(row.ids), row.finish or "length", row.logprob)
+            for row in self.rows
+        ]
 
-    def accept(self, row: Row, token: int, token_bytes: list[bytes]) -> None:
-        """Add ``token`` to ``row`` and apply eos, the stop callback and the length limit."""
+    def accept(self, index: int, token: int, logprob: float, token_bytes: list[bytes]) -> None:
+        """Add ``token`` to row ``index`` and apply eos, its stop check and the length limit."""
+        row = self.rows[index]
         if token == self.eos_id:
-            row.finish = "eos"
+            self.end(row, "eos")
             return
         piece = token_bytes[token]
         row.ids.append(token)
-        row.data.extend(piece)
-        row.remaining = advance(row.remaining, piece)
-        if not row.remaining and len(row.data) >= len(self.removed):
-            row.text = valid_utf8_prefix(bytes(row.data[len(self.removed) :]))
-            if self.stop is not None:
-                cut = self.stop(row.text)
+        row.logprob += logprob
+        if self.on_token is not None:
+            self.on_token(self.offset + index, token)
+        if row.remaining:
+            produced = len(row.remaining)
+            row.remaining = advance(row.remaining, piece)
+            piece = piece[produced:] if not row.remaining else b""
+        text = row.decoder.decode(piece)
+        if text:
+            row.pieces.append(text)
+            if row.check is not None:
+                cut = row.check.feed(text)
                 if cut is not None:
-                    row.cut = max(0, min(cut, len(row.text)))
-                    row.finish = "stop"
+                    row.cut = cut
+                    self.end(row, "stop")
                     return
         if len(row.ids) >= self.max_new:
-            row.finish = "length"
+            self.end(row, "length")
 
 
 def sample_step(
@@ -116,8 +168,12 @@ def sample_step(
         if row.remaining and row.finish is None:
             allowed = index.allowed_mask(row.remaining)  # [vocab_limit]
             logits[r, :vocab_limit].masked_fill_(~allowed, float("-inf"))
-    next_ids = sample(logits, state.params, generator).tolist()
-    for row, token in zip(state.rows, next_ids, strict=True):
+    chosen = sample(logits, state.params, generator)  # [rows]
+    if state.greedy_first and state.offset == 0:
+        chosen[0] = logits[0].argmax()
+    logprobs = torch.log_softmax(logits, dim=-1).gather(1, chosen[:, None])[:, 0]  # [rows]
+    next_ids = [int(t) for t in chosen.tolist()]
+    for r, (row, token) in enumerate(zip(state.rows, next_ids, strict=True)):
         if row.finish is None:
-            state.accept(row, token, token_bytes)
-    return [int(t) for t in next_ids]
+            state.accept(r, token, float(logprobs[r]), token_bytes)
+    return next_ids

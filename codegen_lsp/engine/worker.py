@@ -1,10 +1,11 @@
-"""The one thread that owns the model.
+"""The one thread that owns the engine.
 
-Every model call (load, generate) runs on this thread, so the LSP event loop never waits on
-the model. Jobs carry a document key: a newer job for the same key supersedes the queued and
-the running ones (the running job sees its cancel flag at the next decode step). Callers get
-``concurrent.futures.Future`` objects, which asyncio code awaits with ``asyncio.wrap_future``.
-A failing job fails its own future only; the thread goes on serving.
+Every engine call (load, generate) runs on this thread, so the LSP event loop never waits
+on the model. Callers get ``concurrent.futures.Future`` objects, which asyncio code awaits
+with ``asyncio.wrap_future``; :meth:`Worker.cancel` drops a queued job or stops a running
+one at its next decode step (which job supersedes which is the caller's business). A
+failing job fails its own future only; the thread goes on serving. The worker is given the
+factory that makes its engine.
 """
 
 from __future__ import annotations
@@ -16,48 +17,19 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
-from codegen_lsp.engine.api import GenerateRequest, GenerateResult
+from codegen_lsp.engine.api import (
+    Engine,
+    EngineFactory,
+    EngineNotReady,
+    EngineSpec,
+    GenerateRequest,
+    GenerateResult,
+    ProgressFn,
+)
 
 log = logging.getLogger(__name__)
-
-# progress(message, percentage) during a load
-ProgressFn = Callable[[str, int], None]
-
-
-@dataclass
-class EngineSpec:
-    """What model to load and how to run it (mirrors the server's ``codegen`` settings)."""
-
-    model: str | None = None  # checkpoint dir or hub id; None means the shipped default model
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    dtype: str = "auto"  # auto | float32 | bfloat16 | float16
-    quantize: str = "auto"  # auto | none | int8 (weight-only) | int4 (weight-only, opt-in)
-    threads: int = 0  # torch threads; 0 keeps torch's default
-    allow_download: bool = False
-    cache_memory_mb: int = 512
-    prefix_reuse: bool = True
-    compile: bool = False
-    kv_dtype: str = "auto"  # auto (float32 on CPU, where attention is fastest in it) | bfloat16 ...
-
-
-class Engine(Protocol):
-    """What the worker needs from an engine (see ``codegen_lsp.engine.engine``)."""
-
-    n_ctx: int
-    description: str
-
-    def generate(self, req: GenerateRequest, cancel: threading.Event) -> GenerateResult: ...
-
-    def encode(self, text: str) -> list[int]: ...
-
-
-EngineFactory = Callable[[EngineSpec, ProgressFn], Engine]
-
-
-class EngineNotReady(RuntimeError):
-    """Raised for jobs submitted while no model is loaded."""
 
 
 @dataclass
@@ -72,17 +44,11 @@ class _Job:
     queued_at: float = field(default_factory=time.perf_counter)
 
 
-def _default_factory(spec: EngineSpec, progress: ProgressFn) -> Engine:
-    from codegen_lsp.engine.engine import load_engine
-
-    return load_engine(spec, progress)
-
-
 class Worker:
-    """Owns the engine on a daemon thread and runs jobs one at a time, newest first per key."""
+    """Owns the engine on a daemon thread and runs its jobs one at a time, in order."""
 
-    def __init__(self, factory: EngineFactory | None = None) -> None:
-        self._factory = factory or _default_factory
+    def __init__(self, factory: EngineFactory) -> None:
+        self._factory = factory
         self._cond = threading.Condition()
         self._queue: deque[_Job] = deque()
         self._running: _Job | None = None
@@ -90,7 +56,7 @@ class Worker:
         self.engine: Engine | None = None
         self.load_error: str | None = None
         self.generate_runs = 0  # jobs that reached the engine
-        self.superseded = 0
+        self.cancelled = 0  # generate jobs cancelled before or while running
         self._thread = threading.Thread(target=self._loop, name="codegen-worker", daemon=True)
         self._thread.start()
 
@@ -101,15 +67,8 @@ class Worker:
         return self._push(job)
 
     def submit(self, request: GenerateRequest) -> Future[GenerateResult]:
-        """Queue a generation; supersedes queued and running jobs with the same key."""
-        job = _Job("generate", Future(), request=request)
-        with self._cond:
-            for old in [j for j in self._queue if self._same_key(j, request.key)]:
-                self._queue.remove(old)
-                self._finish_cancelled(old)
-            if self._running is not None and self._same_key(self._running, request.key):
-                self._running.cancel.set()
-        return self._push(job)
+        """Queue a generation."""
+        return self._push(_Job("generate", Future(), request=request))
 
     def call(self, fn: Callable[[Engine], Any]) -> Future[Any]:
         """Run ``fn(engine)`` on the worker thread (for tokenizer or cache queries)."""
@@ -125,7 +84,14 @@ class Worker:
                     self._finish_cancelled(job)
                     return
             if self._running is not None and self._running.future is future:
+                if not self._running.cancel.is_set():
+                    self.cancelled += 1
                 self._running.cancel.set()
+
+    def busy(self) -> bool:
+        """True while a job runs."""
+        with self._cond:
+            return self._running is not None
 
     def pending(self) -> int:
         """Number of queued jobs (not counting the running one)."""
@@ -144,13 +110,9 @@ class Worker:
         self._thread.join(timeout)
 
     # --- worker thread ----------------------------------------------------------------------
-    @staticmethod
-    def _same_key(job: _Job, key: str) -> bool:
-        return job.kind == "generate" and job.request is not None and job.request.key == key
-
     def _finish_cancelled(self, job: _Job) -> None:
         if job.kind == "generate":
-            self.superseded += 1
+            self.cancelled += 1
             if job.future.set_running_or_notify_cancel():
                 job.future.set_result(GenerateResult(cancelled=True))
         elif job.future.set_running_or_notify_cancel():

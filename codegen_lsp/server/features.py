@@ -18,9 +18,10 @@ from pygls.uris import to_fs_path
 
 from codegen_lsp.completion.functions import find_stub
 from codegen_lsp.completion.languages import language_for
-from codegen_lsp.engine.worker import EngineFactory
+from codegen_lsp.completion.service import DEBOUNCE_S, Body, Suggestions
+from codegen_lsp.engine.api import EngineFactory
 from codegen_lsp.server import convert
-from codegen_lsp.server.server import DEBOUNCE_S, CodegenServer
+from codegen_lsp.server.server import CodegenServer
 
 log = logging.getLogger(__name__)
 
@@ -80,14 +81,14 @@ async def completion(
     ls: CodegenServer, params: types.CompletionParams
 ) -> types.CompletionList | None:
     """Completion items whose edit replaces the word being typed; always isIncomplete."""
-    out = await ls.suggest(params.text_document.uri, params.position, "completion")
-    ls.log_outcome("completion", out)
-    if out.doc is None:
+    uri = params.text_document.uri
+    out = await _suggest(ls, uri, params.position, "completion")
+    doc = ls.documents.get(uri)
+    if doc is None or out.cursor is None:
         return types.CompletionList(is_incomplete=True, items=[])
     markdown = types.MarkupKind.Markdown in _doc_formats(ls)
-    return convert.completion_list(
-        out.doc, out.line, out.column, out.suggestions, ls.encoding, markdown
-    )
+    line, column = out.cursor.line, len(out.cursor.before)
+    return convert.completion_list(doc, line, column, out.texts, ls.encoding, markdown)
 
 
 def _doc_formats(ls: CodegenServer) -> list[types.MarkupKind]:
@@ -100,21 +101,43 @@ async def inline_completion(
     ls: CodegenServer, params: types.InlineCompletionParams
 ) -> types.InlineCompletionList:
     """Ghost-text items (LSP 3.18)."""
-    out = await ls.suggest(params.text_document.uri, params.position, "inline")
-    ls.log_outcome("inline", out)
-    if out.doc is None:
+    uri = params.text_document.uri
+    out = await _suggest(ls, uri, params.position, "inline")
+    doc = ls.documents.get(uri)
+    if doc is None or out.cursor is None:
         return types.InlineCompletionList(items=[])
-    return convert.inline_list(out.doc, out.line, out.column, out.suggestions, ls.encoding)
+    line, column = out.cursor.line, len(out.cursor.before)
+    return convert.inline_list(doc, line, column, out.texts, ls.encoding)
+
+
+async def _suggest(ls: CodegenServer, uri: str, position: types.Position, kind: str) -> Suggestions:
+    label = f"{ls.protocol.msg_id} {kind}"
+    out = await ls.service.suggest(uri, lambda: ls.cursor(uri, position), label)
+    if out.reason:
+        quiet = out.reason.startswith("superseded") or out.source == "model"
+        level = logging.DEBUG if quiet else logging.INFO
+        log.log(level, "request %s %s: %s", ls.protocol.msg_id, kind, out.reason)
+    return out
+
+
+async def _body(ls: CodegenServer, uri: str, position: types.Position) -> Body | str:
+    def version() -> int | None:
+        doc = ls.documents.get(uri)
+        return doc.version if doc is not None else None
+
+    label = f"{ls.protocol.msg_id} body"
+    return await ls.service.function_body(uri, version, lambda: ls.cursor(uri, position), label)
 
 
 async def hover(ls: CodegenServer, params: types.HoverParams) -> types.Hover | None:
     """On a function without a body: the function with a generated body."""
-    found = await ls.function_body(params.text_document.uri, params.position)
-    if isinstance(found, str):
+    uri = params.text_document.uri
+    found = await _body(ls, uri, params.position)
+    doc = ls.documents.get(uri)
+    if isinstance(found, str) or doc is None:
         log.debug("request %s hover: %s", ls.protocol.msg_id, found)
         return None
-    doc, stub, body = found
-    return convert.hover(doc, stub, body, ls.encoding)
+    return convert.hover(doc, found.stub, found.text, ls.encoding)
 
 
 def code_action(ls: CodegenServer, params: types.CodeActionParams) -> list[types.CodeAction] | None:
@@ -138,11 +161,11 @@ async def generate_function(ls: CodegenServer, *args: Any) -> dict[str, Any]:
         uri, position = convert.parse_command_arguments(args)
     except ValueError as exc:
         raise JsonRpcInvalidParams(f"{convert.COMMAND_GENERATE}: {exc}") from None
-    found = await ls.function_body(uri, position)
-    if isinstance(found, str):
-        return {"applied": False, "reason": found}
-    doc, stub, body = found
-    edit = convert.body_edit(doc, stub, body, ls.encoding)
+    found = await _body(ls, uri, position)
+    doc = ls.documents.get(uri)
+    if isinstance(found, str) or doc is None:
+        return {"applied": False, "reason": found if isinstance(found, str) else "closed"}
+    edit = convert.body_edit(doc, found.stub, found.text, ls.encoding)
     params = types.ApplyWorkspaceEditParams(edit=edit, label="Generate function body")
     result = await ls.workspace_apply_edit_async(params)
     return {"applied": bool(result.applied), "reason": result.failure_reason or ""}
@@ -158,9 +181,7 @@ def status_command(ls: CodegenServer, *args: Any) -> dict[str, Any]:
     return ls.status()
 
 
-def create_server(
-    factory: EngineFactory | None = None, debounce_s: float = DEBOUNCE_S
-) -> CodegenServer:
+def create_server(factory: EngineFactory, debounce_s: float = DEBOUNCE_S) -> CodegenServer:
     """A server with every handler registered."""
     ls = CodegenServer(factory, debounce_s)
     ls.feature(types.INITIALIZE)(initialize)

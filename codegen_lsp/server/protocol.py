@@ -14,14 +14,20 @@ pygls dispatches well-formed messages; what a client gets for the rest is decide
 - ``exit`` ends the session at once: exit code 0 after ``shutdown``, 1 without.
 - Unknown methods: -32601 for requests (pygls), ignored for notifications.
 
-Open documents are kept by the server's own :class:`Documents` (LSP line breaks, cheap
+Open documents are kept by the server's own documents (LSP line breaks, cheap
 incremental edits) instead of pygls' workspace copies.
+
+This module is the one adapter over pygls' internals: pygls 2.1 has no public way to send a
+raw error response for a message it could not structure (``_send_data``), to structure a
+message without its traceback-logging path (``_converter``, ``_result_types``), or to ask
+whether ``shutdown`` arrived (``_shutdown``). Everything else in the server uses public API.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from lsprotocol import types
 from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams
@@ -32,9 +38,6 @@ from pygls.protocol import (
     LanguageServerProtocol,
 )
 from pygls.protocol.language_server import lsp_method
-
-if TYPE_CHECKING:
-    from codegen_lsp.server.server import CodegenServer
 
 log = logging.getLogger(__name__)
 
@@ -55,14 +58,46 @@ def _short(value: Any, limit: int = 200) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
+class Host(Protocol):
+    """What the protocol needs from its server (documents, exit)."""
+
+    documents: Any
+    encoding: str
+
+    def forget(self, uri: str) -> None: ...
+
+    def request_exit(self, code: int) -> None: ...
+
+
 class CodegenProtocol(LanguageServerProtocol):
     """pygls' protocol with the lifecycle and error rules of the module docstring."""
 
-    _server: CodegenServer
+    _server: Host  # type: ignore[assignment]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.initialize_received = False
+        self.on_exit: Callable[[], None] = lambda: None  # set by the transport
+        self._exit_code: int | None = None
+
+    # --- the session ------------------------------------------------------------------------
+    @property
+    def shut_down(self) -> bool:
+        """True once ``shutdown`` was answered."""
+        return bool(self._shutdown)
+
+    def end_session(self, code: int) -> None:
+        """``exit`` arrived: remember the code and wake the transport."""
+        self._exit_code = code
+        self.on_exit()
+
+    def exit_code(self) -> int:
+        """The process exit code: the ``exit`` rule's, or 0/1 for a client that went away
+        after or without ``shutdown``."""
+        if self._exit_code is None:
+            log.warning("the client went away without exit")
+            return 0 if self.shut_down else 1
+        return self._exit_code
 
     # --- from the transport -----------------------------------------------------------------
     def reply_error(self, msg_id: Any, code: int, message: str) -> None:

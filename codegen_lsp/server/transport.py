@@ -32,10 +32,9 @@ import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
-if TYPE_CHECKING:
-    from codegen_lsp.server.server import CodegenServer
+from codegen_lsp.server.protocol import CodegenProtocol
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +162,17 @@ class FrameParser:
         return used, Frame(value)
 
 
+class Session(Protocol):
+    """What the transport serves: a protocol to feed, and an end."""
+
+    @property
+    def protocol(self) -> CodegenProtocol: ...
+
+    def finish(self) -> int:
+        """The session is over; the process exit code."""
+        ...
+
+
 class _Writer:
     """The protocol's writer: write and flush; a vanished client ends the session."""
 
@@ -185,7 +195,7 @@ class _Writer:
         self.closed = True
 
 
-async def _deliver(server: CodegenServer, events: list[Event]) -> None:
+async def _deliver(server: Session, events: list[Event]) -> None:
     """Hand events to the protocol in order. After each one the loop runs the handlers it
     started up to their first wait (a settings change marks the model as loading before the
     next message is read), as pygls' own reader does."""
@@ -201,7 +211,7 @@ async def _deliver(server: CodegenServer, events: list[Event]) -> None:
 
 
 async def _consume(
-    server: CodegenServer, queue: asyncio.Queue[list[Event] | None], done: asyncio.Event
+    server: Session, queue: asyncio.Queue[list[Event] | None], done: asyncio.Event
 ) -> None:
     """Deliver what the reader queues; None (end of input) ends the session."""
     while (events := await queue.get()) is not None:
@@ -228,7 +238,7 @@ def _raw_reader(stream: BinaryIO) -> Callable[[int], bytes]:
     return lambda n: os.read(fd, n)
 
 
-def serve_stdio(server: CodegenServer, stdin: BinaryIO, stdout: BinaryIO) -> int:
+def serve_stdio(server: Session, stdin: BinaryIO, stdout: BinaryIO) -> int:
     """Serve one client over a pair of pipes; return the exit code."""
 
     def write(data: bytes) -> None:
@@ -240,7 +250,7 @@ def serve_stdio(server: CodegenServer, stdin: BinaryIO, stdout: BinaryIO) -> int
         done = asyncio.Event()
         queue: asyncio.Queue[list[Event] | None] = asyncio.Queue()
         server.protocol.set_writer(_Writer(write, done.set))
-        server.on_exit = done.set
+        server.protocol.on_exit = done.set
 
         def pump() -> None:
             parser = FrameParser()
@@ -269,12 +279,12 @@ def serve_stdio(server: CodegenServer, stdin: BinaryIO, stdout: BinaryIO) -> int
     return asyncio.run(run())
 
 
-def serve_tcp(server: CodegenServer, host: str, port: int) -> int:
+def serve_tcp(server: Session, host: str, port: int) -> int:
     """Listen on ``host:port`` and serve the first client; return the exit code."""
 
     async def run() -> int:
         done = asyncio.Event()
-        server.on_exit = done.set
+        server.protocol.on_exit = done.set
         busy = False
 
         async def connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

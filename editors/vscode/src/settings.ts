@@ -9,7 +9,11 @@ import * as fs from "fs";
 import * as path from "path";
 import * as vscode from "vscode";
 
-/** Keys of `codegen.*` settings that belong to the server, in package.json order. */
+/**
+ * Keys of `codegen.*` settings that belong to the server, in package.json order (their
+ * defaults and ranges live in package.json; tests/test_settings_schema.py checks both lists
+ * against codegen_lsp/server/settings.py).
+ */
 export const SERVER_SETTING_KEYS = [
   "model",
   "device",

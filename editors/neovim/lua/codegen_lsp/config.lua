@@ -53,10 +53,10 @@ local SERVER_ENUMS = {
   header = { "auto", "on", "off" },
 }
 
--- The server's settings (codegen_lsp/server/settings.py) and their Lua types, in its order.
+-- The server's settings (codegen_lsp/server/settings.py) and their Lua types, in its order;
+-- tests/test_settings_schema.py checks this table and SERVER_ENUMS against that declaration.
 -- "list": a list of strings; "map": { languageId = boolean }.
 M.server_types = {
-  { "languages", "map" },
   { "model", "string" },
   { "device", "string" },
   { "dtype", "string" },
@@ -76,6 +76,7 @@ M.server_types = {
   { "contextTokens", "number" },
   { "multiline", "string" },
   { "header", "string" },
+  { "languages", "map" },
 }
 
 -- vim.validate's (name, value, validator, optional_or_msg) form is 0.11+; 0.7 has the spec form,

@@ -16,9 +16,8 @@ import argparse
 import ast
 import re
 import sys
+import threading
 import time
-
-import torch
 
 from codegen_lsp.completion.stopping import end_of_block as block_end
 from codegen_lsp.completion.stopping import indent_width
@@ -51,8 +50,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-k", type=int, default=0)
     p.add_argument("--seed", type=int, default=None, help="sampling seed (default 0 when ranking)")
     p.add_argument("--all", action="store_true", help="print every candidate, best first")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default="auto", help="auto (as the server), float32, bfloat16")
+    p.add_argument("--quantize", default="auto", help="auto (as the server), none, int8, int4")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--allow-download", action="store_true", help="fetch a hub id if not cached")
     p.add_argument(
         "--no-truncate",
@@ -104,60 +104,56 @@ def rank_key(prompt: str, text: str, mean_logprob: float) -> tuple[bool, bool, b
 
 def run(args: argparse.Namespace) -> int:
     """Load the model, generate, print; clear one-line errors for bad input."""
-    from codegen_lsp.codegen.checkpoint import CheckpointError, load_model, resolve
-    from codegen_lsp.codegen.generation import SamplingParams, generate_candidates
-    from codegen_lsp.codegen.tokenizer import (
-        CodeGenTokenizer,
-        TokenizerError,
-        truncate_before_pattern,
-    )
+    from codegen_lsp.codegen.checkpoint import CheckpointError
+    from codegen_lsp.codegen.tokenizer import TokenizerError, truncate_before_pattern
+    from codegen_lsp.engine.api import EngineSpec, GenerateRequest, SamplingParams
+    from codegen_lsp.engine.loader import load_engine
+    from codegen_lsp.engine.machine import EngineConfigError
 
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
     ranking = args.candidates > 1
     try:
         if args.candidates < 1:
             raise ValueError(f"--candidates must be >= 1, got {args.candidates}")
-        if args.model:
-            directory = resolve(args.model, allow_download=args.allow_download)
-        else:
-            from codegen_lsp.codegen.default import default_model_dir
-
-            directory = default_model_dir()
-        dtype = getattr(torch, args.dtype)
-        model = load_model(directory, dtype=dtype, device=args.device)
-        tokenizer = CodeGenTokenizer.from_dir(directory)
         temperature = args.temperature
         if temperature is None:
             temperature = SAMPLE_TEMPERATURE if ranking else 0.0
-        params = SamplingParams(temperature, args.top_p, args.top_k)
-    except (CheckpointError, TokenizerError, ValueError) as exc:
+        seed = args.seed if args.seed is not None or not ranking else 0
+        sampling = SamplingParams(temperature, args.top_p, args.top_k, seed)
+        spec = EngineSpec(
+            model=args.model,
+            device=args.device,
+            dtype=args.dtype,
+            quantize=args.quantize,
+            allow_download=args.allow_download,
+            prefix_reuse=False,
+        )
+        engine = load_engine(spec)
+    except (CheckpointError, TokenizerError, EngineConfigError, ValueError) as exc:
         print(f"codegen-lsp: error: {exc}", file=sys.stderr)
         return 2
     # The prompt is the start of a file: say so with <|endoftext|>, which separates files in
     # CodeGen-style training data (without it a bare "def f():" reads as a window cut from
     # the middle of some class or test).
-    ids = [tokenizer.bos_id, *tokenizer.encode(prompt)]
-    seed = args.seed if args.seed is not None or not ranking else 0
-    start = time.perf_counter()
-    candidates = generate_candidates(
-        model,
-        ids,
-        args.candidates,
-        args.max_new_tokens,
-        params,
-        vocab_limit=tokenizer.vocab_size,
-        eos_id=tokenizer.eos_id,
-        seed=seed,
+    ids = [engine.tokenizer.bos_id, *engine.encode(prompt)]
+    request = GenerateRequest(
+        key="generate",
+        prompt=ids,
+        max_new_tokens=args.max_new_tokens,
+        n=args.candidates,
+        sampling=sampling,
         greedy_first=ranking,
+        heal=False,
     )
+    start = time.perf_counter()
+    candidates = engine.generate(request, threading.Event()).candidates
     elapsed = time.perf_counter() - start
     texts = []
     for cand in candidates:
-        full = text = tokenizer.decode(cand.ids)
+        full = text = cand.text
         if not args.no_truncate:
             text = end_of_block(prompt, truncate_before_pattern(full, DEFAULT_TRUNCATE))
-            ran_out = len(cand.ids) == args.max_new_tokens and cand.ids[-1] != tokenizer.eos_id
-            if ranking and ran_out and text == full:  # cut by the token limit, mid-line
+            if ranking and cand.finish_reason == "length" and text == full:  # cut mid-line
                 text = whole_lines(text)
         texts.append(text)
     order = sorted(
@@ -172,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
                 f"--- candidate {n + 1} (mean log-prob {candidates[i].mean_logprob:.2f})\n"
             )
         sys.stdout.write(prompt + texts[i].rstrip("\n") + "\n")
-    tokens = max(len(c.ids) for c in candidates)
+    tokens = max(len(c.token_ids) for c in candidates)
     what = f"best of {len(candidates)} candidates, " if ranking else ""
-    print(f"[{what}{tokens} tokens in {elapsed:.2f}s from {directory}]", file=sys.stderr)
+    print(f"[{what}{tokens} tokens in {elapsed:.2f}s; {engine.description}]", file=sys.stderr)
     return 0

@@ -8,6 +8,7 @@ prints the suggestion(s): the text that would be inserted at the cursor. ``--lin
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
 from pathlib import Path
@@ -58,10 +59,11 @@ def _fail(message: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Load the model, complete once, print."""
+    """Load the model, complete once through the suggestion service, print."""
     from codegen_lsp.completion.context import Cursor
-    from codegen_lsp.completion.core import Completer, CompletionSkipped, EngineInfo
     from codegen_lsp.completion.languages import language_for, language_id_for_path
+    from codegen_lsp.completion.service import SuggestionService
+    from codegen_lsp.engine.loader import load_engine
     from codegen_lsp.engine.worker import Worker
     from codegen_lsp.server.documents import split_lines
     from codegen_lsp.server.settings import parse_settings
@@ -81,28 +83,26 @@ def run(args: argparse.Namespace) -> int:
     character = len(lines[args.line]) if args.character is None else args.character
     cursor = Cursor.at(lines, args.line, max(character, 0), language, path)
 
-    worker = Worker()
+    worker = Worker(load_engine)
     try:
         progress = lambda message, pct: print(f"[{pct:3d}%] {message}", file=sys.stderr)  # noqa: E731
         try:
             engine = worker.load(settings.engine_spec(), progress).result()
         except Exception as exc:  # noqa: BLE001 - load errors are shown as one line
             return _fail(f"cannot load model: {exc}")
-        completer = Completer()
-        options = settings.completion_options(args.model or engine.description)
-        try:
-            prepared = completer.prepare(path, cursor, EngineInfo.of(engine), options)
-        except CompletionSkipped as exc:
-            return _fail(str(exc))
-        result = worker.submit(prepared.request).result()
-        suggestions = completer.finish(prepared, result)
+        service = SuggestionService(worker, lambda message: print(message, file=sys.stderr))
+        service.ready = lambda: ""
+        service.configure(settings.completion_options(engine.info))
+        out = asyncio.run(service.suggest(path, lambda: cursor))
     finally:
         worker.close()
-    _print(suggestions, args.json)
-    s = result.stats
+    if out.reason and out.source != "model":
+        return _fail(out.reason)
+    _print(out.texts, args.json)
+    s = out.stats
+    figures = f"prompt {s.prompt_tokens} tokens, generated {s.generated_tokens}, " if s else ""
     print(
-        f"[{prepared.mode}-line; prompt {s.prompt_tokens} tokens, generated "
-        f"{s.generated_tokens}, {s.total_ms:.0f} ms; {engine.description}]",
+        f"[{out.mode}-line; {figures}{s.total_ms if s else 0:.0f} ms; {engine.description}]",
         file=sys.stderr,
     )
     return 0

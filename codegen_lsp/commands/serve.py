@@ -58,17 +58,19 @@ def run(args: argparse.Namespace) -> int:
     the LSP exit code (0 after ``shutdown``, 1 without)."""
     setup_logging(args.log_file, args.verbose)
     log = logging.getLogger("codegen_lsp.server")
+    from codegen_lsp.engine.loader import load_engine
     from codegen_lsp.server.features import create_server
+    from codegen_lsp.server.transport import serve_stdio, serve_tcp
 
-    server = create_server()
+    server = create_server(load_engine)
     if args.tcp:
         if not _is_loopback(args.host):
             log.warning("listening on %s: reachable from other machines", args.host)
-        code = server.start_tcp(args.host, args.port)
+        code = serve_tcp(server, args.host, args.port)
     else:
         protocol_out = sys.stdout.buffer
         sys.stdout = sys.stderr  # stray prints must not corrupt the protocol stream
-        code = server.start_io(sys.stdin.buffer, protocol_out)
+        code = serve_stdio(server, sys.stdin.buffer, protocol_out)
     log.info("exiting with code %d", code)
     # The session is over and the worker stopped; tearing down an interpreter with torch
     # loaded takes seconds, which an editor waiting for its server to exit should not pay.

@@ -1,7 +1,7 @@
 """Fault injection for tests, off unless the ``CODEGEN_LSP_FAULT`` environment variable is set.
 
 ``CODEGEN_LSP_FAULT=generate_once``: the first generation fails inside the worker thread, in
-the middle of decoding (its stop callback raises at the first generated token), the way a
+the middle of decoding (its stop check raises at the first generated text), the way a
 real engine error would. The request answers empty, the user sees one message, and the next
 request runs normally. Nothing else is recognised; unknown names are logged and ignored.
 """
@@ -41,6 +41,14 @@ class Faults:
         return False
 
 
-def failing_stop(text: str) -> int | None:
-    """A stop callback that fails (the injected generation fault)."""
-    raise InjectedFault(f"injected fault ({FAULT_ENV}=generate_once)")
+class FailingStop:
+    """A stop rule whose check fails at the first text (the injected generation fault)."""
+
+    def start(self) -> FailingStop:
+        return self
+
+    def feed(self, piece: str) -> int | None:
+        raise InjectedFault(f"injected fault ({FAULT_ENV}=generate_once)")
+
+    def finish(self) -> int | None:
+        return None

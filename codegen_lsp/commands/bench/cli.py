@@ -20,21 +20,23 @@ from typing import Any
 
 import torch
 
-from codegen_lsp.bench import report
-from codegen_lsp.bench.backends import (
+from codegen_lsp.codegen.checkpoint import CheckpointError
+from codegen_lsp.codegen.config import CodeGenConfig
+from codegen_lsp.commands.bench import report, soak
+from codegen_lsp.commands.bench.backends import (
     CTranslate2Backend,
     OursBackend,
     TransformersBackend,
     convert_ctranslate2,
     token_strings,
 )
-from codegen_lsp.bench.probes import (
+from codegen_lsp.commands.bench.probes import (
     WEIGHT_BYTES,
     decode_bound_ms,
     machine_info,
     read_bandwidth_gbs,
 )
-from codegen_lsp.bench.replay import (
+from codegen_lsp.commands.bench.replay import (
     Entry,
     module_text,
     place_cursor,
@@ -43,10 +45,11 @@ from codegen_lsp.bench.replay import (
     spread,
     throughput_all,
 )
-from codegen_lsp.codegen.config import CodeGenConfig
-from codegen_lsp.engine.engine import CodeGenEngine, dtype_name, load_engine
-from codegen_lsp.engine.synthetic import random_model, write_checkpoint
-from codegen_lsp.engine.worker import EngineSpec
+from codegen_lsp.commands.bench.synthetic import random_model, write_checkpoint
+from codegen_lsp.engine.api import EngineSpec
+from codegen_lsp.engine.loader import load_engine, shipped_model_dir
+from codegen_lsp.engine.local import CodeGenEngine
+from codegen_lsp.engine.machine import dtype_name
 
 HELP = (
     "benchmark: keystroke replay, prefill/decode throughput, vs transformers and CTranslate2 "
@@ -56,7 +59,10 @@ REPO_TOKENIZER = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "c
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """Arguments of ``bench``."""
+    """Arguments of ``bench`` (the replay and throughput run) and its ``soak`` subcommand."""
+    suites = p.add_subparsers(dest="suite", metavar="SUITE")
+    soak_parser = suites.add_parser("soak", help=soak.HELP, description=soak.HELP)
+    soak.add_arguments(soak_parser)
     p.add_argument(
         "--models",
         default="default,350M",
@@ -90,11 +96,10 @@ def model_dir(name: str, args: argparse.Namespace) -> Path | None:
     """Checkpoint directory for a ``--models`` entry (written once for random shapes)."""
     if name == "default":
         try:
-            from codegen_lsp.codegen.default import default_model_dir
-        except ImportError:
-            log("default model: not installed, skipped")
+            return shipped_model_dir()
+        except CheckpointError as exc:
+            log(f"default model: {exc}; skipped")
             return None
-        return Path(default_model_dir())
     if name in ("350M", "2B"):
         out = Path(args.work_dir) / f"random-{name}"
         if not (out / "config.json").is_file():
@@ -201,7 +206,9 @@ def reprint(path: Path) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the benchmark and write the report."""
+    """Run the benchmark and write the report (or the soak)."""
+    if args.suite == "soak":
+        return soak.run(args)
     if args.report:
         return reprint(Path(args.report))
     if args.quick:

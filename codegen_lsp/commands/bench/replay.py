@@ -17,7 +17,7 @@ from importlib import import_module
 from pathlib import Path
 from typing import Any
 
-from codegen_lsp.bench.backends import Backend, Timing
+from codegen_lsp.commands.bench.backends import Backend, Timing
 
 Encode = Callable[[str], list[int]]
 

@@ -20,7 +20,7 @@ from typing import Protocol
 import torch
 
 from codegen_lsp.engine.api import GenerateRequest
-from codegen_lsp.engine.engine import CodeGenEngine
+from codegen_lsp.engine.local import CodeGenEngine
 
 
 @dataclass

@@ -1,0 +1,271 @@
+"""The suggestion service: the one request path from a cursor to suggestions.
+
+snapshot -> type-ahead -> supersede -> prompt -> engine (on the worker) -> post-processing
+-> :class:`Suggestions`, with the reason when there are none. Function bodies take the same
+path (under their own key, so they never supersede completions). Nothing here knows LSP.
+
+Supersede is one mechanism, per document: a newer request for a document marks the older
+one superseded wherever it is (waiting out the debounce, queued on the worker, running: the
+engine stops at its next step). Cancelling the awaiting task (``$/cancelRequest``) takes the
+same way. Across documents at most :data:`MAX_WAITING` generations wait for the model; the
+oldest waiting one beyond that answers empty (a limit, not a supersede). A generation that
+fails answers empty and the user is told at most once a minute.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+from codegen_lsp.completion.context import Cursor
+from codegen_lsp.completion.core import (
+    Completer,
+    CompletionOptions,
+    CompletionSkipped,
+    EngineInfo,
+    Prepared,
+)
+from codegen_lsp.completion.faults import Faults, FailingStop
+from codegen_lsp.completion.functions import Stub, find_stub
+from codegen_lsp.engine.api import GenerateResult, GenerateStats
+from codegen_lsp.engine.worker import Worker
+
+log = logging.getLogger(__name__)
+
+DEBOUNCE_S = 0.01  # a request waits this long; a newer one for the same document replaces it
+MAX_WAITING = 8  # generations waiting for the model, over all documents
+FAILURE_MESSAGE_EVERY_S = 60.0  # a failing generation is shown to the user at most this often
+BODY_KEY = "#body"  # function-body requests run under the document's key plus this
+BODY_CACHE = 32
+
+# The cursor now, or why there is none (the document may change while a request waits).
+Snapshot = Callable[[], "Cursor | str"]
+
+
+@dataclass
+class Suggestions:
+    """Suggestions for one request, the cursor they apply at, or why there are none."""
+
+    texts: list[str] = field(default_factory=list)
+    cursor: Cursor | None = None
+    reason: str = ""  # empty when the model made them
+    source: str = ""  # "model" | "type-ahead" | ""
+    mode: str = ""  # "single" | "multi" line, for a model run
+    stats: GenerateStats | None = None  # the model run's figures
+
+    @classmethod
+    def none(cls, reason: str, cursor: Cursor | None = None) -> Suggestions:
+        return cls([], cursor, reason)
+
+
+@dataclass
+class Body:
+    """A generated body for ``stub``, a function without one."""
+
+    text: str
+    cursor: Cursor
+    stub: Stub
+
+
+@dataclass
+class _Ticket:
+    future: Future[GenerateResult] | None = None
+    superseded: bool = False
+
+
+class SuggestionService:
+    """Owns the completer, the per-document supersede and the model requests."""
+
+    def __init__(
+        self,
+        worker: Worker,
+        show_error: Callable[[str], None],
+        on_busy: Callable[[bool], None] = lambda busy: None,
+        debounce_s: float = DEBOUNCE_S,
+    ) -> None:
+        self.worker = worker
+        self.completer = Completer()
+        self.options = CompletionOptions()
+        self.debounce_s = debounce_s
+        self.faults = Faults()
+        self.ready: Callable[[], str] = lambda: "no model"  # "" when the engine can run
+        self._show_error = show_error
+        self._on_busy = on_busy
+        self._latest: dict[str, _Ticket] = {}
+        self._waiting: deque[Future[GenerateResult]] = deque()
+        self._bodies: OrderedDict[tuple[str, int, int], str] = OrderedDict()
+        self._active = 0
+        self._shown_at = -FAILURE_MESSAGE_EVERY_S
+        self.dropped = 0  # generations dropped because too many were waiting
+        self.failures = 0  # generations that raised
+
+    # --- state ------------------------------------------------------------------------------
+    def configure(self, options: CompletionOptions) -> None:
+        """New options (settings or model changed): forget what was kept."""
+        self.options = options
+        self.reset()
+
+    def reset(self) -> None:
+        """Drop windows, type-ahead entries and bodies."""
+        self.completer.reset()
+        self._bodies.clear()
+
+    def forget(self, key: str) -> None:
+        """A document was closed."""
+        self.completer.forget(key)
+        self.completer.forget(key + BODY_KEY)
+
+    @property
+    def busy(self) -> bool:
+        """True while a generation runs or waits."""
+        return self._active > 0
+
+    # --- completions ------------------------------------------------------------------------
+    async def suggest(self, key: str, snapshot: Snapshot, label: str = "") -> Suggestions:
+        """Suggestions at the cursor ``snapshot`` gives: type-ahead, or a generation.
+        ``label`` names the request in the log line."""
+        cursor = snapshot()
+        if isinstance(cursor, str):
+            return Suggestions.none(cursor)
+        served = self.completer.lookup(key, cursor)
+        if served:
+            return Suggestions(served, cursor, "", "type-ahead")
+        problem = self.ready()
+        if problem:
+            return Suggestions.none(problem, cursor)
+        ticket = self._supersede(key)
+        try:
+            await asyncio.sleep(self.debounce_s)
+            if ticket.superseded:
+                return Suggestions.none("superseded by a newer request", cursor)
+            cursor = snapshot()  # the document may have changed meanwhile
+            if isinstance(cursor, str):
+                return Suggestions.none(cursor)
+            try:
+                prepared = self.completer.prepare(key, cursor, self._engine(), self.options)
+            except CompletionSkipped as exc:
+                return Suggestions.none(str(exc), cursor)
+            texts, stats = await self._generate(prepared, ticket, label or key)
+            if ticket.superseded:
+                return Suggestions.none("superseded by a newer request", cursor)
+            reason = "" if texts else "no suggestion"
+            return Suggestions(texts, cursor, reason, "model", prepared.mode, stats)
+        finally:
+            if self._latest.get(key) is ticket:
+                del self._latest[key]
+
+    def _supersede(self, key: str) -> _Ticket:
+        """A ticket for a new request on ``key``; the older one, wherever it is, is stopped."""
+        old = self._latest.get(key)
+        if old is not None:
+            old.superseded = True
+            if old.future is not None:
+                self.worker.cancel(old.future)
+        ticket = self._latest[key] = _Ticket()
+        return ticket
+
+    def _engine(self) -> EngineInfo:
+        engine = self.worker.engine
+        problem = self.ready()
+        if problem or engine is None:
+            raise CompletionSkipped(problem or "no model")
+        return EngineInfo.of(engine)
+
+    # --- function bodies --------------------------------------------------------------------
+    async def function_body(
+        self, key: str, version: Callable[[], int | None], snapshot: Snapshot, label: str = ""
+    ) -> Body | str:
+        """A generated body for the body-less function at the cursor, or why there is none;
+        ``version()`` is the document's version now (None once it is closed)."""
+        started = version()
+        cursor = snapshot()
+        if isinstance(cursor, str):
+            return cursor
+        stub = find_stub(cursor.lines, cursor.line, cursor.language)
+        if stub is None:
+            return "no function without a body here"
+        cached = (key, started or 0, stub.def_line)
+        if cached in self._bodies:
+            return Body(self._bodies[cached], cursor, stub)
+        problem = self.ready()
+        if problem:
+            return problem
+        try:
+            prepared = self.completer.prepare_body(
+                key + BODY_KEY, stub, cursor, self._engine(), self.options
+            )
+        except CompletionSkipped as exc:
+            return str(exc)
+        ticket = self._supersede(key + BODY_KEY)
+        bodies, _ = await self._generate(prepared, ticket, label or key + BODY_KEY)
+        if version() != started:
+            return "the document changed while generating"
+        if not bodies:
+            return "the model produced no body"
+        self._bodies[cached] = bodies[0]
+        while len(self._bodies) > BODY_CACHE:
+            self._bodies.popitem(last=False)
+        return Body(bodies[0], cursor, stub)
+
+    # --- the model --------------------------------------------------------------------------
+    async def _generate(
+        self, prepared: Prepared, ticket: _Ticket, label: str
+    ) -> tuple[list[str], GenerateStats | None]:
+        """Run ``prepared`` on the worker under the limits; its suggestions ([] on failure)."""
+        request = prepared.request
+        if self.faults.take("generate_once"):
+            request = dataclasses.replace(request, stop=FailingStop())
+        self._active += 1
+        if self._active == 1:
+            self._on_busy(True)
+        future = ticket.future = self.worker.submit(request)
+        self._limit_waiting(future)
+        try:
+            result = await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            self.worker.cancel(future)
+            log.info("request %s: cancelled", label)
+            raise
+        except Exception as exc:  # noqa: BLE001 - a failed job answers empty
+            self._failed(label, exc)
+            return [], None
+        finally:
+            self._active -= 1
+            if self._active == 0:
+                self._on_busy(False)
+        suggestions = self.completer.finish(prepared, result)
+        s = result.stats
+        log.info(
+            "request %s: prompt=%d reused=%d prefilled=%d generated=%d queue=%.0fms "
+            "prefill=%.0fms decode=%.0fms total=%.0fms suggestions=%d%s",
+            label, s.prompt_tokens, s.reused_tokens, s.prefilled_tokens,
+            s.generated_tokens, s.queue_ms, s.prefill_ms, s.decode_ms, s.total_ms,
+            len(suggestions), " (cancelled)" if result.cancelled else "",
+        )  # fmt: skip
+        return suggestions, s
+
+    def _limit_waiting(self, future: Future[GenerateResult]) -> None:
+        """Keep at most MAX_WAITING generations waiting: drop the oldest waiting ones."""
+        self._waiting.append(future)
+        waiting = [f for f in self._waiting if not (f.done() or f.running())]
+        self._waiting = deque(waiting)
+        for old in waiting[: max(0, len(waiting) - MAX_WAITING)]:
+            self.worker.cancel(old)  # answers as cancelled: an empty result
+            self.dropped += 1
+            log.info("dropped a waiting generation: more than %d are waiting", MAX_WAITING)
+
+    def _failed(self, key: str, exc: BaseException) -> None:
+        self.failures += 1
+        log.error("request %s: generation failed: %r", key, exc)
+        now = time.monotonic()
+        if now - self._shown_at >= FAILURE_MESSAGE_EVERY_S:
+            self._shown_at = now
+            self._show_error(
+                f"codegen: a suggestion failed ({type(exc).__name__}: {exc}); still serving"
+            )

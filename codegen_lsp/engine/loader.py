@@ -1,0 +1,108 @@
+"""Loading: an :class:`~codegen_lsp.engine.api.EngineSpec` in, a ready local engine out.
+
+:func:`load_engine` resolves the checkpoint (the spec's model or the shipped default: the
+one place that knows where that lives), picks device, dtype and weight format for this
+machine, checks that it fits, loads weights and tokenizer, quantizes, warms up and reports
+progress. :func:`model_info` reads what kind of CodeGen a checkpoint is, as data.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import torch
+
+from codegen_lsp.codegen.checkpoint import CheckpointError, load_model, resolve
+from codegen_lsp.codegen.default import default_model_dir
+from codegen_lsp.codegen.tokenizer import CodeGenTokenizer
+from codegen_lsp.engine.api import EngineSpec, ModelInfo, ProgressFn
+from codegen_lsp.engine.head import LogitsHead
+from codegen_lsp.engine.local import CodeGenEngine
+from codegen_lsp.engine.machine import (
+    EngineConfigError,
+    check_fits,
+    dtype_name,
+    pick_device,
+    pick_dtype,
+    pick_quantize,
+)
+from codegen_lsp.engine.quantize import quantize_linears, weight_count
+
+# Salesforce/codegen-350M-mono, models--Salesforce--codegen2-1B, codegen-2B-multi ...
+_PUBLISHED = re.compile(r"(codegen2?)-(\d+(?:_\d+)?[MB])(?:-(mono|multi|nl))?", re.IGNORECASE)
+
+
+def shipped_model_dir() -> Path:
+    """The shipped default checkpoint; a clear error when the package lacks it."""
+    directory = default_model_dir()
+    if not (directory / "config.json").is_file():
+        raise CheckpointError(f"no model set and the default model is not installed ({directory})")
+    return directory
+
+
+def model_directory(spec: EngineSpec) -> Path:
+    """The checkpoint directory for ``spec``: its model reference or the shipped default."""
+    if spec.model:
+        return resolve(spec.model, allow_download=spec.allow_download)
+    return shipped_model_dir()
+
+
+def model_info(directory: Path, parameters: int = 0) -> ModelInfo:
+    """Family and training data of the checkpoint in ``directory``, from its config's
+    ``_name_or_path`` or its path (hub cache folders carry the published name)."""
+    if directory.resolve() == default_model_dir().resolve():
+        return ModelInfo(directory.name, "codegen", "mono", parameters)  # trained on Python
+    try:
+        config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
+        named = str(config.get("_name_or_path", "")) if isinstance(config, dict) else ""
+    except (OSError, UnicodeDecodeError, ValueError):
+        named = ""
+    for text in (named, *reversed(directory.parts)):
+        found = _PUBLISHED.search(text)
+        if found:
+            family, data = found.group(1).lower(), (found.group(3) or "").lower()
+            return ModelInfo(directory.name, family, data, parameters)
+    return ModelInfo(directory.name, "codegen", "", parameters)
+
+
+def load_engine(spec: EngineSpec, progress: ProgressFn | None = None) -> CodeGenEngine:
+    """Load the model ``spec`` names and return an engine ready to generate."""
+    report = progress or (lambda _message, _percent: None)
+    report("resolving model", 0)
+    directory = model_directory(spec)
+    device = pick_device(spec.device)
+    dtype = pick_dtype(spec.dtype, device)
+    quantize = pick_quantize(spec.quantize, device, dtype)
+    if spec.threads > 0:
+        torch.set_num_threads(spec.threads)
+    report("checking memory", 5)
+    name = spec.model or "the default model"
+    check_fits(directory, name, dtype, quantize, device, spec.cache_memory_mb, spec.memory_limit_mb)
+    report(f"loading {directory.name} ({dtype_name(dtype)}, {device})", 10)
+    try:
+        model = load_model(directory, dtype=dtype, device=device)
+    except (MemoryError, torch.OutOfMemoryError) as exc:
+        raise EngineConfigError(f"{directory.name}: out of memory while loading ({exc})") from None
+    report("loading tokenizer", 60)
+    tokenizer = CodeGenTokenizer.from_dir(directory)
+    head = LogitsHead.for_model(model)  # keeps the unquantized head weights for refinement
+    if quantize in ("int8", "int4"):
+        report(f"quantizing weights to {quantize}", 70)
+        quantize_linears(model, bits=8 if quantize == "int8" else 4)
+    engine = CodeGenEngine(
+        model,
+        tokenizer,
+        info=model_info(directory, weight_count(model)),
+        cache_memory_mb=spec.cache_memory_mb,
+        prefix_reuse=spec.prefix_reuse,
+        compile=spec.compile,
+        quantize=quantize,
+        kv_dtype=None if spec.kv_dtype == "auto" else pick_dtype(spec.kv_dtype, device),
+        head=head,
+    )
+    report("warming up", 90)
+    engine.warmup()
+    report("ready", 100)
+    return engine
