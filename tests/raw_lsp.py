@@ -4,7 +4,8 @@ that are not JSON, invalid UTF-8) and still read every answer.
 
 A reader thread parses the server's stdout (strictly: the server's own output must always be
 well framed) into a queue; :meth:`RawServer.wait_response` returns the answer with a given id
-and keeps everything else it passes (notifications, other answers) in ``seen``.
+and keeps everything else it passes (notifications, other answers) in ``seen``. Settings and
+commands are ``support``'s, as for the ``pytest-lsp`` tests.
 """
 
 from __future__ import annotations
@@ -14,14 +15,12 @@ import json
 import os
 import queue
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-SERVER_COMMAND = [sys.executable, "-m", "codegen_lsp", "serve"]
-CPU = {"device": "cpu", "dtype": "float32", "quantize": "none", "threads": 1}
+from support import SERVER_COMMAND, wait_until
 
 
 def frame(body: bytes | dict[str, Any]) -> bytes:
@@ -33,6 +32,15 @@ def frame(body: bytes | dict[str, Any]) -> bytes:
 def is_response(message: dict[str, Any]) -> bool:
     """An answer to a request (not a notification or a request from the server)."""
     return "id" in message and "method" not in message
+
+
+def inline_params(uri: str, line: int, character: int) -> dict[str, Any]:
+    """inlineCompletion params at a position (invoked)."""
+    return {
+        "textDocument": {"uri": uri},
+        "position": {"line": line, "character": character},
+        "context": {"triggerKind": 1},
+    }
 
 
 class RawServer:
@@ -147,20 +155,23 @@ class RawServer:
         if wait_for:
             self.wait_state(wait_for)
 
+    def configure(self, settings: dict[str, Any]) -> None:
+        """didChangeConfiguration with ``settings`` (``{"codegen": {...}}``)."""
+        self.notify("workspace/didChangeConfiguration", {"settings": settings})
+
     def status(self) -> dict[str, Any]:
         """The ``codegen/status`` result."""
         return self.call("codegen/status")["result"]
 
     def wait_state(self, state: str, timeout: float = 90) -> dict[str, Any]:
         """Poll ``codegen/status`` until it reports ``state``."""
-        deadline = time.monotonic() + timeout
-        status: dict[str, Any] = {}
-        while time.monotonic() < deadline:
-            status = self.status()
-            if status["state"] == state:
-                return status
-            time.sleep(0.1)
-        raise AssertionError(f"never reached {state}: {status}")
+        last: dict[str, Any] = {}
+
+        def reached() -> dict[str, Any] | None:
+            last.update(self.status())
+            return dict(last) if last["state"] == state else None
+
+        return wait_until(reached, timeout, lambda: f"state {state} (last status {last})")
 
     def open(self, uri: str, text: str, language: str = "python", version: int = 1) -> None:
         """didOpen."""
@@ -169,11 +180,7 @@ class RawServer:
 
     def inline(self, uri: str, line: int, character: int, timeout: float = 30) -> dict[str, Any]:
         """An inlineCompletion request's answer."""
-        params = {
-            "textDocument": {"uri": uri},
-            "position": {"line": line, "character": character},
-            "context": {"triggerKind": 1},
-        }
+        params = inline_params(uri, line, character)
         return self.call("textDocument/inlineCompletion", params, timeout)
 
     def messages_shown(self) -> list[str]:
@@ -181,6 +188,17 @@ class RawServer:
         return [
             m["params"]["message"] for m in self.seen if m.get("method") == "window/showMessage"
         ]
+
+    def wait_for_message(self, text: str, timeout: float = 30) -> str:
+        """The latest window/showMessage text containing ``text`` (waits for one)."""
+
+        def found() -> str | None:
+            shown = [m for m in self.messages_shown() if text in m]
+            if not shown:
+                self.status()  # reads the messages that came meanwhile
+            return shown[-1] if shown else None
+
+        return wait_until(found, timeout, lambda: f"{text!r} in {self.messages_shown()}")
 
     def close(self, timeout: float = 30) -> int:
         """shutdown + exit if it is still running; the exit code."""

@@ -5,15 +5,15 @@ from __future__ import annotations
 import ast
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from support import CLI_COMMAND
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "codegen_lsp", "generate", *args],
+        [*CLI_COMMAND, "generate", *args],
         capture_output=True,
         text=True,
         timeout=300,
@@ -31,10 +31,14 @@ def test_generate_prints_prompt_and_continuation(tiny_checkpoint):
 
 
 def test_generate_is_deterministic_with_seed(tiny_checkpoint):
+    # One sampled candidate (no greedy one to rank first), and a random model: its next
+    # token is nearly uniform over 50k ids, so two seeds agreeing on 6 tokens never happens.
     args = ["--model", str(tiny_checkpoint), "--max-new-tokens", "6", "--temperature", "0.8"]
-    a = _run(*args, "--seed", "7", "--no-truncate", "x = ")
-    b = _run(*args, "--seed", "7", "--no-truncate", "x = ")
-    assert a.returncode == 0 and a.stdout == b.stdout
+    args += ["--candidates", "1", "--no-truncate", "x = "]
+    a, again, other = (_run("--seed", seed, *args) for seed in ("7", "7", "8"))
+    assert a.returncode == again.returncode == other.returncode == 0, a.stderr + other.stderr
+    assert a.stdout == again.stdout, "the same seed gave two outputs"
+    assert a.stdout != other.stdout, "two seeds gave one output: is --seed ignored?"
 
 
 def test_generate_bad_model_path_is_one_clear_line(tmp_path):
@@ -60,7 +64,7 @@ def test_generate_default_model_fibonacci():
     if not (default_model_dir() / "model.safetensors").exists():
         pytest.skip("the default model is not shipped yet")
     proc = subprocess.run(
-        [sys.executable, "-m", "codegen_lsp", "generate", "def fibonacci(n):"],
+        [*CLI_COMMAND, "generate", "def fibonacci(n):"],
         capture_output=True,
         text=True,
         timeout=300,
@@ -95,7 +99,7 @@ def test_demo_gets_a_suggestion_through_the_server(tmp_path):
     if not (default_model_dir() / "model.safetensors").exists():
         pytest.skip("the default model is not shipped yet")
     proc = subprocess.run(
-        [sys.executable, "-m", "codegen_lsp", "demo", "--timeout", "120"],
+        [*CLI_COMMAND, "demo", "--timeout", "120"],
         capture_output=True,
         text=True,
         timeout=300,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from engine_support import greedy_ids
 
 from codegen_lsp.codegen.checkpoint import load_model, save_checkpoint

@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import threading
 import time
+import zlib
 
 import pytest
 
 from codegen_lsp.completion.core import Completer, CompletionOptions, CompletionSkipped, EngineInfo
 from codegen_lsp.completion.functions import find_stub
-from codegen_lsp.engine.api import Candidate, GenerateRequest, GenerateResult, GenerateStats
-from codegen_lsp.engine.api import EngineSpec
+from codegen_lsp.engine.api import (
+    Candidate,
+    EngineSpec,
+    GenerateRequest,
+    GenerateResult,
+    GenerateStats,
+)
 from codegen_lsp.engine.loader import load_engine
 from codegen_lsp.engine.worker import Worker
 
@@ -25,6 +31,7 @@ class ScriptedEngine:
         self.script = script
         self.step_s = step_s
         self.prompts: list[list[int]] = []
+        self.stepping = threading.Event()  # set once a generation has taken its first step
 
     def encode(self, text: str) -> list[int]:
         return [ord(c) for c in text]
@@ -38,6 +45,7 @@ class ScriptedEngine:
                 reason = "cancelled"
                 break
             time.sleep(self.step_s)
+            self.stepping.set()
             text += ch
             cut = check.feed(ch) if check else None
             if cut is not None:
@@ -137,19 +145,25 @@ def test_cancelled_result_gives_nothing(marked) -> None:
 
 
 def test_worker_cancel_stops_a_running_generation(marked) -> None:
-    engine = ScriptedEngine("x" * 1000, step_s=0.01)
+    engine = ScriptedEngine("x" * 1000, step_s=0.01)  # 10 s if it ran to the end
     worker = Worker(lambda spec, progress: engine)
     try:
         worker.load(EngineSpec()).result()
-        prepared = Completer().prepare(
+        completer = Completer()
+        prepared = completer.prepare(
             "doc", marked("x = █"), INFO, CompletionOptions(max_new_tokens=1000)
         )
         future = worker.submit(prepared.request)
-        time.sleep(0.1)
-        start = time.perf_counter()
+        assert engine.stepping.wait(timeout=10), "the generation never started"
         worker.cancel(future)
-        result = future.result(timeout=5)
-        assert result.cancelled and time.perf_counter() - start < 1.0
+        result = future.result(timeout=10)  # (only a guard against a hang)
+        assert result.cancelled and result.candidates[0].finish_reason == "cancelled"
+        assert 0 < len(result.candidates[0].text) < 1000  # stopped in the middle
+        # the worker is free: the next job runs to its end
+        engine.step_s = 0.0
+        following = completer.prepare("doc2", marked("y = █"), INFO, CompletionOptions())
+        done = worker.submit(following.request).result(timeout=10)
+        assert not done.cancelled and done.candidates[0].text == "x" * 64
     finally:
         worker.close()
 
@@ -184,5 +198,6 @@ def test_no_healing_after_indentation_with_whitespace_tokens() -> None:
 
 
 def chars_merge_spaces(text: str) -> list[int]:
-    """A toy tokenizer that glues a space to the next character (GPT-2 style)."""
-    return [hash(p) % 1000 for p in text.replace(" x", "\0").split("\0")]
+    """A toy tokenizer that glues a space to the next character (GPT-2 style): each piece's
+    id is its CRC-32 (not ``hash``, which changes from run to run)."""
+    return [zlib.crc32(p.encode()) for p in text.replace(" x", "\0").split("\0")]

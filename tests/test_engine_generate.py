@@ -12,11 +12,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from engine_support import request_kwargs
+from support import random_model, write_checkpoint
 
 from codegen_lsp.codegen.checkpoint import CheckpointError
-from engine_support import request_kwargs
-
-from codegen_lsp.commands.bench.synthetic import random_model, write_checkpoint
 from codegen_lsp.engine.api import EngineSpec, GenerateRequest, GenerateResult
 from codegen_lsp.engine.healing import TokenPrefixIndex, heal
 from codegen_lsp.engine.loader import load_engine

@@ -17,12 +17,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from engine_support import WholeTextStop
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support import random_model
 
-from engine_support import WholeTextStop
-
-from codegen_lsp.commands.bench.synthetic import random_model
 from codegen_lsp.engine.api import GenerateRequest, GenerateResult, SamplingParams
 from codegen_lsp.engine.kv_cache import plan_blocks
 from codegen_lsp.engine.local import CodeGenEngine

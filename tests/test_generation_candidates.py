@@ -1,4 +1,4 @@
-"""Candidates on the engine (greedy first, seeded, scored) and ``codegen-lsp generate``'s ranking."""
+"""Candidates on the engine (greedy first, seeded, scored) and `generate`'s ranking."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import threading
 
 import pytest
 import torch
-
 from engine_support import NumberTokenizer, greedy_ids
 
 from codegen_lsp.codegen.checkpoint import load_model

@@ -22,7 +22,8 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from raw_lsp import CPU, RawServer, frame
+from raw_lsp import RawServer, frame
+from support import codegen_settings
 
 from codegen_lsp.server.transport import Frame, FrameParser
 
@@ -43,7 +44,7 @@ ERROR_CODES = {-32700, -32600, -32601, -32602, -32002}
 def server(steady_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     log = tmp_path_factory.mktemp("fuzz") / "server.log"
     srv = RawServer(log)
-    srv.initialize({"codegen": {"model": str(steady_checkpoint), **CPU, "maxNewTokens": 4}})
+    srv.initialize(codegen_settings(steady_checkpoint, maxNewTokens=4))
     srv.open(HOME, HOME_TEXT)
     yield srv
     assert srv.close() == 0
@@ -331,25 +332,37 @@ def test_notifications_for_unknown_documents(server: RawServer, method: str, uri
 
 
 # --- lifecycle ------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def fresh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RawServer]:
-    srv = RawServer(tmp_path_factory.mktemp("fresh") / "server.log")
+def uninitialized_server(directory: Path) -> Iterator[RawServer]:
+    """A server that was sent nothing yet; killed afterwards if it still runs."""
+    srv = RawServer(directory / "server.log")
     yield srv
     if srv.proc.poll() is None:
         srv.proc.kill()
         srv.proc.wait()
 
 
+@pytest.fixture(scope="module")
+def uninitialized(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RawServer]:
+    """One server for every example before ``initialize`` (no test initializes it)."""
+    yield from uninitialized_server(tmp_path_factory.mktemp("uninitialized"))
+
+
+@pytest.fixture
+def fresh(tmp_path: Path) -> Iterator[RawServer]:
+    """A server of this test's own, to take through its whole lifecycle."""
+    yield from uninitialized_server(tmp_path)
+
+
 @settings(max_examples=min(EXAMPLES, 25), deadline=None, database=None)
 @given(method=st.sampled_from(["codegen/status", "textDocument/hover", "shutdown", "foo/bar"]))
-def test_requests_before_initialize(fresh: RawServer, method: str) -> None:
-    fresh.notify("textDocument/didOpen", {"textDocument": {"uri": "f", "text": "x"}})
-    answer = fresh.call(method, {})
+def test_requests_before_initialize(uninitialized: RawServer, method: str) -> None:
+    uninitialized.notify("textDocument/didOpen", {"textDocument": {"uri": "f", "text": "x"}})
+    answer = uninitialized.call(method, {})
     assert answer["error"]["code"] == -32002
 
 
 def test_lifecycle_after_initialize(fresh: RawServer) -> None:
-    fresh.initialize({"codegen": {"model": "/nonexistent/model", **CPU}}, wait_for="error")
+    fresh.initialize(codegen_settings("/nonexistent/model"), wait_for="error")
     assert fresh.call("initialize", {"capabilities": {}})["error"]["code"] == -32600
     assert "result" in fresh.call("shutdown")
     assert fresh.call("codegen/status")["error"]["code"] == -32600

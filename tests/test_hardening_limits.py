@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from raw_lsp import CPU, RawServer
+from raw_lsp import RawServer, inline_params
+from support import codegen_settings, wait_until
 
 from codegen_lsp.completion.service import MAX_WAITING as MAX_PENDING
 
@@ -26,7 +27,7 @@ TEXT = "value = valu"
 
 
 def settings(model: Path, **extra: Any) -> dict[str, Any]:
-    return {"codegen": {"model": str(model), **CPU, "maxNewTokens": 8, **extra}}
+    return codegen_settings(model, **{"maxNewTokens": 8, **extra})
 
 
 @pytest.fixture(scope="module")
@@ -39,31 +40,40 @@ def server(long_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> I
 
 
 def configure(server: Any, reload: bool = False, **extra: Any) -> None:
-    params = {"settings": settings(server.model, **extra)}
-    server.notify("workspace/didChangeConfiguration", params)
+    """New settings; with ``reload``, wait for the model loaded again (not the old one)."""
+    since = len(server.seen)
+    server.configure(settings(server.model, **extra))
     if reload:
-        time.sleep(0.2)
+        wait_until(lambda: reloaded(server, since), 90, "the model loaded again")
     server.wait_state("ready")
 
 
-def inline_params(uri: str, line: int, character: int) -> dict[str, Any]:
-    return {
-        "textDocument": {"uri": uri},
-        "position": {"line": line, "character": character},
-        "context": {"triggerKind": 1},
-    }
+def reloaded(server: Any, since: int) -> bool:
+    """A load began and ended after the message ``since`` (``codegen/status`` notifications)."""
+    server.status()  # reads what came meanwhile
+    notes = [m for m in server.seen[since:] if m.get("method") == "codegen/status"]
+    states = [m["params"]["state"] for m in notes]
+    return "loading" in states and states[-1] == "ready"
+
+
+def last_logged(server: Any, field: str) -> int:
+    """The value of ``field=N`` in the server's last request line that has it."""
+    values = re.findall(rf"\b{field}=(\d+)", server.log())
+    assert values, f"no {field}= in the log"
+    return int(values[-1])
 
 
 def test_time_limit_is_honoured(server: Any) -> None:
-    configure(server, maxNewTokens=2000, timeLimitMs=300)
+    configure(server, maxNewTokens=2000, timeLimitMs=200)
     server.open("file:///limits/slow.py", TEXT)
-    start = time.monotonic()
     items = server.inline("file:///limits/slow.py", 0, len(TEXT))["result"]["items"]
-    elapsed = time.monotonic() - start
-    assert elapsed < 3.0, f"answered after {elapsed:.1f}s with a 300 ms limit"
     assert items and items[0]["insertText"].count(" x") >= 3  # the text so far is kept
-    decode_ms = [float(ms) for ms in re.findall(r"decode=(\d+)ms", server.log())]
-    assert decode_ms and decode_ms[-1] < 1500
+    # the limit stopped it, not the token count: 2000 tokens take seconds here (200 ms
+    # would need a CPU 15 times as fast), 3 tokens a few milliseconds
+    assert 3 <= last_logged(server, "generated") < 2000
+    # A time, as the limit is one: decoding stops at the first step past 200 ms. 2 s is
+    # ten times the limit, for a loaded machine where one step can take long.
+    assert last_logged(server, "decode") < 2000
 
 
 def test_pending_requests_are_bounded(server: Any) -> None:
@@ -72,10 +82,8 @@ def test_pending_requests_are_bounded(server: Any) -> None:
     for uri in uris:
         server.open(uri, TEXT)
     before = server.status()
-    start = time.monotonic()
     ids = [server.request("textDocument/inlineCompletion", inline_params(u, 0, 12)) for u in uris]
     answers = [server.wait_response(i, timeout=60) for i in ids]
-    elapsed = time.monotonic() - start
     assert all("result" in a for a in answers), answers
     after = server.status()
     runs = after["generateRuns"] - before["generateRuns"]
@@ -83,7 +91,6 @@ def test_pending_requests_are_bounded(server: Any) -> None:
     assert runs + dropped == len(uris), (runs, dropped)  # each one ran or was dropped
     # the model ran the newest MAX_PENDING, plus the few that started during the burst
     assert dropped >= len(uris) - MAX_PENDING - 4, (runs, dropped)
-    assert elapsed < (MAX_PENDING + 4) * 0.4 + 10
     assert sum(1 for a in answers if a["result"]["items"]) >= 1
 
 
@@ -116,6 +123,8 @@ def test_prompt_is_bounded_for_huge_documents(server: Any) -> None:
     server.open("file:///limits/huge.py", "import os\n" + line)
     start = time.monotonic()
     answer = server.inline("file:///limits/huge.py", 1, len(line))
+    # A time stays: a prompt cut to 128 tokens after tokenizing all 3 MB would pass the count
+    # below, only slowly. The bounded path takes well under a second.
     assert "result" in answer and time.monotonic() - start < 10
     prompts = [int(n) for n in re.findall(r"inline: prompt=(\d+)", server.log())]
     assert prompts and prompts[-1] <= 128

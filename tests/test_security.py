@@ -21,20 +21,17 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
-from raw_lsp import CPU, RawServer
+from raw_lsp import RawServer
+from support import SERVER_COMMAND, codegen_settings, wait_until, write_chain_checkpoint
 
 import codegen_lsp
-from codegen_lsp.codegen.checkpoint import CheckpointError, load_model, save_checkpoint
-from codegen_lsp.codegen.config import CodeGenConfig
-from codegen_lsp.codegen.modeling import CodeGenForCausalLM
-from codegen_lsp.codegen.tokenizer import CodeGenTokenizer
-from codegen_lsp.commands.bench.synthetic import copy_tokenizer
+from codegen_lsp.codegen.checkpoint import CheckpointError, load_model
 
 PACKAGE = Path(codegen_lsp.__file__).parent
-TOKENIZER = Path(__file__).parent / "fixtures" / "codegen-tokenizer"
 SNIPPET = ' os.system("touch pwned")'
 FORBIDDEN_CALLS = {"exec", "eval", "compile", "__import__", "execfile"}
 FORBIDDEN_MODULES = {"pickle", "cPickle", "dill", "cloudpickle", "marshal", "shelve", "subprocess"}
@@ -113,13 +110,14 @@ def _listening_sockets(pid: int) -> list[tuple[str, str]]:
 
 def test_tcp_listens_on_loopback_only(tmp_path: Path) -> None:
     log = tmp_path / "server.log"
-    command = [sys.executable, "-m", "codegen_lsp", "serve", "--tcp", "--port", "0"]
-    server = subprocess.Popen([*command, "--log-file", str(log)])
+    server = subprocess.Popen([*SERVER_COMMAND, "--tcp", "--port", "0", "--log-file", str(log)])
     try:
-        deadline = time.monotonic() + 60
-        while not (log.exists() and "listening on" in log.read_text()):
-            assert time.monotonic() < deadline and server.poll() is None
-            time.sleep(0.1)
+
+        def listening() -> bool:
+            assert server.poll() is None, "the server exited"
+            return log.exists() and "listening on" in log.read_text()
+
+        wait_until(listening, 60, "the server to listen", interval=0.1)
         host, port = re.search(r"listening on ([\d.]+):(\d+)", log.read_text()).groups()
         assert host == "127.0.0.1"
         sockets = _listening_sockets(server.pid)
@@ -155,46 +153,21 @@ print("attempts:", len(attempts))
     assert "attempts: 0" in done.stdout
 
 
-def chain_checkpoint(directory: Path, text: str) -> Path:
-    """A 1-layer CodeGen whose greedy output after any prompt is ``text``, then eos: the
-    blocks write nothing, so the next token depends on the current one only; each token of
-    ``text`` has its own embedding direction and the head maps it to its successor."""
-    tokenizer = CodeGenTokenizer.from_dir(TOKENIZER)
-    chain = tokenizer.encode(text)
-    assert len(set(chain)) == len(chain) and tokenizer.eos_id not in chain
-    config = CodeGenConfig(
-        vocab_size=50304, n_positions=256, n_embd=64, n_layer=1, n_head=4, rotary_dim=8
-    )
-    model = CodeGenForCausalLM(config)
-    model.init_weights(seed=0)
-    width = config.n_embd
-    with torch.no_grad():
-        block = model.transformer.h[0]
-        for tensor in (block.attn.out_proj.weight, block.mlp.fc_out.weight, block.mlp.fc_out.bias):
-            tensor.zero_()
-        slots = torch.eye(width)
-        model.transformer.wte.weight.copy_(slots[0].expand(config.vocab_size, width))
-        for i, token in enumerate(chain):
-            model.transformer.wte.weight[token] = slots[i + 1]
-        model.transformer.ln_f.weight.fill_(1.0)
-        model.transformer.ln_f.bias.zero_()
-        normed = (slots - slots.mean(1, keepdim=True)) / slots.std(1, unbiased=False, keepdim=True)
-        model.lm_head.weight.zero_()
-        model.lm_head.bias.zero_()
-        for slot, target in enumerate([*chain, tokenizer.eos_id]):
-            model.lm_head.weight[target] = 10 * normed[slot]
-    save_checkpoint(model.eval(), directory)
-    copy_tokenizer(TOKENIZER, directory)
-    return directory
+def snippet_checkpoint(directory: Path, tokenizer: Any) -> Path:
+    """A chain model whose greedy output after any prompt is ``SNIPPET``, then eos."""
+    ids = tokenizer.encode(SNIPPET)
+    assert tokenizer.eos_id not in ids
+    chain = list(zip([None, *ids], [*ids, tokenizer.eos_id], strict=True))
+    return write_chain_checkpoint(directory, chain)
 
 
-def test_generated_code_is_never_run(tmp_path: Path) -> None:
-    model = chain_checkpoint(tmp_path / "chain", SNIPPET)
+def test_generated_code_is_never_run(tmp_path: Path, tokenizer: Any) -> None:
+    model = snippet_checkpoint(tmp_path / "chain", tokenizer)
     workspace = tmp_path / "workspace"
     workspace.mkdir()
     server = RawServer(tmp_path / "server.log", cwd=workspace)
     try:
-        server.initialize({"codegen": {"model": str(model), **CPU, "maxNewTokens": 16}})
+        server.initialize(codegen_settings(model, maxNewTokens=16))
         uri = (workspace / "app.py").as_uri()
         server.open(uri, "import os\n\nresult =\n\ndef cleanup():\n    pass\n")
         position = {"textDocument": {"uri": uri}, "position": {"line": 2, "character": 8}}

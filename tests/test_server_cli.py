@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
 import subprocess
-import sys
-import time
 from pathlib import Path
 
-COMMAND = [sys.executable, "-m", "codegen_lsp"]
+from raw_lsp import frame
+from support import CLI_COMMAND, SERVER_COMMAND, free_port, wait_until
+
 CPU = ["--device", "cpu", "--dtype", "float32", "--quantize", "none"]
 
 
 def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [*COMMAND, *args], input=stdin, capture_output=True, text=True, timeout=120
+        [*CLI_COMMAND, *args], input=stdin, capture_output=True, text=True, timeout=120
     )
 
 
@@ -31,16 +32,19 @@ def test_complete_prints_the_suggestion(tmp_path: Path, steady_checkpoint: Path)
     assert "single-line" in done.stderr
 
 
-def test_complete_json_and_candidates(tmp_path: Path, steady_checkpoint: Path) -> None:
+def test_complete_json_and_candidates(tmp_path: Path, choice_checkpoint: Path) -> None:
     source = tmp_path / "example.py"
     source.write_text("def f():\n    ", encoding="utf-8")
     done = run(
         "complete", str(source), "--line", "1", "--json", "--candidates", "2",
-        "--model", str(steady_checkpoint), "--max-new-tokens", "4", *CPU,
+        "--temperature", "1.0", "--model", str(choice_checkpoint), "--max-new-tokens", "12",
+        *CPU,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     suggestions = json.loads(done.stdout)
-    assert suggestions and all("x" in s for s in suggestions)
+    # two samples of 12 tokens from " x", " y", " z" (each about 1/3): equal 3 times in 10**6
+    assert len(suggestions) == 2 and suggestions[0] != suggestions[1], suggestions
+    assert all(re.fullmatch(r"( [xyz])+", s) for s in suggestions), suggestions
 
 
 def test_complete_reports_bad_input(tmp_path: Path, steady_checkpoint: Path) -> None:
@@ -55,15 +59,8 @@ def test_complete_reports_bad_input(tmp_path: Path, steady_checkpoint: Path) -> 
 
 
 def test_serve_stdio_writes_nothing_but_protocol() -> None:
-    done = subprocess.run(
-        [*COMMAND, "serve"], input=b"", capture_output=True, timeout=120, check=False
-    )
+    done = subprocess.run(SERVER_COMMAND, input=b"", capture_output=True, timeout=120, check=False)
     assert done.stdout == b""
-
-
-def _message(payload: dict) -> bytes:
-    body = json.dumps(payload).encode()
-    return b"Content-Length: %d\r\n\r\n" % len(body) + body
 
 
 def _read_message(sock: socket.socket) -> dict:
@@ -78,35 +75,31 @@ def _read_message(sock: socket.socket) -> dict:
 
 
 def test_serve_tcp_on_loopback(tiny_checkpoint: Path) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     server = subprocess.Popen(
-        [*COMMAND, "serve", "--tcp", "--port", str(port)],
+        [*SERVER_COMMAND, "--tcp", "--port", str(port)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
     try:
-        deadline = time.monotonic() + 60
-        while True:
+
+        def connect() -> socket.socket | None:
+            assert server.poll() is None, "the server exited"
             try:
-                sock = socket.create_connection(("127.0.0.1", port), timeout=30)
-                break
+                return socket.create_connection(("127.0.0.1", port), timeout=30)
             except OSError:
-                assert time.monotonic() < deadline and server.poll() is None
-                time.sleep(0.2)
-        with sock:
+                return None
+
+        with wait_until(connect, 60, "the server to accept a connection", interval=0.2) as sock:
             options = {"codegen": {"model": str(tiny_checkpoint), "device": "cpu"}}
             init = {"processId": None, "capabilities": {}, "initializationOptions": options}
-            sock.sendall(
-                _message({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": init})
-            )  # noqa: E501
+            sock.sendall(frame({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": init}))
             reply = _read_message(sock)
             while reply.get("id") != 1:
                 reply = _read_message(sock)
             assert reply["result"]["capabilities"]["inlineCompletionProvider"] is not None
-            sock.sendall(_message({"jsonrpc": "2.0", "id": 2, "method": "shutdown"}))
-            sock.sendall(_message({"jsonrpc": "2.0", "method": "exit"}))
+            sock.sendall(frame({"jsonrpc": "2.0", "id": 2, "method": "shutdown"}))
+            sock.sendall(frame({"jsonrpc": "2.0", "method": "exit"}))
             server.wait(timeout=30)
     finally:
         if server.poll() is None:

@@ -7,7 +7,6 @@ real (if small-model) code.
 
 from __future__ import annotations
 
-import sys
 import time
 from typing import Any
 
@@ -15,8 +14,7 @@ import pytest
 import pytest_lsp
 from lsprotocol import types
 from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
-
-SERVER_COMMAND = [sys.executable, "-m", "codegen_lsp", "serve"]
+from support import SERVER_COMMAND, inline, open_doc, wait_for_state
 
 pytestmark = [
     pytest.mark.asyncio(loop_scope="module"),
@@ -37,13 +35,13 @@ SOURCE = (
 
 
 @pytest_lsp.fixture(scope="module", config=ClientServerConfig(server_command=SERVER_COMMAND))
-async def client(lsp_client: LanguageClient, lsp_tools: Any):
+async def client(lsp_client: LanguageClient):
     params = types.InitializeParams(
         capabilities=client_capabilities("visual_studio_code"),
         initialization_options={"codegen": {"threads": 1}},
     )
     await lsp_client.initialize_session(params)
-    lsp_client.ready = await lsp_tools.wait_for_state(lsp_client, timeout=180)  # type: ignore[attr-defined]
+    lsp_client.ready = await wait_for_state(lsp_client, timeout=180)  # type: ignore[attr-defined]
     yield
     await lsp_client.shutdown_session()
 
@@ -56,18 +54,10 @@ async def test_default_model_loaded(client: LanguageClient) -> None:
 
 async def test_default_model_completes_code(client: LanguageClient) -> None:
     uri = "file:///work/default_model_example.py"
-    item = types.TextDocumentItem(uri=uri, language_id="python", version=1, text=SOURCE)
-    client.text_document_did_open(types.DidOpenTextDocumentParams(item))
-    position = types.Position(6, 8)  # the empty line in the with block
+    open_doc(client, uri, SOURCE)
     start = time.monotonic()
-    result = await client.text_document_inline_completion_async(
-        types.InlineCompletionParams(
-            context=types.InlineCompletionContext(types.InlineCompletionTriggerKind.Invoked),
-            text_document=types.TextDocumentIdentifier(uri),
-            position=position,
-        )
-    )
-    assert time.monotonic() - start < 30
+    result = await inline(client, uri, 6, 8)  # the empty line in the with block
+    assert time.monotonic() - start < 30  # a 17M model: a second or two; room for a loaded CPU
     assert result.items, "a multi-line suggestion in a with block"
     text = result.items[0].insert_text
     assert text.strip() and "\n" not in text.split("\n")[0]
@@ -76,7 +66,8 @@ async def test_default_model_completes_code(client: LanguageClient) -> None:
 
 
 async def test_default_model_hover_on_stub(client: LanguageClient) -> None:
-    uri = "file:///work/default_model_example.py"
+    uri = "file:///work/default_model_hover.py"
+    open_doc(client, uri, SOURCE)
     hover = await client.text_document_hover_async(
         types.HoverParams(types.TextDocumentIdentifier(uri), types.Position(8, 6))
     )

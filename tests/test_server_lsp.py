@@ -8,15 +8,24 @@ tiny ``steady`` checkpoint, whose greedy output is ``" x x x ..."``.
 from __future__ import annotations
 
 import ast
-import sys
 from typing import Any
 
 import pytest
 import pytest_lsp
 from lsprotocol import types
 from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
-
-SERVER_COMMAND = [sys.executable, "-m", "codegen_lsp", "serve"]
+from support import (
+    SERVER_COMMAND,
+    as_dict,
+    change,
+    codegen_settings,
+    complete,
+    configure,
+    inline,
+    open_doc,
+    server_status,
+    wait_for_state,
+)
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -28,7 +37,7 @@ UNICODE_LINE = 's = "😀 名前"; valu'
     params=["neovim", "visual_studio_code"],
     config=ClientServerConfig(server_command=SERVER_COMMAND),
 )
-async def client(lsp_client: LanguageClient, lsp_tools: Any, request: Any, steady_checkpoint: Any):
+async def client(lsp_client: LanguageClient, request: Any, steady_checkpoint: Any):
     lsp_client.applied_edits = []  # type: ignore[attr-defined]
     lsp_client.statuses = []  # type: ignore[attr-defined]
 
@@ -39,14 +48,14 @@ async def client(lsp_client: LanguageClient, lsp_tools: Any, request: Any, stead
 
     @lsp_client.feature("codegen/status")
     def on_status(params: Any) -> None:
-        lsp_client.statuses.append(lsp_tools.as_dict(params))  # type: ignore[attr-defined]
+        lsp_client.statuses.append(as_dict(params))  # type: ignore[attr-defined]
 
     params = types.InitializeParams(
         capabilities=client_capabilities(request.param),
-        initialization_options={"codegen": lsp_tools.settings(steady_checkpoint)},
+        initialization_options=codegen_settings(steady_checkpoint),
     )
     lsp_client.init_result = await lsp_client.initialize_session(params)  # type: ignore[attr-defined]
-    await lsp_tools.wait_for_state(lsp_client)
+    await wait_for_state(lsp_client)
     yield
     await lsp_client.shutdown_session()
 
@@ -64,25 +73,7 @@ def units(text: str, encoding: str) -> int:
     return len(text)
 
 
-def open_doc(client: LanguageClient, uri: str, text: str, language: str = "python") -> None:
-    item = types.TextDocumentItem(uri=uri, language_id=language, version=1, text=text)
-    client.text_document_did_open(types.DidOpenTextDocumentParams(item))
-
-
-async def complete(client: LanguageClient, uri: str, line: int, character: int):
-    params = types.CompletionParams(
-        types.TextDocumentIdentifier(uri), types.Position(line, character)
-    )
-    return await client.text_document_completion_async(params)
-
-
-async def inline(client: LanguageClient, uri: str, line: int, character: int):
-    params = types.InlineCompletionParams(
-        context=types.InlineCompletionContext(types.InlineCompletionTriggerKind.Automatic),
-        text_document=types.TextDocumentIdentifier(uri),
-        position=types.Position(line, character),
-    )
-    return await client.text_document_inline_completion_async(params)
+AUTOMATIC = types.InlineCompletionTriggerKind.Automatic  # as editors ask while typing
 
 
 async def test_capabilities(client: LanguageClient) -> None:
@@ -124,16 +115,9 @@ async def test_inline_completion_after_incremental_change(client: LanguageClient
     uri = "file:///work/unicode_inline.py"
     open_doc(client, uri, "import os\n" + UNICODE_LINE)
     enc = encoding_of(client)
-    # insert an emoji at the start of the line: every later column moves
-    start = types.Position(1, 0)
-    client.text_document_did_change(
-        types.DidChangeTextDocumentParams(
-            types.VersionedTextDocumentIdentifier(uri=uri, version=2),
-            [types.TextDocumentContentChangePartial(range=types.Range(start, start), text="🎉")],
-        )
-    )
+    change(client, uri, 2, (1, 0), (1, 0), "🎉")  # every later column on the line moves
     line = "🎉" + UNICODE_LINE
-    result = await inline(client, uri, 1, units(line, enc))
+    result = await inline(client, uri, 1, units(line, enc), trigger=AUTOMATIC)
     assert result.items
     item = result.items[0]
     assert item.range == types.Range(
@@ -150,7 +134,7 @@ def command_of(action: Any) -> dict[str, Any]:
     return ast.literal_eval(action.command)
 
 
-async def test_hover_and_command_insert_a_body(client: LanguageClient, lsp_tools: Any) -> None:
+async def test_hover_and_command_insert_a_body(client: LanguageClient) -> None:
     uri = "file:///work/stub.py"
     open_doc(client, uri, "def add(a, b):\n    pass\n\nx = 1\n")
     doc = types.TextDocumentIdentifier(uri)
@@ -166,7 +150,7 @@ async def test_hover_and_command_insert_a_body(client: LanguageClient, lsp_tools
     result = await client.workspace_execute_command_async(
         types.ExecuteCommandParams(command=command["command"], arguments=command["arguments"])
     )
-    assert lsp_tools.as_dict(result)["applied"] is True
+    assert as_dict(result)["applied"] is True
     edit = client.applied_edits[-1].edit.changes[uri][0]  # type: ignore[attr-defined]
     assert edit.range == types.Range(types.Position(1, 0), types.Position(2, 0))
     assert edit.new_text.startswith("    ") and " x x" in edit.new_text
@@ -177,54 +161,46 @@ async def test_hover_and_command_insert_a_body(client: LanguageClient, lsp_tools
     )
 
 
-async def test_settings_change_takes_effect(
-    client: LanguageClient, lsp_tools: Any, steady_checkpoint: Any
-) -> None:
+async def test_settings_change_takes_effect(client: LanguageClient, steady_checkpoint: Any) -> None:
     uri = "file:///work/settings.py"
     open_doc(client, uri, "value = 1\nother = valu")
     before = await complete(client, uri, 1, len("other = valu"))
     assert before.items[0].text_edit.new_text.count(" x") > 20
-
-    def configure(**extra: Any) -> None:
-        settings = {"codegen": lsp_tools.settings(steady_checkpoint, **extra)}
-        client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings))
-
-    configure(maxNewTokens=3)
+    configure(client, steady_checkpoint, maxNewTokens=3)
     after = await complete(client, uri, 1, len("other = valu"))
     assert 0 < after.items[0].text_edit.new_text.count(" x") <= 3
-    configure(languages={"python": False})
+    configure(client, steady_checkpoint, languages={"python": False})
     assert not (await complete(client, uri, 1, len("other = valu"))).items
-    configure()
+    configure(client, steady_checkpoint)
     assert (await complete(client, uri, 1, len("other = valu"))).items
 
 
-async def test_status_request_and_command(client: LanguageClient, lsp_tools: Any) -> None:
-    status = await lsp_tools.status(client)
-    assert status["state"] == "ready" and status["generateRuns"] >= 1
+async def test_status_request_and_command(client: LanguageClient) -> None:
+    runs = (await server_status(client))["generateRuns"]
+    uri = "file:///work/status.py"
+    open_doc(client, uri, "total = valu")
+    assert (await complete(client, uri, 0, len("total = valu"))).items
+    status = await server_status(client)
+    assert status["state"] == "ready" and status["generateRuns"] == runs + 1
     result = await client.workspace_execute_command_async(
         types.ExecuteCommandParams(command="codegen.status")
     )
-    assert lsp_tools.as_dict(result)["state"] == "ready"
+    assert as_dict(result)["state"] == "ready"
 
 
-async def test_type_ahead_answers_without_the_model(client: LanguageClient, lsp_tools: Any) -> None:
+async def test_type_ahead_answers_without_the_model(client: LanguageClient) -> None:
     uri = "file:///work/typeahead.py"
     open_doc(client, uri, "value = 1\nother = valu")
     enc = encoding_of(client)
     first = await complete(client, uri, 1, len("other = valu"))
     suggestion = first.items[0].text_edit.new_text[len("valu") :]
-    runs = (await lsp_tools.status(client))["generateRuns"]
+    runs = (await server_status(client))["generateRuns"]
     typed = suggestion[:2]  # the user types what the suggestion says
-    at = types.Position(1, len("other = valu"))
-    client.text_document_did_change(
-        types.DidChangeTextDocumentParams(
-            types.VersionedTextDocumentIdentifier(uri=uri, version=2),
-            [types.TextDocumentContentChangePartial(range=types.Range(at, at), text=typed)],
-        )
-    )
+    at = (1, len("other = valu"))
+    change(client, uri, 2, at, at, typed)
     line = "other = valu" + typed
     second = await complete(client, uri, 1, units(line, enc))
-    assert (await lsp_tools.status(client))["generateRuns"] == runs
+    assert (await server_status(client))["generateRuns"] == runs
     edit = second.items[0].text_edit
     assert edit.range.end == types.Position(1, units(line, enc))
     assert edit.new_text.endswith(suggestion[2:])

@@ -7,16 +7,14 @@ they are fast and deterministic; one runs the real engine on a tiny checkpoint.
 from __future__ import annotations
 
 import threading
-import time
 from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
 import torch
-
 from engine_support import FakeEngine
+from support import write_checkpoint
 
-from codegen_lsp.commands.bench.synthetic import write_checkpoint
 from codegen_lsp.engine.api import EngineNotReady, EngineSpec, GenerateRequest
 from codegen_lsp.engine.loader import load_engine
 from codegen_lsp.engine.worker import Worker

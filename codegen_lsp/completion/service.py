@@ -31,7 +31,7 @@ from codegen_lsp.completion.core import (
     EngineInfo,
     Prepared,
 )
-from codegen_lsp.completion.faults import Faults, FailingStop
+from codegen_lsp.completion.faults import FailingStop, Faults
 from codegen_lsp.completion.functions import Stub, find_stub
 from codegen_lsp.engine.api import GenerateResult, GenerateStats
 from codegen_lsp.engine.worker import Worker

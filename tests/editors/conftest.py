@@ -5,28 +5,27 @@ Model: the shipped default model when it exists (``codegen_lsp/default_model/``)
 tiny "echo" checkpoint written here. ``CODEGEN_LSP_EDITORS_MODEL=tiny|default|<dir>``
 overrides the choice.
 
-The echo checkpoint is a 1-layer CodeGen whose attention and MLP write nothing, so the
-next token depends on the last one only; its embedding and head are set so that greedy
-decoding after any other token writes `` value = 1`` then ``\\n    value = 1`` lines. That
-makes suggestions non-empty and the same on every run, whatever the prompt.
+The echo checkpoint is a chain model (``support.write_chain_checkpoint``: the next token
+depends on the last one only), set so that greedy decoding after any other token writes
+`` value = 1`` then ``\\n    value = 1`` lines. That makes suggestions non-empty and
+the same on every run, whatever the prompt.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 from pathlib import Path
 
 import pytest
+from support import TOKENIZER_DIR, write_chain_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
 SETUP_SCRIPT = REPO / "editors" / "scripts" / "setup-test-editors"
 CACHE = Path(
     os.environ.get("CODEGEN_LSP_TEST_EDITORS", Path.home() / ".cache" / "codegen-lsp-test-editors")
 )
-TOKENIZER = REPO / "tests" / "fixtures" / "codegen-tokenizer"
 DEFAULT_MODEL = REPO / "codegen_lsp" / "default_model"
 
 # The echo model's chain: any other token -> " value" -> " =" -> " 1" -> "\n" -> "    " -> "value"
@@ -49,45 +48,17 @@ def manifest() -> dict:
 
 def write_echo_checkpoint(directory: Path) -> Path:
     """Write the tiny deterministic "echo" CodeGen checkpoint (see the module docstring)."""
-    import torch
-
-    from codegen_lsp.codegen.checkpoint import save_checkpoint
-    from codegen_lsp.codegen.config import CodeGenConfig
-    from codegen_lsp.codegen.modeling import CodeGenForCausalLM
     from codegen_lsp.codegen.tokenizer import CodeGenTokenizer
 
-    tokenizer = CodeGenTokenizer.from_dir(TOKENIZER)
+    tokenizer = CodeGenTokenizer.from_dir(TOKENIZER_DIR)
 
     def token(text: str) -> int:
         ids = tokenizer.encode(text)
         assert len(ids) == 1, (text, ids)
         return ids[0]
 
-    config = CodeGenConfig(
-        vocab_size=51200, n_positions=2048, n_embd=64, n_layer=1, n_head=4, rotary_dim=8
-    )
-    model = CodeGenForCausalLM(config)
-    model.init_weights(seed=0)
-    with torch.no_grad():
-        for block in model.transformer.h:  # blocks add nothing: hidden = wte[token]
-            block.attn.out_proj.weight.zero_()
-            block.mlp.fc_out.weight.zero_()
-            block.mlp.fc_out.bias.zero_()
-        wte = model.transformer.wte.weight
-        head = model.lm_head
-        wte.zero_()
-        wte[:, 0] = 1.0  # every token starts as "state 0"
-        head.weight.zero_()
-        head.bias.zero_()
-        for state, (source, target) in enumerate(ECHO_CHAIN):
-            if source is not None:
-                wte[token(source)] = 0.0
-                wte[token(source), state] = 1.0
-            head.weight[token(target), state] = 10.0
-    save_checkpoint(model, directory)
-    for file in TOKENIZER.iterdir():
-        shutil.copy(file, directory / file.name)
-    return directory
+    chain = [(None if s is None else token(s), token(t)) for s, t in ECHO_CHAIN]
+    return write_chain_checkpoint(directory, chain, n_positions=2048)
 
 
 @pytest.fixture(scope="session")

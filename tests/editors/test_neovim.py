@@ -16,11 +16,12 @@ import re
 import shutil
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from support import wait_until
 
 pytestmark = pytest.mark.editors
 
@@ -35,18 +36,6 @@ SUGGESTION_TIMEOUT = 60.0
 pynvim = pytest.importorskip(
     "pynvim", reason="pynvim missing (run editors/scripts/setup-test-editors)"
 )
-
-
-def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Poll `condition` until it returns something truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.05)
 
 
 def start_nvim(path: str, env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Any:
@@ -91,7 +80,7 @@ def editor(
             nvim.exec_lua("require('codegen_lsp').setup(...)", options)
             nvim.vars["codegen_test_options"] = options
             open_python_file(nvim, "start.py", "")
-            wait_for(lambda: status(nvim) == "ready", READY_TIMEOUT, "codegen/status ready")
+            wait_until(lambda: status(nvim) == "ready", READY_TIMEOUT, "codegen/status ready")
             yield nvim
         finally:
             nvim.exec_lua("require('codegen_lsp.client').stop()")
@@ -104,7 +93,7 @@ def status(nvim: Any) -> str:
 
 def normal_mode(nvim: Any) -> None:
     nvim.input("<Esc>")
-    wait_for(lambda: nvim.api.get_mode()["mode"] == "n", 5, "normal mode")
+    wait_until(lambda: nvim.api.get_mode()["mode"] == "n", 5, "normal mode")
 
 
 def open_python_file(nvim: Any, name: str, text: str) -> Path:
@@ -112,7 +101,7 @@ def open_python_file(nvim: Any, name: str, text: str) -> Path:
     path.write_text(text)
     normal_mode(nvim)
     nvim.command(f"edit! {path}")
-    wait_for(
+    wait_until(
         lambda: nvim.exec_lua("return require('codegen_lsp.client').is_attached(0)"),
         30,
         "the server to attach to the buffer",
@@ -142,7 +131,7 @@ def buffer_text(nvim: Any) -> str:
 
 def type_and_wait(nvim: Any, keys: str) -> str:
     nvim.input(keys)
-    return wait_for(lambda: ghost(nvim), SUGGESTION_TIMEOUT, "ghost text")
+    return wait_until(lambda: ghost(nvim), SUGGESTION_TIMEOUT, "ghost text")
 
 
 def test_ghost_text_then_accept_all(editor: Any) -> None:
@@ -155,7 +144,7 @@ def test_ghost_text_then_accept_all(editor: Any) -> None:
     assert (row, col) == (1, len(editor.current.buffer[1]))  # drawn at the cursor
     before = buffer_text(editor)
     editor.input("<Tab>")
-    wait_for(lambda: buffer_text(editor) != before, 10, "the suggestion to be inserted")
+    wait_until(lambda: buffer_text(editor) != before, 10, "the suggestion to be inserted")
     assert buffer_text(editor) == before + text
     cursor = editor.current.window.cursor
     lines = (before + text).split("\n")
@@ -168,12 +157,12 @@ def test_accept_word_keeps_the_rest(editor: Any) -> None:
     word = re.match(r"\s*(\w+|[^\w\s]+)", text).group(0)  # the plugin's idea of a word
     before = buffer_text(editor)
     editor.input("<M-w>")
-    wait_for(lambda: buffer_text(editor) != before, 10, "the word to be inserted")
+    wait_until(lambda: buffer_text(editor) != before, 10, "the word to be inserted")
     assert buffer_text(editor) == before + word
     # The rest stays on screen without a new request.
     rest = text[len(word):]  # fmt: skip
     if rest:
-        assert wait_for(lambda: ghost(editor), 5, "the rest of the suggestion") == rest
+        assert wait_until(lambda: ghost(editor), 5, "the rest of the suggestion") == rest
 
 
 def test_accept_line(editor: Any) -> None:
@@ -183,7 +172,7 @@ def test_accept_line(editor: Any) -> None:
     line = re.match(r"\n?[^\n]*", text).group(0)
     before = buffer_text(editor)
     editor.input("<M-l>")
-    wait_for(lambda: buffer_text(editor) != before, 10, "the line to be inserted")
+    wait_until(lambda: buffer_text(editor) != before, 10, "the line to be inserted")
     assert buffer_text(editor) == before + line
 
 
@@ -192,11 +181,11 @@ def test_dismiss_then_tab_is_a_tab(editor: Any) -> None:
     type_and_wait(editor, "Goy =")
     before = buffer_text(editor)
     editor.input("<C-]>")
-    wait_for(lambda: ghost(editor) is None, 5, "the suggestion to go")
+    wait_until(lambda: ghost(editor) is None, 5, "the suggestion to go")
     assert buffer_text(editor) == before
     # No suggestion: <Tab> falls through to the key itself (indent), not an accept.
     editor.input("<Tab>")
-    wait_for(lambda: buffer_text(editor) != before, 5, "<Tab> to insert whitespace")
+    wait_until(lambda: buffer_text(editor) != before, 5, "<Tab> to insert whitespace")
     added = buffer_text(editor)[len(before):]  # fmt: skip
     assert added.strip() == "" and added != "", repr(added)
 
@@ -205,7 +194,7 @@ def test_users_own_mapping_still_runs(editor: Any) -> None:
     open_python_file(editor, "fallthrough.py", "")
     editor.vars["user_mapping_ran"] = 0
     editor.input("<Esc>o<C-]><M-l>")  # dismiss whatever shows, then the user's key
-    wait_for(lambda: editor.vars["user_mapping_ran"] == 1, 5, "the user's <M-l> mapping")
+    wait_until(lambda: editor.vars["user_mapping_ran"] == 1, 5, "the user's <M-l> mapping")
 
 
 def mark_columns(nvim: Any) -> list[int]:
@@ -236,10 +225,10 @@ def test_typing_on_cancels_the_request_in_flight(editor: Any) -> None:
 
     try:
         editor.input("Gor")
-        wait_for(lambda: count("sent") == 1, 10, "the first request")
+        wait_until(lambda: count("sent") == 1, 10, "the first request")
         editor.input("e")
-        wait_for(lambda: count("cancelled") == 1, 10, "the first request to be cancelled")
-        wait_for(lambda: count("sent") == 2, 10, "the next request")
+        wait_until(lambda: count("cancelled") == 1, 10, "the first request to be cancelled")
+        wait_until(lambda: count("sent") == 2, 10, "the next request")
     finally:
         editor.exec_lua("require('codegen_lsp.client').request = _G.codegen_test.request")
 
@@ -249,10 +238,10 @@ def test_cursor_move_and_insert_leave_clear(editor: Any) -> None:
     type_and_wait(editor, "Goreturn")
     (col,) = mark_columns(editor)
     editor.input("<Left>")
-    wait_for(lambda: col not in mark_columns(editor), 5, "the suggestion to leave on cursor move")
+    wait_until(lambda: col not in mark_columns(editor), 5, "the suggestion to leave on cursor move")
     type_and_wait(editor, "<End>")
     editor.input("<Esc>")
-    wait_for(lambda: ghost(editor) is None, 5, "the suggestion to clear on InsertLeave")
+    wait_until(lambda: ghost(editor) is None, 5, "the suggestion to clear on InsertLeave")
 
 
 def test_toggle_turns_suggestions_off(editor: Any) -> None:
@@ -294,7 +283,7 @@ def test_status_command_and_no_errors_so_far(editor: Any) -> None:
     editor.command("messages clear")
     editor.command("CodegenStatus")
 
-    wait_for(lambda: "codegen-lsp:" in messages(), 10, ":CodegenStatus output")
+    wait_until(lambda: "codegen-lsp:" in messages(), 10, ":CodegenStatus output")
     assert "codegen-lsp: ready" in messages(), messages()
 
 
@@ -303,7 +292,7 @@ def test_generate_function_command(editor: Any) -> None:
     path = open_python_file(editor, "generate.py", source)
     editor.command("normal! gg")
     editor.command("CodegenGenerateFunction")
-    wait_for(lambda: buffer_text(editor) != source.rstrip("\n"), 60, "the generated body")
+    wait_until(lambda: buffer_text(editor) != source.rstrip("\n"), 60, "the generated body")
     assert buffer_text(editor).startswith(source.rstrip("\n").split("\n")[0])
     assert len(editor.current.buffer) > 2, buffer_text(editor)
     assert path.read_text() == source  # applied to the buffer, not saved
