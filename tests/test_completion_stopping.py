@@ -8,6 +8,7 @@ from codegen_lsp.completion.languages import language_for
 from codegen_lsp.completion.stopping import (
     MULTI,
     SINGLE,
+    StopRule,
     block_indent,
     choose_mode,
     end_of_block,
@@ -142,3 +143,34 @@ def test_user_stop_sequences_apply_in_both_modes(marked) -> None:
     assert single.apply("1 STOP 2") == "1 "
     multi = make_stop_rule(MULTI, "", "", PY, ["STOP"])
     assert multi.apply("a\nb STOP") == "a\nb "
+
+
+def test_stop_check_cost_per_step_does_not_grow_over_2000_tokens(monkeypatch, tokenizer) -> None:
+    """A 2,000-token multi-line generation on the engine: the stop check sees only each new
+    piece (plus a stop sequence's length of earlier text), never the text so far."""
+    import threading
+
+    from support import random_model
+
+    from codegen_lsp.completion import stopping
+    from codegen_lsp.engine.api import GenerateRequest
+    from codegen_lsp.engine.local import CodeGenEngine
+
+    windows: list[int] = []
+    real = stopping.first_stop
+
+    def counting(text: str, sequences):  # the only place the check reads earlier text
+        windows.append(len(text))
+        return real(text, sequences)
+
+    monkeypatch.setattr(stopping, "first_stop", counting)
+    model = random_model(dict(n_layer=1, n_embd=32, n_head=4, rotary_dim=4, n_positions=2048))
+    engine = CodeGenEngine(model, tokenizer, cache_memory_mb=32)
+    rule = StopRule(MULTI, min_indent=0, sequences=("\n\n\n\n\n\n\n\n",))
+    request = GenerateRequest("long", [50256] * 8, 2000, stop=rule, heal=False, ignore_eos=True)
+    result = engine.generate(request, threading.Event())
+    (cand,) = result.candidates
+    assert len(cand.token_ids) == 2000 and cand.finish_reason == "length"
+    longest_piece = max(len(engine.decode([t])) for t in set(cand.token_ids))
+    assert len(windows) >= 1500  # one check per step that added text
+    assert max(windows) <= longest_piece + len(rule.sequences[0]) - 1

@@ -10,7 +10,6 @@ awaits worker futures. Settings problems and load failures reach the user throug
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import os
 from typing import Any
@@ -28,13 +27,13 @@ from codegen_lsp.engine.api import CacheStats, EngineFactory, EngineSpec
 from codegen_lsp.engine.worker import Worker
 from codegen_lsp.server.documents import Documents, clean_text
 from codegen_lsp.server.positions import normalize_encoding
+from codegen_lsp.server.progress import LoadProgress
 from codegen_lsp.server.protocol import CodegenProtocol
 from codegen_lsp.server.settings import Settings, parse_settings, section
 
 log = logging.getLogger(__name__)
 
 STATUS_NOTIFICATION = "codegen/status"
-PROGRESS_CREATE_TIMEOUT_S = 5.0
 
 
 class CodegenServer(LanguageServer):
@@ -56,7 +55,6 @@ class CodegenServer(LanguageServer):
         self._raw: tuple[dict[str, Any], dict[str, Any]] = ({}, {})  # (init, changed)
         self._pending_problems: list[str] = []
         self._spec: EngineSpec | None = None
-        self._progress_ids = itertools.count(1)
         self.load_task: asyncio.Future[None] | None = None
 
     # --- documents ---------------------------------------------------------------------------
@@ -215,47 +213,32 @@ class CodegenServer(LanguageServer):
         self.service.reset()
         name = spec.model or "the default model"
         self.set_model_state("loading", f"loading {name}")
-        token = await self._progress_begin(f"codegen: loading {name}")
+        progress = LoadProgress(self)
+        await progress.begin(
+            f"codegen: loading {name}", self.client_supports("window.work_done_progress")
+        )
         loop = asyncio.get_running_loop()
 
-        def progress(message: str, percentage: int) -> None:  # on the worker thread
-            loop.call_soon_threadsafe(self._on_progress, spec, token, message, percentage)
+        def step(message: str, percentage: int) -> None:  # on the worker thread
+            loop.call_soon_threadsafe(self._on_progress, spec, progress, message, percentage)
 
         try:
-            engine = await asyncio.wrap_future(self.worker.load(spec, progress))
+            engine = await asyncio.wrap_future(self.worker.load(spec, step))
         except Exception as exc:  # noqa: BLE001 - any load failure is reported the same way
-            self._progress_end(token, "failed")
+            progress.end("failed")
             if spec is self._spec:
                 self.set_model_state("error", f"model load failed: {exc}")
                 self.show(f"codegen: cannot load {name}: {exc}", types.MessageType.Error)
             return
-        self._progress_end(token, "loaded")
+        progress.end("loaded")
         if spec is self._spec:
             self._configure_service()  # header "auto" depends on the model
             self.set_model_state("ready", engine.description)
             log.info("model ready: %s (n_ctx=%d)", engine.description, engine.n_ctx)
 
-    async def _progress_begin(self, title: str) -> str | None:
-        if not self.client_supports("window.work_done_progress"):
-            return None
-        token = f"codegen-load-{next(self._progress_ids)}"
-        try:
-            create = self.work_done_progress.create_async(token)
-            await asyncio.wait_for(create, PROGRESS_CREATE_TIMEOUT_S)
-        except Exception as exc:  # noqa: BLE001 - progress is optional
-            log.warning("window/workDoneProgress/create failed: %s", exc)
-            return None
-        begin = types.WorkDoneProgressBegin(title=title, percentage=0, cancellable=False)
-        self.work_done_progress.begin(token, begin)
-        return token
-
-    def _on_progress(self, spec: EngineSpec, token: str | None, message: str, pct: int) -> None:
-        if token is not None:
-            report = types.WorkDoneProgressReport(message=message, percentage=max(0, min(pct, 100)))
-            self.work_done_progress.report(token, report)
+    def _on_progress(
+        self, spec: EngineSpec, progress: LoadProgress, message: str, pct: int
+    ) -> None:
+        progress.report(message, pct)
         if spec is self._spec and self.model_state == "loading":
             self.set_model_state("loading", message)
-
-    def _progress_end(self, token: str | None, message: str) -> None:
-        if token is not None:
-            self.work_done_progress.end(token, types.WorkDoneProgressEnd(message=message))
