@@ -65,12 +65,11 @@ class OursBackend:
     def run(self, ids: list[int], new_tokens: int, heal: bool = False) -> Timing:
         marks: list[float] = []
 
-        def stop(_text: str) -> None:
+        def on_token(_row: int, _token: int) -> None:  # streamed: when each token is chosen
             marks.append(time.perf_counter())
-            return None
 
         req = GenerateRequest(
-            self.key, ids, max_new_tokens=new_tokens, heal=heal, ignore_eos=True, stop=stop
+            self.key, ids, max_new_tokens=new_tokens, heal=heal, ignore_eos=True, on_token=on_token
         )
         start = time.perf_counter()
         result = self.engine.generate(req, threading.Event())
