@@ -90,10 +90,8 @@ def server_cmd() -> list[str] | None:
     the editors then find `codegen-lsp` on PATH or run this Python with `-m codegen_lsp`."""
     if os.environ.get("CODEGEN_LSP_EDITORS_SERVER_CMD"):
         return json.loads(os.environ["CODEGEN_LSP_EDITORS_SERVER_CMD"])
-    try:
-        import codegen_lsp.server.main  # noqa: F401
-    except ImportError as exc:
-        pytest.skip(f"codegen_lsp.server is not importable ({exc})")
+    import codegen_lsp.commands.serve  # noqa: F401 - fails loudly if the server cannot start
+
     return None
 
 
