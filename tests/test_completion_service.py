@@ -41,6 +41,15 @@ def at(marked, text: str):
     return lambda: cursor
 
 
+async def running(service, marked, text: str, max_new_tokens: int = 100_000) -> asyncio.Task:
+    """A request for ``text`` that has reached the model and is generating."""
+    service.configure(CompletionOptions(max_new_tokens=max_new_tokens, multiline="never"))
+    task = asyncio.ensure_future(service.suggest("doc", at(marked, text + "█")))
+    while text not in service.fake.started:
+        await asyncio.sleep(0.001)
+    return task
+
+
 def test_storm_on_one_document_computes_only_the_newest(service, marked) -> None:
     async def storm():
         tasks = [
@@ -60,12 +69,8 @@ def test_storm_on_one_document_computes_only_the_newest(service, marked) -> None
 
 
 def test_a_running_request_is_stopped_by_a_newer_one(service, marked) -> None:
-    service.configure(CompletionOptions(max_new_tokens=100_000, multiline="never"))
-
     async def scenario():
-        first = asyncio.ensure_future(service.suggest("doc", at(marked, "first = █")))
-        while "first = " not in service.fake.started:
-            await asyncio.sleep(0.001)
+        first = await running(service, marked, "first = ")
         service.configure(CompletionOptions(max_new_tokens=3, multiline="never"))
         second = await service.suggest("doc", at(marked, "second = █"))
         return await first, second
@@ -87,12 +92,8 @@ def test_other_documents_do_not_supersede(service, marked) -> None:
 
 
 def test_cancelling_the_caller_frees_the_worker(service, marked) -> None:
-    service.configure(CompletionOptions(max_new_tokens=100_000, multiline="never"))
-
     async def scenario():
-        task = asyncio.ensure_future(service.suggest("doc", at(marked, "slow = █")))
-        while "slow = " not in service.fake.started:
-            await asyncio.sleep(0.001)
+        task = await running(service, marked, "slow = ")
         task.cancel()  # what $/cancelRequest does
         with pytest.raises(asyncio.CancelledError):
             await task
@@ -106,13 +107,16 @@ def test_cancelling_the_caller_frees_the_worker(service, marked) -> None:
 def test_waiting_generations_are_bounded_across_documents(service, marked) -> None:
     gate = threading.Event()
     blocker = service.worker.call(lambda engine: gate.wait(TIMEOUT))  # the model is busy
+    while not service.worker.busy():
+        threading.Event().wait(0.001)
 
     async def burst():
         tasks = [
             asyncio.ensure_future(service.suggest(f"d{i}.py", at(marked, f"d{i} = █")))
             for i in range(MAX_WAITING * 3)
         ]
-        await asyncio.sleep(0.05)
+        while service.dropped + service.worker.pending() < len(tasks):  # all reached the worker
+            await asyncio.sleep(0.001)
         gate.set()
         return await asyncio.gather(*tasks)
 

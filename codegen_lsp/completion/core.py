@@ -132,7 +132,7 @@ class Completer:
         options: CompletionOptions,
     ) -> Prepared:
         """The generation request for the body of ``stub`` (hover, code action, command)."""
-        lines = list(cursor_template.lines)
+        lines = cursor_template.lines
         line = stub.start[0]
         if stub.prefix_line is not None:
             lines = [*lines[:line], stub.prefix_line]

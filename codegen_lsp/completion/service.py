@@ -19,8 +19,9 @@ import dataclasses
 import logging
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from codegen_lsp.completion.context import Cursor
@@ -69,7 +70,6 @@ class Body:
     """A generated body for ``stub``, a function without one."""
 
     text: str
-    cursor: Cursor
     stub: Stub
 
 
@@ -139,8 +139,7 @@ class SuggestionService:
         problem = self.ready()
         if problem:
             return Suggestions.none(problem, cursor)
-        ticket = self._supersede(key)
-        try:
+        with self._ticket(key) as ticket:
             await asyncio.sleep(self.debounce_s)
             if ticket.superseded:
                 return Suggestions.none("superseded by a newer request", cursor)
@@ -156,19 +155,21 @@ class SuggestionService:
                 return Suggestions.none("superseded by a newer request", cursor)
             reason = "" if texts else "no suggestion"
             return Suggestions(texts, cursor, reason, "model", prepared.mode, stats)
-        finally:
-            if self._latest.get(key) is ticket:
-                del self._latest[key]
 
-    def _supersede(self, key: str) -> _Ticket:
-        """A ticket for a new request on ``key``; the older one, wherever it is, is stopped."""
+    @contextmanager
+    def _ticket(self, key: str) -> Iterator[_Ticket]:
+        """The ticket of a new request on ``key``; the older one, wherever it is, is stopped."""
         old = self._latest.get(key)
         if old is not None:
             old.superseded = True
             if old.future is not None:
                 self.worker.cancel(old.future)
         ticket = self._latest[key] = _Ticket()
-        return ticket
+        try:
+            yield ticket
+        finally:
+            if self._latest.get(key) is ticket:
+                del self._latest[key]
 
     def _engine(self) -> EngineInfo:
         engine = self.worker.engine
@@ -192,18 +193,15 @@ class SuggestionService:
             return "no function without a body here"
         cached = (key, started or 0, stub.def_line)
         if cached in self._bodies:
-            return Body(self._bodies[cached], cursor, stub)
-        problem = self.ready()
-        if problem:
-            return problem
+            return Body(self._bodies[cached], stub)
         try:
             prepared = self.completer.prepare_body(
                 key + BODY_KEY, stub, cursor, self._engine(), self.options
             )
         except CompletionSkipped as exc:
             return str(exc)
-        ticket = self._supersede(key + BODY_KEY)
-        bodies, _ = await self._generate(prepared, ticket, label or key + BODY_KEY)
+        with self._ticket(key + BODY_KEY) as ticket:
+            bodies, _ = await self._generate(prepared, ticket, label or key + BODY_KEY)
         if version() != started:
             return "the document changed while generating"
         if not bodies:
@@ -211,7 +209,7 @@ class SuggestionService:
         self._bodies[cached] = bodies[0]
         while len(self._bodies) > BODY_CACHE:
             self._bodies.popitem(last=False)
-        return Body(bodies[0], cursor, stub)
+        return Body(bodies[0], stub)
 
     # --- the model --------------------------------------------------------------------------
     async def _generate(

@@ -152,7 +152,7 @@ class StopScan:
         self.length = 0  # characters seen
         self.tail = ""  # last characters, for stop sequences across pieces
         self.keep = max((len(s) for s in rule.sequences), default=1) - 1
-        self.lines = 0  # line breaks seen
+        self.past_first_line = False  # the end of block is judged on later lines only
         self.line_start = 0  # offset of the current line
         self.indent: int | None = None  # width of the current line's indentation, once known
         self.lead = ""  # indentation so far
@@ -171,9 +171,9 @@ class StopScan:
                 line_cut = self._line_end(pos)
                 if line_cut is not None:
                     return line_cut if cut is None else min(cut, line_cut)
-                self.lines += 1
+                self.past_first_line = True
                 self.line_start, self.indent, self.lead, self.closer = pos + 1, None, "", None
-            elif rule.mode == MULTI and self.lines > 0:
+            elif rule.mode == MULTI and self.past_first_line:
                 found = self._char(ch)
                 if found is not None:
                     return found if cut is None else min(cut, found)

@@ -10,6 +10,7 @@ evaluation, the bench) runs this loop.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import weakref
@@ -34,6 +35,8 @@ from codegen_lsp.engine.machine import EngineConfigError, dtype_name
 from codegen_lsp.engine.prefix_cache import CacheBudgetError, PrefixCache
 from codegen_lsp.engine.quantize import weight_count
 from codegen_lsp.engine.sampling import DecodeState, sample_step
+
+log = logging.getLogger(__name__)
 
 MAX_BLOCK = 256  # largest prefill call; also the worst-case recompute after an edit
 MIN_CONTEXT = 256  # refuse a cache budget that cannot hold this many positions
@@ -145,7 +148,8 @@ class CodeGenEngine:
         """
         try:
             return self._generate(req, cancel)
-        except CacheBudgetError:
+        except CacheBudgetError as exc:
+            log.warning("%s; emptying the KV cache and running the request again", exc)
             self.cache.clear()
             return self._generate(req, cancel)
 

@@ -59,14 +59,12 @@ def _short(value: Any, limit: int = 200) -> str:
 
 
 class Host(Protocol):
-    """What the protocol needs from its server (documents, exit)."""
+    """What the protocol needs from its server (its documents)."""
 
     documents: Any
     encoding: str
 
     def forget(self, uri: str) -> None: ...
-
-    def request_exit(self, code: int) -> None: ...
 
 
 class CodegenProtocol(LanguageServerProtocol):
@@ -88,6 +86,7 @@ class CodegenProtocol(LanguageServerProtocol):
 
     def end_session(self, code: int) -> None:
         """``exit`` arrived: remember the code and wake the transport."""
+        log.info("exit (%s shutdown)", "after" if code == 0 else "without")
         self._exit_code = code
         self.on_exit()
 
@@ -206,7 +205,7 @@ class CodegenProtocol(LanguageServerProtocol):
     @lsp_method(types.EXIT)
     def lsp_exit(self, *args: Any) -> None:
         """End the session: exit code 0 after ``shutdown``, 1 without."""
-        self._server.request_exit(0 if self._shutdown else 1)
+        self.end_session(0 if self._shutdown else 1)
 
     # --- documents --------------------------------------------------------------------------
     @lsp_method(types.TEXT_DOCUMENT_DID_OPEN)

@@ -101,11 +101,6 @@ class CodegenServer(LanguageServer):
         self.window_show_message(types.ShowMessageParams(kind, message))
 
     # --- session -----------------------------------------------------------------------------
-    def request_exit(self, code: int) -> None:
-        """``exit`` arrived: end the session with ``code`` (the transport waits for it)."""
-        log.info("exit (%s shutdown)", "after" if code == 0 else "without")
-        self.protocol.end_session(code)
-
     def finish(self) -> int:
         """The session is over (exit, or the client went away): stop the worker; exit code."""
         self.worker.close(timeout=2.0)
