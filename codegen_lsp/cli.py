@@ -1,4 +1,4 @@
-"""The ``codegen-lsp`` command: serve | complete | generate | bench.
+"""The ``codegen-lsp`` command: serve | complete | generate | bench | demo | export.
 
 Each subcommand lives in its own module exposing ``HELP``, ``add_arguments(parser)`` and
 ``run(args) -> int``; modules are imported only when their subcommand runs, so
@@ -21,6 +21,7 @@ COMMANDS = {
     "generate": "codegen_lsp.commands.generate",
     "bench": "codegen_lsp.commands.bench.cli",
     "demo": "codegen_lsp.commands.demo",
+    "export": "codegen_lsp.commands.export",
 }
 
 

@@ -12,6 +12,8 @@ from codegen_lsp.engine.api import (
     Candidate,
     GenerateRequest,
     GenerateResult,
+    Health,
+    HealthFn,
     ModelInfo,
     SamplingParams,
 )
@@ -76,6 +78,15 @@ class FakeEngine:
         return "".join(chr(i) for i in ids if 0 <= i < 0x110000)
 
     def clear_cache(self) -> None:
+        pass
+
+    def health(self) -> Health:
+        return Health()
+
+    def watch(self, callback: HealthFn | None) -> None:
+        pass
+
+    def close(self) -> None:
         pass
 
     def cache_stats(self) -> CacheStats:

@@ -83,11 +83,20 @@ def _load_safetensors(file: Path) -> dict[str, Tensor]:
         raise CheckpointError(f"{file}: corrupt or truncated safetensors file ({exc})") from None
 
 
-def _load_bin(file: Path) -> dict[str, Tensor]:
+def load_bin(file: Path, mmap: bool = False) -> dict[str, Tensor]:
+    """A ``.bin`` state dict, read with ``weights_only=True`` (memory-mapped with ``mmap``,
+    where the file's format allows it)."""
     if not file.is_file():
         raise CheckpointError(f"{file}: file not found")
     try:
-        data = torch.load(str(file), map_location="cpu", weights_only=True)
+        try:
+            data = torch.load(str(file), map_location="cpu", weights_only=True, mmap=mmap or None)
+        except RuntimeError:
+            if not mmap:
+                raise
+            return load_bin(file)  # an old (non-zip) file cannot be mapped: read it whole
+    except CheckpointError:
+        raise
     except Exception as exc:  # noqa: BLE001 - torch raises many types for bad pickles
         raise CheckpointError(
             f"{file}: cannot read as a weights-only PyTorch checkpoint ({exc})"
@@ -97,7 +106,7 @@ def _load_bin(file: Path) -> dict[str, Tensor]:
     return data
 
 
-def _shard_files(index_file: Path) -> list[Path]:
+def shard_files(index_file: Path) -> list[Path]:
     try:
         index = json.loads(index_file.read_text(encoding="utf-8"))
         names = sorted(set(index["weight_map"].values()))
@@ -113,12 +122,12 @@ def read_state_dict(directory: Path) -> tuple[dict[str, Tensor], Path]:
         candidates.append((directory / SAFETENSORS, [directory / SAFETENSORS], True))
     elif (directory / SAFETENSORS_INDEX).exists():
         index = directory / SAFETENSORS_INDEX
-        candidates.append((index, _shard_files(index), True))
+        candidates.append((index, shard_files(index), True))
     elif (directory / PYTORCH_BIN).exists():
         candidates.append((directory / PYTORCH_BIN, [directory / PYTORCH_BIN], False))
     elif (directory / PYTORCH_BIN_INDEX).exists():
         index = directory / PYTORCH_BIN_INDEX
-        candidates.append((index, _shard_files(index), False))
+        candidates.append((index, shard_files(index), False))
     if not candidates:
         raise CheckpointError(
             f"{directory}: no weights found (expected {SAFETENSORS}, {SAFETENSORS_INDEX} "
@@ -127,7 +136,7 @@ def read_state_dict(directory: Path) -> tuple[dict[str, Tensor], Path]:
     source, files, is_safetensors = candidates[0]
     state: dict[str, Tensor] = {}
     for file in files:
-        state.update(_load_safetensors(file) if is_safetensors else _load_bin(file))
+        state.update(_load_safetensors(file) if is_safetensors else load_bin(file))
     return state, source
 
 

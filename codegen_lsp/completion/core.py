@@ -189,6 +189,7 @@ class Completer:
             sampling=options.sampling,
             heal=needs_healing(cursor.before, engine.encode),
             stop=stop,
+            stop_strings=stop.strings(),
             time_limit_s=options.time_limit_s,
         )
         around = Around(cursor.after, cursor.text_after(AFTER_CHARS))

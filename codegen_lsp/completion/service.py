@@ -34,7 +34,7 @@ from codegen_lsp.completion.core import (
 )
 from codegen_lsp.completion.faults import FailingStop, Faults
 from codegen_lsp.completion.functions import Stub, find_stub
-from codegen_lsp.engine.api import GenerateResult, GenerateStats
+from codegen_lsp.engine.api import EngineUnavailable, GenerateResult, GenerateStats
 from codegen_lsp.engine.worker import Worker
 
 log = logging.getLogger(__name__)
@@ -230,6 +230,9 @@ class SuggestionService:
             self.worker.cancel(future)
             log.info("request %s: cancelled", label)
             raise
+        except EngineUnavailable as exc:  # the server tells the user (health), not each request
+            log.info("request %s: engine unavailable: %s", label, exc)
+            return [], None
         except Exception as exc:  # noqa: BLE001 - a failed job answers empty
             self._failed(label, exc)
             return [], None

@@ -255,6 +255,10 @@ class StopRule:
             cuts.append(seq)
         return min(cuts) if cuts else None
 
+    def strings(self) -> tuple[str, ...]:
+        """Strings whose first occurrence this rule cuts at (a remote server may stop there)."""
+        return (("\n",) if self.mode == SINGLE else ()) + self.sequences
+
     def apply(self, text: str) -> str:
         """``text`` cut where the rule says."""
         cut = self.cut_at(text, final=True)

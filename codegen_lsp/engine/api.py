@@ -85,6 +85,9 @@ class GenerateRequest:
     time_limit_s: float | None = None
     ignore_eos: bool = False  # generate exactly max_new_tokens (benchmarks)
     on_token: TokenFn | None = None
+    # strings the stop rule cuts at: a remote engine sends them so the server stops early
+    # (the stop rule still decides every cut)
+    stop_strings: tuple[str, ...] = ()
 
 
 @dataclass
@@ -170,12 +173,31 @@ class EngineSpec:
     memory_limit_mb: int = 0  # weights plus cache budget must fit; 0: no limit
     compile: bool = False
     kv_dtype: str = "auto"  # auto (float32 on CPU, where attention is fastest in it) | ...
+    # remote mode: the base URL of an OpenAI-compatible server (vLLM); "" runs locally
+    endpoint: str = ""
+    remote_model: str = ""  # the served model's name; "": the first the server lists
+    api_key_env: str = ""  # the environment variable holding the API key (never the key)
+    request_timeout_ms: int = 30_000
+    ca_bundle: str = ""  # a CA file for TLS; "": the system's
+
+
+@dataclass(frozen=True)
+class Health:
+    """Whether an engine can serve now, why not, and figures for the status."""
+
+    ok: bool = True
+    message: str = ""
+    details: dict[str, object] = field(default_factory=dict)
+
+
+# watch(health): called from any thread when an engine's health changes
+HealthFn = Callable[[Health], None]
 
 
 class Engine(Protocol):
     """Token ids in, continuations out. Used from one thread at a time (the worker's),
-    except ``encode``, ``info``, ``n_ctx``, ``bos_id``, ``description`` and
-    ``cache_stats``, which are safe from any thread."""
+    except ``encode``, ``info``, ``n_ctx``, ``bos_id``, ``description``, ``cache_stats``,
+    ``health``, ``watch`` and ``close``, which are safe from any thread."""
 
     info: ModelInfo
     n_ctx: int  # positions a prompt plus its continuation may take
@@ -202,9 +224,27 @@ class Engine(Protocol):
         """The KV cache's figures now."""
         ...
 
+    def health(self) -> Health:
+        """Whether the engine can serve now (a local one always can)."""
+        ...
+
+    def watch(self, callback: HealthFn | None) -> None:
+        """Call ``callback`` whenever :meth:`health` changes (None: stop)."""
+        ...
+
+    def close(self) -> None:
+        """Release what the engine holds (connections, threads); it is not used again."""
+        ...
+
 
 EngineFactory = Callable[[EngineSpec, ProgressFn], Engine]
 
 
 class EngineNotReady(RuntimeError):
     """A job was submitted while no engine is loaded."""
+
+
+class EngineUnavailable(RuntimeError):
+    """The engine cannot serve now (a remote endpoint is down); its :meth:`Engine.health`
+    says why, and whoever watches it tells the user, so a request failing this way is not
+    reported again."""

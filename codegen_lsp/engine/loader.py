@@ -29,6 +29,7 @@ from codegen_lsp.engine.machine import (
     pick_quantize,
 )
 from codegen_lsp.engine.quantize import quantize_linears, weight_count
+from codegen_lsp.engine.remote import RemoteEngine
 
 # Salesforce/codegen-350M-mono, models--Salesforce--codegen2-1B, codegen-2B-multi ...
 _PUBLISHED = re.compile(r"(codegen2?)-(\d+(?:_\d+)?[MB])(?:-(mono|multi|nl))?", re.IGNORECASE)
@@ -67,8 +68,39 @@ def model_info(directory: Path, parameters: int = 0) -> ModelInfo:
     return ModelInfo(directory.name, "codegen", "", parameters)
 
 
-def load_engine(spec: EngineSpec, progress: ProgressFn | None = None) -> CodeGenEngine:
-    """Load the model ``spec`` names and return an engine ready to generate."""
+def load_remote(spec: EngineSpec, progress: ProgressFn | None = None) -> RemoteEngine:
+    """A remote engine for ``spec.endpoint``: tokenizer and config from ``spec.model`` (or
+    the shipped model), no weights. An endpoint that is down does not fail the load: the
+    engine reports it in its health and keeps trying."""
+    report = progress or (lambda _message, _percent: None)
+    report("resolving tokenizer", 0)
+    directory = model_directory(spec)
+    try:
+        config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
+        n_positions = int(config.get("n_positions") or config.get("n_ctx") or 2048)
+        vocab_size = int(config.get("vocab_size") or 0)
+    except (OSError, UnicodeDecodeError, ValueError, TypeError, AttributeError) as exc:
+        raise CheckpointError(f"{directory / 'config.json'}: cannot read ({exc})") from None
+    tokenizer = CodeGenTokenizer.from_dir(directory)
+    try:
+        engine = RemoteEngine(
+            spec, tokenizer, model_info(directory), n_positions, max(vocab_size, 0)
+        )
+    except ValueError as exc:
+        raise EngineConfigError(str(exc)) from None
+    report(f"connecting to {engine.client.url}", 50)
+    engine.connect()
+    report("ready" if engine.health().ok else "endpoint not reachable yet", 100)
+    return engine
+
+
+def load_engine(
+    spec: EngineSpec, progress: ProgressFn | None = None
+) -> CodeGenEngine | RemoteEngine:
+    """Load the model ``spec`` names and return an engine ready to generate (a remote one
+    when ``spec.endpoint`` is set)."""
+    if spec.endpoint:
+        return load_remote(spec, progress)
     report = progress or (lambda _message, _percent: None)
     report("resolving model", 0)
     directory = model_directory(spec)

@@ -26,6 +26,8 @@ from codegen_lsp.engine.api import (
     GenerateRequest,
     GenerateResult,
     GenerateStats,
+    Health,
+    HealthFn,
     ModelInfo,
 )
 from codegen_lsp.engine.head import LogitsHead
@@ -133,6 +135,17 @@ class CodeGenEngine:
     def cache_stats(self) -> CacheStats:
         """Bytes held now (a sum of slot sizes, safe to read from another thread)."""
         return CacheStats(self.cache.nbytes, self.cache.budget_bytes, self.cache.evictions)
+
+    def health(self) -> Health:
+        """A local engine can always serve."""
+        return Health(details={"remote": False})
+
+    def watch(self, callback: HealthFn | None) -> None:
+        """Health never changes locally."""
+
+    def close(self) -> None:
+        """Drop the cache (the weights go with the engine)."""
+        self.cache.clear()
 
     def warmup(self) -> None:
         """Run a short generation so the first real request does not pay for kernel setup."""

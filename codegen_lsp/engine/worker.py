@@ -150,6 +150,8 @@ class Worker:
     def _run(self, job: _Job) -> Any:
         if job.kind == "load":
             assert job.spec is not None
+            if self.engine is not None:
+                self.engine.close()
             self.engine = None
             self.load_error = None
             try:

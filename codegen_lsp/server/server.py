@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from typing import Any
 
 from lsprotocol import types
@@ -23,7 +24,7 @@ from codegen_lsp import __version__
 from codegen_lsp.completion.context import Cursor
 from codegen_lsp.completion.languages import language_for
 from codegen_lsp.completion.service import DEBOUNCE_S, SuggestionService
-from codegen_lsp.engine.api import CacheStats, EngineFactory, EngineSpec
+from codegen_lsp.engine.api import CacheStats, EngineFactory, EngineSpec, Health
 from codegen_lsp.engine.worker import Worker
 from codegen_lsp.server.documents import Documents, clean_text
 from codegen_lsp.server.positions import normalize_encoding
@@ -34,6 +35,7 @@ from codegen_lsp.server.settings import Settings, parse_settings, section
 log = logging.getLogger(__name__)
 
 STATUS_NOTIFICATION = "codegen/status"
+OUTAGE_MESSAGE_EVERY_S = 60.0  # a remote outage is shown at most this often (status: always)
 
 
 class CodegenServer(LanguageServer):
@@ -56,6 +58,7 @@ class CodegenServer(LanguageServer):
         self._pending_problems: list[str] = []
         self._spec: EngineSpec | None = None
         self.load_task: asyncio.Future[None] | None = None
+        self._outage_shown_at = -OUTAGE_MESSAGE_EVERY_S  # when an outage was last shown
 
     # --- documents ---------------------------------------------------------------------------
     @property
@@ -119,12 +122,17 @@ class CodegenServer(LanguageServer):
         """The ``codegen/status`` payload (plus counters for tools and tests)."""
         engine = self.worker.engine
         cache = engine.cache_stats() if engine is not None else CacheStats()
-        state = self.model_state
+        details = engine.health().details if engine is not None else {}
+        state, message = self.model_state, self.message
         if state == "ready" and self.service.busy:
             state = "generating"
+        latency = details.get("lastLatencyMs")
+        if state == "ready" and details.get("remote") and latency is not None:
+            message = f"{message}, last request {latency} ms"
         return {
+            **details,
             "state": state,
-            "message": self.message,
+            "message": message,
             "model": self.settings.model.model or "default",
             "generateRuns": self.worker.generate_runs,
             "superseded": self.worker.cancelled,
@@ -228,8 +236,32 @@ class CodegenServer(LanguageServer):
         progress.end("loaded")
         if spec is self._spec:
             self._configure_service()  # header "auto" depends on the model
+            engine.watch(lambda health: loop.call_soon_threadsafe(self._on_health, spec, health))
+            health = engine.health()
+            if health.ok:
+                self.set_model_state("ready", engine.description)
+                log.info("model ready: %s (n_ctx=%d)", engine.description, engine.n_ctx)
+            else:
+                self._on_health(spec, health)
+
+    def _on_health(self, spec: EngineSpec, health: Health) -> None:
+        """A remote engine went down or came back: the status says so; the user is told
+        once per outage (requests meanwhile answer empty at once, naming the problem)."""
+        engine = self.worker.engine
+        if spec is not self._spec or engine is None or self.model_state == "loading":
+            return
+        if health.ok:
+            self._configure_service()  # the served context may have changed
             self.set_model_state("ready", engine.description)
-            log.info("model ready: %s (n_ctx=%d)", engine.description, engine.n_ctx)
+            log.info("remote engine ready: %s", engine.description)
+            return
+        self.set_model_state("error", f"{health.message}; retrying")
+        now = time.monotonic()
+        if now - self._outage_shown_at >= OUTAGE_MESSAGE_EVERY_S:
+            self._outage_shown_at = now
+            self.show(
+                f"codegen: {health.message}; retrying in the background", types.MessageType.Error
+            )
 
     def _on_progress(
         self, spec: EngineSpec, progress: LoadProgress, message: str, pct: int

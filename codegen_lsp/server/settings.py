@@ -12,148 +12,23 @@ falls back to its default; the other keys keep their values. Unknown keys are lo
 from __future__ import annotations
 
 import copy
-import math
-import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, Literal
+from typing import Any
 
 from codegen_lsp.completion.core import CompletionOptions
 from codegen_lsp.engine.api import EngineSpec, ModelInfo, SamplingParams
-
-Kind = Literal["bool", "int", "float", "string", "enum", "strings", "object"]
-
-
-@dataclass(frozen=True)
-class SettingSpec:
-    """One setting as data: its JSON key, kind, default, range and documentation."""
-
-    key: str
-    kind: Kind
-    default: Any
-    doc: str
-    minimum: int | float | None = None  # numbers: the lowest value (see exclusive_minimum)
-    maximum: int | float | None = None  # numbers: the highest value allowed
-    exclusive_minimum: bool = False  # numbers: ``minimum`` itself is not allowed
-    enum: tuple[str, ...] = ()  # enums: the allowed values
-    pattern: str = ""  # strings: a regular expression the whole value must match
-    pattern_doc: str = ""  # strings: the pattern in words, for the error message
-    aliases: tuple[tuple[str, Any], ...] = ()  # words also accepted, e.g. ("on", True)
-
-    def check(self, value: Any) -> Any:
-        """``value`` as this setting's Python value; ValueError saying what was expected."""
-        return _KINDS[self.kind][1](self, value)
-
-    def json_schema(self) -> dict[str, Any]:
-        """The JSON-schema description of this setting (as in VS Code's ``package.json``)."""
-        out: dict[str, Any] = {
-            "type": _KINDS[self.kind][0],
-            "default": copy.deepcopy(self.default),
-            "description": self.doc,
-        }
-        if self.enum:
-            out["enum"] = list(self.enum)
-        if self.pattern:
-            out["pattern"] = f"^({self.pattern})$"
-        if self.minimum is not None:
-            out["exclusiveMinimum" if self.exclusive_minimum else "minimum"] = self.minimum
-        if self.maximum is not None:
-            out["maximum"] = self.maximum
-        if self.kind == "strings":
-            out["items"] = {"type": "string", "minLength": 1}
-        if self.kind == "object":
-            out["additionalProperties"] = {"type": "boolean"}
-        return out
-
-
-def _check_bool(spec: SettingSpec, value: Any) -> bool:
-    aliases = dict(spec.aliases)
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value in aliases:
-        return aliases[value]
-    raise ValueError("expected true or false" + "".join(f", {word!r}" for word in aliases))
-
-
-def _check_number(spec: SettingSpec, value: Any) -> int | float:
-    integer = spec.kind == "int"
-    what = "an integer" if integer else "a number"
-    number = isinstance(value, int | float) and not isinstance(value, bool)
-    if not number or not math.isfinite(value) or (integer and value != int(value)):
-        raise ValueError(f"expected {what}")
-    lo, hi, open_lo = spec.minimum, spec.maximum, spec.exclusive_minimum
-    if (lo is not None and (value < lo or (open_lo and value == lo))) or (
-        hi is not None and value > hi
-    ):
-        bounds = f"from {lo} to {hi}" if integer else f"in {'(' if open_lo else '['}{lo}, {hi}]"
-        raise ValueError(f"expected {what} {bounds}")
-    return int(value) if integer else float(value)
-
-
-def _check_string(spec: SettingSpec, value: Any) -> str:
-    if value is None:  # null: the default
-        return spec.default
-    if not isinstance(value, str):
-        raise ValueError("expected a string")
-    value = value.strip()
-    if spec.pattern and not re.fullmatch(spec.pattern, value):
-        raise ValueError(f"expected {spec.pattern_doc or 'a match of ' + spec.pattern}")
-    return value
-
-
-def _check_enum(spec: SettingSpec, value: Any) -> str:
-    if not isinstance(value, str) or value not in spec.enum:
-        raise ValueError(f"expected one of {', '.join(spec.enum)}")
-    return value
-
-
-def _check_strings(spec: SettingSpec, value: Any) -> list[str]:
-    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        raise ValueError("expected a list of non-empty strings")
-    return list(value)
-
-
-def _check_object(spec: SettingSpec, value: Any) -> dict[str, bool]:
-    if not isinstance(value, Mapping) or not all(
-        isinstance(k, str) and isinstance(v, bool) for k, v in value.items()
-    ):
-        raise ValueError('expected an object of name: true/false, e.g. {"markdown": false}')
-    return dict(value)
-
-
-# Each kind's JSON schema type and check ("strings": a list of non-empty strings; "object": a
-# map of string keys to booleans).
-_KINDS: dict[str, tuple[str, Callable[[SettingSpec, Any], Any]]] = {
-    "bool": ("boolean", _check_bool),
-    "int": ("integer", _check_number),
-    "float": ("number", _check_number),
-    "string": ("string", _check_string),
-    "enum": ("string", _check_enum),
-    "strings": ("array", _check_strings),
-    "object": ("object", _check_object),
-}
-
-
-def _declare(key: str, kind: Kind, default: Any, doc: str, **limits: Any) -> Any:
-    """A dataclass field carrying its :class:`SettingSpec` (``limits``: range, enum, ...)."""
-    spec = SettingSpec(key, kind, default, doc, **limits)
-    meta = {"spec": spec}
-    if isinstance(default, list | dict):
-        return field(default_factory=lambda: copy.deepcopy(spec.default), metadata=meta)
-    return field(default=default, metadata=meta)
-
-
-_ON_OFF = (("on", True), ("off", False))
+from codegen_lsp.server.setting_spec import ON_OFF, SettingSpec, declare
 
 
 @dataclass
 class ModelSettings:
     """Which model runs and how; changing any of these reloads the model."""
 
-    model: str = _declare(
+    model: str = declare(
         "model", "string", "", "Checkpoint directory or hub id; empty: the shipped model."
     )
-    device: str = _declare(
+    device: str = declare(
         "device",
         "string",
         "auto",
@@ -161,21 +36,21 @@ class ModelSettings:
         pattern=r"auto|cpu|cuda(:\d+)?",
         pattern_doc="auto, cpu, cuda or cuda:N",
     )
-    dtype: str = _declare(
+    dtype: str = declare(
         "dtype",
         "enum",
         "auto",
         "Dtype of the weights and activations.",
         enum=("auto", "float32", "bfloat16", "float16"),
     )
-    quantize: str = _declare(
+    quantize: str = declare(
         "quantize",
         "enum",
         "auto",
         "Weight-only quantization: auto (int8 on CPUs with bf16), none or int8.",
         enum=("auto", "none", "int8"),
     )
-    threads: int = _declare(
+    threads: int = declare(
         "threads",
         "int",
         0,
@@ -183,10 +58,10 @@ class ModelSettings:
         minimum=0,
         maximum=256,
     )
-    allow_download: bool = _declare(
+    allow_download: bool = declare(
         "allowDownload", "bool", False, "Allow fetching a hub id that is not cached locally."
     )
-    cache_memory_mb: int = _declare(
+    cache_memory_mb: int = declare(
         "cacheMemoryMB",
         "int",
         512,
@@ -194,14 +69,14 @@ class ModelSettings:
         minimum=0,
         maximum=1 << 20,
     )
-    prefix_reuse: bool = _declare(
+    prefix_reuse: bool = declare(
         "prefixReuse",
         "bool",
         True,
         "Reuse the KV cache across keystrokes (also on/off).",
-        aliases=_ON_OFF,
+        aliases=ON_OFF,
     )
-    memory_limit_mb: int = _declare(
+    memory_limit_mb: int = declare(
         "memoryLimitMB",
         "int",
         0,
@@ -213,10 +88,50 @@ class ModelSettings:
 
 
 @dataclass
+class RemoteSettings:
+    """Remote mode: an OpenAI-compatible server (vLLM) runs the model; see docs/remote.md."""
+
+    endpoint: str = declare(
+        "endpoint",
+        "string",
+        "",
+        "Base URL of an OpenAI-compatible server (vLLM), e.g. http://gpu-box:8000/v1; "
+        "empty: run the model in the server's own process.",
+        pattern=r"|https?://\S+",
+        pattern_doc="empty or an http:// or https:// URL",
+    )
+    remote_model: str = declare(
+        "remoteModel", "string", "", "The served model's name; empty: the first it lists."
+    )
+    api_key_env: str = declare(
+        "apiKeyEnv",
+        "string",
+        "",
+        "Name of the environment variable holding the endpoint's API key (never the key).",
+        pattern=r"|[A-Za-z_][A-Za-z0-9_]*",
+        pattern_doc="empty or an environment variable name",
+    )
+    request_timeout_ms: int = declare(
+        "requestTimeoutMs",
+        "int",
+        30_000,
+        "Most milliseconds to wait for the endpoint's next bytes.",
+        minimum=100,
+        maximum=600_000,
+    )
+    ca_bundle: str = declare(
+        "caBundle",
+        "string",
+        "",
+        "A CA certificate file for the endpoint's TLS; empty: the system's.",
+    )
+
+
+@dataclass
 class GenerationSettings:
     """How suggestions are generated."""
 
-    max_new_tokens: int = _declare(
+    max_new_tokens: int = declare(
         "maxNewTokens",
         "int",
         64,
@@ -224,7 +139,7 @@ class GenerationSettings:
         minimum=1,
         maximum=2048,
     )
-    temperature: float = _declare(
+    temperature: float = declare(
         "temperature",
         "float",
         0.0,
@@ -232,7 +147,7 @@ class GenerationSettings:
         minimum=0.0,
         maximum=5.0,
     )
-    top_p: float = _declare(
+    top_p: float = declare(
         "topP",
         "float",
         0.95,
@@ -241,7 +156,7 @@ class GenerationSettings:
         maximum=1.0,
         exclusive_minimum=True,
     )
-    top_k: int = _declare(
+    top_k: int = declare(
         "topK",
         "int",
         0,
@@ -249,13 +164,13 @@ class GenerationSettings:
         minimum=0,
         maximum=100_000,
     )
-    candidates: int = _declare(
+    candidates: int = declare(
         "candidates", "int", 1, "Suggestions per request (1 to 10).", minimum=1, maximum=10
     )
-    stop_sequences: list[str] = _declare(
+    stop_sequences: list[str] = declare(
         "stopSequences", "strings", [], "Extra strings that end a suggestion."
     )
-    time_limit_ms: int = _declare(
+    time_limit_ms: int = declare(
         "timeLimitMs",
         "int",
         10_000,
@@ -269,7 +184,7 @@ class GenerationSettings:
 class PromptSettings:
     """What the model sees."""
 
-    context_tokens: int = _declare(
+    context_tokens: int = declare(
         "contextTokens",
         "int",
         1024,
@@ -277,14 +192,14 @@ class PromptSettings:
         minimum=0,
         maximum=1 << 20,
     )
-    multiline: str = _declare(
+    multiline: str = declare(
         "multiline",
         "enum",
         "auto",
         "Single- or multi-line suggestions: auto, always or never.",
         enum=("auto", "always", "never"),
     )
-    header: str = _declare(
+    header: str = declare(
         "header",
         "enum",
         "auto",
@@ -298,9 +213,10 @@ class Settings:
     """All settings under ``codegen``."""
 
     model: ModelSettings = field(default_factory=ModelSettings)
+    remote: RemoteSettings = field(default_factory=RemoteSettings)
     generation: GenerationSettings = field(default_factory=GenerationSettings)
     prompt: PromptSettings = field(default_factory=PromptSettings)
-    languages: dict[str, bool] = _declare(
+    languages: dict[str, bool] = declare(
         "languages",
         "object",
         {},
@@ -313,7 +229,7 @@ class Settings:
 
     def engine_spec(self) -> EngineSpec:
         """The worker's load spec for these settings."""
-        m = self.model
+        m, r = self.model, self.remote
         return EngineSpec(
             model=m.model or None,
             device=m.device,
@@ -324,6 +240,11 @@ class Settings:
             cache_memory_mb=m.cache_memory_mb,
             prefix_reuse=m.prefix_reuse,
             memory_limit_mb=m.memory_limit_mb,
+            endpoint=r.endpoint,
+            remote_model=r.remote_model,
+            api_key_env=r.api_key_env,
+            request_timeout_ms=r.request_timeout_ms,
+            ca_bundle=r.ca_bundle,
         )
 
     def completion_options(self, model: ModelInfo | None = None) -> CompletionOptions:
@@ -344,7 +265,7 @@ class Settings:
 
 def _declared(settings: Settings) -> Iterator[tuple[Any, str, SettingSpec]]:
     """(group, attribute name, spec) of every setting, in declaration order (groups first)."""
-    for group in (settings.model, settings.generation, settings.prompt, settings):
+    for group in (settings.model, settings.remote, settings.generation, settings.prompt, settings):
         for f in fields(group):
             if "spec" in f.metadata:
                 yield group, f.name, f.metadata["spec"]
