@@ -328,6 +328,19 @@ class _Run:
         choices = 1 if greedy else len(rows)
         targets = [rows] if greedy else [[r] for r in rows]
         body = self.body(prompt, max_tokens, choices, greedy)
+        try:
+            self._read(body, rows, targets)
+        except RemoteError:
+            if not (self.cancel.is_set() or self._late()):
+                raise  # closed by the watcher: not an error
+        reason = "cancelled" if self.cancel.is_set() else "time" if self._late() else "length"
+        for r in rows:
+            if state.rows[r].finish is None:
+                state.end(state.rows[r], reason)
+
+    def _read(self, body: dict[str, Any], rows: list[int], targets: list[list[int]]) -> None:
+        """Feed the stream's tokens to ``rows`` until they end (leaving closes the stream)."""
+        state = self.state
         with self.engine.client.stream(body) as (response, chunks):
             stop = threading.Event()
             watcher = threading.Thread(target=self._watch, args=(response, stop), daemon=True)
@@ -338,16 +351,9 @@ class _Run:
                     for choice in chunk["choices"]:
                         self._feed(choice, targets)
                     if all(state.rows[r].finish is not None for r in rows):
-                        break  # leaving the block closes the stream: the server aborts
-            except RemoteError:
-                if not (self.cancel.is_set() or self._late()):
-                    raise
+                        return  # the server aborts the request when the stream closes
             finally:
                 stop.set()
-        reason = "cancelled" if self.cancel.is_set() else "time" if self._late() else "length"
-        for r in rows:
-            if state.rows[r].finish is None:
-                state.end(state.rows[r], reason)
 
     def _feed(self, choice: dict[str, Any], targets: list[list[int]]) -> None:
         index = choice.get("index", 0)

@@ -248,7 +248,7 @@ class CodegenServer(LanguageServer):
         """A remote engine went down or came back: the status says so; the user is told
         once per outage (requests meanwhile answer empty at once, naming the problem)."""
         engine = self.worker.engine
-        if spec is not self._spec or engine is None or self.model_state == "loading":
+        if spec is not self._spec or engine is None:
             return
         if health.ok:
             self._configure_service()  # the served context may have changed

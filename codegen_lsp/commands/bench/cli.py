@@ -22,7 +22,7 @@ import torch
 
 from codegen_lsp.codegen.checkpoint import CheckpointError
 from codegen_lsp.codegen.config import CodeGenConfig
-from codegen_lsp.commands.bench import report, soak
+from codegen_lsp.commands.bench import remote, report, soak
 from codegen_lsp.commands.bench.backends import (
     CTranslate2Backend,
     OursBackend,
@@ -53,7 +53,7 @@ from codegen_lsp.engine.machine import dtype_name
 
 HELP = (
     "benchmark: keystroke replay, prefill/decode throughput, vs transformers and CTranslate2 "
-    "(`codegen-lsp bench soak -h`: the long-typing soak)"
+    "(`codegen-lsp bench soak -h`: the long-typing soak; `bench remote -h`: against vLLM)"
 )
 REPO_TOKENIZER = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "codegen-tokenizer"
 
@@ -63,6 +63,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     suites = p.add_subparsers(dest="suite", metavar="SUITE")
     soak_parser = suites.add_parser("soak", help=soak.HELP, description=soak.HELP)
     soak.add_arguments(soak_parser)
+    remote_parser = suites.add_parser("remote", help=remote.HELP, description=remote.HELP)
+    remote.add_arguments(remote_parser)
     p.add_argument(
         "--models",
         default="default,350M",
@@ -209,6 +211,8 @@ def run(args: argparse.Namespace) -> int:
     """Run the benchmark and write the report (or the soak)."""
     if args.suite == "soak":
         return soak.run(args)
+    if args.suite == "remote":
+        return remote.run(args)
     if args.report:
         return reprint(Path(args.report))
     if args.quick:

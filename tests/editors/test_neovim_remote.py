@@ -1,0 +1,54 @@
+"""Remote mode in real Neovim (0.7.2 and 0.11.4): the plugin set up as docs/remote.md says,
+`endpoint` pointing at a real vLLM server on loopback, ghost text appears while typing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from support import wait_until
+from test_neovim import (
+    READY_TIMEOUT,
+    SUGGESTION_TIMEOUT,
+    ghost,
+    open_python_file,
+    start_nvim,
+    status,
+)
+from vllm_support import remote_checkpoints, vllm, vllm_python  # noqa: F401
+
+pytestmark = [pytest.mark.editors, pytest.mark.remote]
+
+
+@pytest.mark.parametrize("version", ["0.7", "0.11"])
+def test_ghost_text_from_vllm(
+    version: str,
+    manifest: dict,
+    editor_env: dict[str, str],
+    server_python: str,
+    vllm: Any,  # noqa: F811
+    remote_checkpoints: Any,  # noqa: F811
+    tmp_path: Any,
+) -> None:
+    path = manifest["nvim"][version]["path"]
+    if not path:
+        pytest.skip(f"Neovim {version} not installed")
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        nvim = start_nvim(path, editor_env, monkeypatch)
+        try:
+            nvim.vars["codegen_test_dir"] = str(tmp_path)
+            server = {"endpoint": vllm.url, "model": str(remote_checkpoints[0])}
+            nvim.exec_lua(
+                "require('codegen_lsp').setup(...)",
+                {"server": server, "python": server_python, "suggestion": {"debounce": 30}},
+            )
+            open_python_file(nvim, "remote.py", "")
+            wait_until(lambda: status(nvim) == "ready", READY_TIMEOUT, "codegen/status ready")
+            message = nvim.exec_lua("return require('codegen_lsp.client').status().message")
+            assert "remote" in message and vllm.url in message, message
+            nvim.input("ivalue = ")
+            text = wait_until(lambda: ghost(nvim), SUGGESTION_TIMEOUT, "ghost text from vLLM")
+            assert text.strip(), text
+        finally:
+            nvim.exec_lua("require('codegen_lsp.client').stop()")
+            nvim.close()
