@@ -49,10 +49,10 @@ class CodeGenConfig:
     def __post_init__(self) -> None:
         if self.n_embd % self.n_head:
             raise ConfigError(f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}")
-        if self.n_head % 4:
+        if self.n_embd % 4:
             raise ConfigError(
-                f"n_head={self.n_head}: CodeGen's fused qkv projection is split over 4 "
-                "model-parallel shards, so n_head must be divisible by 4"
+                f"n_embd={self.n_embd}: CodeGen's fused qkv projection is split over 4 "
+                "model-parallel shards of n_embd / 4 rows, so n_embd must be divisible by 4"
             )
         if self.rotary_dim is not None and (self.rotary_dim > self.head_dim or self.rotary_dim % 2):
             raise ConfigError(

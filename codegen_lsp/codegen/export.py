@@ -232,6 +232,12 @@ def export_gptj(
     out_dtype = kept if dtype == "keep" else dtype
     (target / "config.json").write_text(json.dumps(gptj_config(config, out_dtype), indent=2))
     generation = {"bos_token_id": config.bos_token_id, "eos_token_id": config.eos_token_id}
+    try:  # keep what the source says about file starts (see engine/loader.py)
+        source_generation = json.loads((source / "generation_config.json").read_text())
+        if isinstance(source_generation, dict) and "file_start_bos" in source_generation:
+            generation["file_start_bos"] = source_generation["file_start_bos"]
+    except (OSError, ValueError):
+        pass
     (target / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
     copied = [f for f in TOKENIZER_FILES if (source / f).is_file()]
     for file in copied:

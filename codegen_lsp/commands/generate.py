@@ -6,8 +6,10 @@ block that the prompt opens), and the best is printed: one that parses as Python
 not repeat itself, of the highest mean log-probability. This is the ranking Codex-style
 tools use to pick one of many samples; ``--candidates 1`` gives the plain greedy (or, with
 ``--temperature``, sampled) continuation instead, and ``--all`` prints every candidate.
-The prompt is presented as the start of a file (``<|endoftext|>`` first, as files are
-separated in CodeGen-style training data).
+The prompt is presented as the start of a file the way the checkpoint was trained:
+``<|endoftext|>`` first when its ``generation_config.json`` says ``file_start_bos`` (the
+shipped model), the text's ids alone otherwise (published CodeGen checkpoints, exactly what
+transformers' ``model.generate(**tokenizer(text))`` does); ``--file-start`` overrides.
 """
 
 from __future__ import annotations
@@ -54,6 +56,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quantize", default="auto", help="auto (as the server), none, int8, int4")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--allow-download", action="store_true", help="fetch a hub id if not cached")
+    p.add_argument(
+        "--file-start",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="begin the prompt with <|endoftext|> (auto: as the checkpoint was trained)",
+    )
     p.add_argument(
         "--no-truncate",
         action="store_true",
@@ -127,15 +135,18 @@ def run(args: argparse.Namespace) -> int:
             quantize=args.quantize,
             allow_download=args.allow_download,
             prefix_reuse=False,
+            file_start_bos={"auto": None, "on": True, "off": False}[args.file_start],
         )
         engine = load_engine(spec)
     except (CheckpointError, TokenizerError, EngineConfigError, ValueError) as exc:
         print(f"codegen-lsp: error: {exc}", file=sys.stderr)
         return 2
-    # The prompt is the start of a file: say so with <|endoftext|>, which separates files in
-    # CodeGen-style training data (without it a bare "def f():" reads as a window cut from
-    # the middle of some class or test).
-    ids = [engine.tokenizer.bos_id, *engine.encode(prompt)]
+    # The prompt is the start of a file: a checkpoint trained with <|endoftext|> between files
+    # is told so (without it a bare "def f():" reads as a window cut from mid-file).
+    ids = ([] if engine.bos_id is None else [engine.bos_id]) + engine.encode(prompt)
+    if not ids:
+        print("codegen-lsp: error: empty prompt", file=sys.stderr)
+        return 2
     request = GenerateRequest(
         key="generate",
         prompt=ids,

@@ -173,6 +173,8 @@ class EngineSpec:
     memory_limit_mb: int = 0  # weights plus cache budget must fit; 0: no limit
     compile: bool = False
     kv_dtype: str = "auto"  # auto (float32 on CPU, where attention is fastest in it) | ...
+    # begin a prompt at a file's start with <|endoftext|>; None: as the checkpoint says
+    file_start_bos: bool | None = None
     # remote mode: the base URL of an OpenAI-compatible server (vLLM); "" runs locally
     endpoint: str = ""
     remote_model: str = ""  # the served model's name; "": the first the server lists

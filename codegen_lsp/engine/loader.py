@@ -68,6 +68,18 @@ def model_info(directory: Path, parameters: int = 0) -> ModelInfo:
     return ModelInfo(directory.name, "codegen", "", parameters)
 
 
+def starts_files_with_bos(directory: Path) -> bool:
+    """Whether the checkpoint was trained with ``<|endoftext|>`` before each file, so a prompt
+    at a file's start should begin with it: ``"file_start_bos": true`` in its
+    ``generation_config.json`` (the shipped model says so; published CodeGen checkpoints do
+    not, and get what transformers gives them: the text's ids alone)."""
+    try:
+        config = json.loads((directory / "generation_config.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(config, dict) and config.get("file_start_bos") is True
+
+
 def load_remote(spec: EngineSpec, progress: ProgressFn | None = None) -> RemoteEngine:
     """A remote engine for ``spec.endpoint``: tokenizer and config from ``spec.model`` (or
     the shipped model), no weights. An endpoint that is down does not fail the load: the
@@ -82,12 +94,16 @@ def load_remote(spec: EngineSpec, progress: ProgressFn | None = None) -> RemoteE
     except (OSError, UnicodeDecodeError, ValueError, TypeError, AttributeError) as exc:
         raise CheckpointError(f"{directory / 'config.json'}: cannot read ({exc})") from None
     tokenizer = CodeGenTokenizer.from_dir(directory)
+    file_start = spec.file_start_bos
+    if file_start is None:
+        file_start = starts_files_with_bos(directory)
     try:
         engine = RemoteEngine(
             spec, tokenizer, model_info(directory), n_positions, max(vocab_size, 0)
         )
     except ValueError as exc:
         raise EngineConfigError(str(exc)) from None
+    engine.bos_id = tokenizer.bos_id if file_start else None
     report(f"connecting to {engine.client.url}", 50)
     engine.connect()
     report("ready" if engine.health().ok else "endpoint not reachable yet", 100)
@@ -133,6 +149,12 @@ def load_engine(
         quantize=quantize,
         kv_dtype=None if spec.kv_dtype == "auto" else pick_dtype(spec.kv_dtype, device),
         head=head,
+    )
+    file_start = spec.file_start_bos
+    engine.bos_id = (
+        tokenizer.bos_id
+        if (starts_files_with_bos(directory) if file_start is None else file_start)
+        else None
     )
     report("warming up", 90)
     engine.warmup()

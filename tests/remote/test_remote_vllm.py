@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from raw_lsp import RawServer
+from raw_lsp import RawServer, inline_params
 from support import CPU, wait_until
 from vllm_support import SERVED
 
@@ -206,5 +206,35 @@ def test_typing_replay_hits_the_prefix_cache(vllm, remote_checkpoints, tmp_path)
         new_hits = vllm.metric("vllm:prefix_cache_hits_total") - hits
         new_queries = vllm.metric("vllm:prefix_cache_queries_total") - queries
         assert new_queries > 0 and new_hits / new_queries > 0.5, (new_hits, new_queries)
+    finally:
+        server.close()
+
+
+def test_a_superseded_request_is_aborted_on_the_server(vllm, remote_checkpoints, tmp_path):
+    settings = {"model": str(remote_checkpoints[0]), "endpoint": vllm.url,
+                "maxNewTokens": 900, "multiline": "always", "timeLimitMs": 0}  # fmt: skip
+    server = serve(tmp_path, "supersede", settings)
+    try:
+        server.wait_state("ready")
+        uri = "file:///work/long.py"
+        server.open(uri, "\n")
+        before = vllm.log().count("Aborted request")
+        first = server.request("textDocument/inlineCompletion", inline_params(uri, 1, 0))
+        wait_until(
+            lambda: server.status()["state"] == "generating" or None,
+            30,
+            "the first request running",
+        )
+        time.sleep(0.5)  # it streams from vLLM now
+        rewrite(server, uri, 2, "\nx")  # a keystroke: a newer request supersedes the first
+        second = server.request("textDocument/inlineCompletion", inline_params(uri, 1, 1))
+        assert server.wait_response(first, 60)["result"]["items"] == []
+        server.wait_response(second, 120)
+        wait_until(
+            lambda: vllm.log().count("Aborted request") > before or None,
+            30,
+            lambda: f"'Aborted request' in the vLLM log: {vllm.tail()}",
+        )
+        assert server.status()["superseded"] >= 1
     finally:
         server.close()
