@@ -7,6 +7,7 @@ candidate and removes duplicates.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -71,6 +72,51 @@ def cut_loops(text: str, around: Around) -> str | None:
     return text
 
 
+# letters, a number (0x00 is one), an underscore, a run of other punctuation
+_LEXEME = re.compile(r"\s*(?:[^\W\d_]+|0[xXoObB][0-9A-Fa-f]+|\d+|_|[^\w\s]+)")
+INLINE_MAX_PERIOD = 8  # longest group of lexemes checked for repetition within a line
+INLINE_COPIES_SHORT = 4  # a group of 1-2 lexemes must come this many times in a row
+INLINE_COPIES_LONG = 3  # ... a longer group this many times
+
+
+def inline_loop(line: str) -> int | None:
+    """Where a line starts repeating a group of lexemes, or None. Lexemes are runs of
+    letters, numbers, single underscores and runs of other punctuation, so a loop inside an
+    identifier (``fixture_fixture_fixture_fixture_``) is one too.
+
+    ``<response> <response> <response>`` and ``"a[0] = "a[0] = "a[0] =`` are loops; a group
+    of one or two lexemes must come four times in a row (``0, 0, 0`` and ``x.y.z`` are code),
+    a longer one three times, and a group without a letter never counts (``0x00, 0x00, ...``
+    is a table). Lexemes are compared without their leading whitespace. The answer is the
+    offset of the group's second copy."""
+    spans = [(m.start(), m.group().strip()) for m in _LEXEME.finditer(line)]
+    words = [w for _, w in spans]
+    for i in range(len(words)):
+        for period in range(1, INLINE_MAX_PERIOD + 1):
+            copies = INLINE_COPIES_SHORT if period <= 2 else INLINE_COPIES_LONG
+            end = i + period * copies
+            if end > len(words):
+                break
+            group = words[i : i + period]
+            if not any(word[:1].isalpha() for word in group):
+                continue  # numbers and punctuation repeat in data: 0x00, 0x00, ...
+            if all(words[j] == group[(j - i) % period] for j in range(i + period, end)):
+                return spans[i + period][0]
+    return None
+
+
+def cut_inline_loops(text: str, around: Around) -> str | None:
+    """Cut the suggestion where a line starts looping (Tabby's repetitive-token filter is
+    the model): the first copy of the group stays, the loop and everything after go."""
+    offset = 0
+    for line in text.split("\n"):
+        cut = inline_loop(line)
+        if cut is not None:
+            return text[: offset + cut].rstrip()
+        offset += len(line) + 1
+    return text
+
+
 def drop_blank(text: str, around: Around) -> str | None:
     """Drop suggestions that are only whitespace."""
     return text if text.strip() else None
@@ -86,6 +132,7 @@ def drop_repeat_of_after(text: str, around: Around) -> str | None:
 FILTERS: tuple[Filter, ...] = (
     trim_trailing_whitespace,
     cut_loops,
+    cut_inline_loops,
     drop_suffix_overlap,
     drop_blank,
     drop_repeat_of_after,
