@@ -2,8 +2,8 @@
 
 ``tiny_checkpoint`` is a random-weight CodeGen (n_positions 256, 2 layers, width 64) with
 the CodeGen tokenizer beside it: it loads like a published checkpoint and generates fast.
-``steady_checkpoint`` is the same model with its output bias pinned on the token ``" x"``,
-so its output is predictable (``" x x x ..."``) for tests that need a non-empty suggestion;
+``steady_checkpoint`` is the same model with its output bias pinned on the token ``" 0"``,
+so its output is predictable (``" 0 0 0 ..."``) for tests that need a non-empty suggestion;
 ``choice_checkpoint`` pins three tokens (``" x"``, ``" y"``, ``" z"``), so sampled output is
 a random string of those three. The helpers behind them are in ``support.py``.
 """
@@ -66,7 +66,7 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def steady_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny checkpoint whose output is always ``" x"`` tokens."""
+    """A tiny checkpoint whose output is always ``" 0"`` tokens."""
     directory = tmp_path_factory.mktemp("steady-codegen")
     return write_tiny_checkpoint(directory, pinned=[STEADY_TOKEN])
 

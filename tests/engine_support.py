@@ -57,7 +57,7 @@ def request_kwargs(kwargs: dict) -> dict:
 
 
 class FakeEngine:
-    """An engine without a model: ``max_new_tokens`` steps of 1 ms, each writing ``" x"``
+    """An engine without a model: ``max_new_tokens`` steps of 1 ms, each writing ``" 0"``
     and checking the cancel flag; ``prompt == [-1]`` raises. Records what it ran."""
 
     n_ctx = 1 << 20  # no limit on prompt or steps
@@ -103,13 +103,13 @@ class FakeEngine:
                 raise RuntimeError("engine failure")
             time.sleep(self.step_s)
             steps += 1
-            if check is not None and check.feed(" x") is not None:
+            if check is not None and check.feed(" 0") is not None:
                 break
         if cancel.is_set():
             self.cancelled.append(name)
         reason = "cancelled" if cancel.is_set() else "length"
         return GenerateResult(
-            [Candidate(" x" * steps, [0] * steps, reason)], cancelled=cancel.is_set()
+            [Candidate(" 0" * steps, [0] * steps, reason)], cancelled=cancel.is_set()
         )
 
 

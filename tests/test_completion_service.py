@@ -78,7 +78,7 @@ def test_a_running_request_is_stopped_by_a_newer_one(service, marked) -> None:
     first, second = asyncio.run(scenario())
     assert first.reason.startswith("superseded") and not first.texts
     assert service.fake.cancelled == ["first = "]
-    assert second.texts == [" x x x"]
+    assert second.texts == [" 0 0 0"]
 
 
 def test_other_documents_do_not_supersede(service, marked) -> None:
@@ -101,7 +101,7 @@ def test_cancelling_the_caller_frees_the_worker(service, marked) -> None:
         return await service.suggest("doc", at(marked, "next = █"))
 
     after = asyncio.run(scenario())
-    assert service.fake.cancelled == ["slow = "] and after.texts == [" x x"]
+    assert service.fake.cancelled == ["slow = "] and after.texts == [" 0 0"]
 
 
 def test_waiting_generations_are_bounded_across_documents(service, marked) -> None:
@@ -130,10 +130,10 @@ def test_waiting_generations_are_bounded_across_documents(service, marked) -> No
 
 def test_type_ahead_answers_without_a_model_run(service, marked) -> None:
     first = asyncio.run(service.suggest("doc", at(marked, "x = █")))
-    assert first.texts == [" x" * 40]
+    assert first.texts == [" 0" * 40]
     runs = service.worker.generate_runs
-    typed = asyncio.run(service.suggest("doc", at(marked, "x =  x x█")))
-    assert typed.source == "type-ahead" and typed.texts == [" x" * 38]
+    typed = asyncio.run(service.suggest("doc", at(marked, "x =  0 0█")))
+    assert typed.source == "type-ahead" and typed.texts == [" 0" * 38]
     assert service.worker.generate_runs == runs
 
 

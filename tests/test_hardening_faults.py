@@ -51,7 +51,7 @@ def test_load_failures_are_shown_and_survived(
         server.configure(settings(steady_checkpoint, memoryLimitMB=1024))
         server.wait_state("ready")
         items = steady_items(server, "file:///faults/b.py")
-        assert items and " x x" in items[0]["insertText"]
+        assert items and " 0 0" in items[0]["insertText"]
     finally:
         assert server.close() == 0
 
@@ -64,7 +64,7 @@ def test_worker_exception_during_generation(tmp_path: Path, steady_checkpoint: P
         message = server.wait_for_message("a suggestion failed")
         assert "injected fault" in message and "still serving" in message
         items = steady_items(server, "file:///faults/after.py")
-        assert items and " x x" in items[0]["insertText"]
+        assert items and " 0 0" in items[0]["insertText"]
         status = server.status()
         assert status["failures"] == 1 and status["state"] == "ready"
         assert "generation failed" in server.log()

@@ -28,7 +28,7 @@ def test_complete_prints_the_suggestion(tmp_path: Path, steady_checkpoint: Path)
         "--model", str(steady_checkpoint), "--max-new-tokens", "5", *CPU,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    assert done.stdout.rstrip("\n").endswith(" x x x")
+    assert done.stdout.rstrip("\n").endswith(" 0 0 0")
     assert "single-line" in done.stderr
 
 

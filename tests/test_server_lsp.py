@@ -2,7 +2,7 @@
 
 The client replays the capabilities pytest-lsp recorded from Neovim 0.11 (which offers
 ``utf-8`` first, so positions are in bytes) and VS Code 1.65 (``utf-16``). The model is the
-tiny ``steady`` checkpoint, whose greedy output is ``" x x x ..."``.
+tiny ``steady`` checkpoint, whose greedy output is ``" 0 0 0 ..."``.
 """
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ async def test_completion_range_in_non_ascii_line(client: LanguageClient) -> Non
     assert item.text_edit.range == types.Range(
         types.Position(1, units(UNICODE_LINE[: -len("valu")], enc)), types.Position(1, end)
     )
-    assert item.text_edit.new_text.startswith("valu") and item.text_edit.new_text.endswith(" x")
+    assert item.text_edit.new_text.startswith("valu") and item.text_edit.new_text.endswith(" 0")
     assert item.insert_text_format == types.InsertTextFormat.PlainText
 
 
@@ -153,7 +153,7 @@ async def test_hover_and_command_insert_a_body(client: LanguageClient) -> None:
     assert as_dict(result)["applied"] is True
     edit = client.applied_edits[-1].edit.changes[uri][0]  # type: ignore[attr-defined]
     assert edit.range == types.Range(types.Position(1, 0), types.Position(2, 0))
-    assert edit.new_text.startswith("    ") and " x x" in edit.new_text
+    assert edit.new_text.startswith("    ") and " 0 0" in edit.new_text
     # no code action where there is nothing to generate
     other = types.Range(types.Position(3, 0), types.Position(3, 0))
     assert not await client.text_document_code_action_async(
@@ -165,10 +165,10 @@ async def test_settings_change_takes_effect(client: LanguageClient, steady_check
     uri = "file:///work/settings.py"
     open_doc(client, uri, "value = 1\nother = valu")
     before = await complete(client, uri, 1, len("other = valu"))
-    assert before.items[0].text_edit.new_text.count(" x") > 20
+    assert before.items[0].text_edit.new_text.count(" 0") > 20
     configure(client, steady_checkpoint, maxNewTokens=3)
     after = await complete(client, uri, 1, len("other = valu"))
-    assert 0 < after.items[0].text_edit.new_text.count(" x") <= 3
+    assert 0 < after.items[0].text_edit.new_text.count(" 0") <= 3
     configure(client, steady_checkpoint, languages={"python": False})
     assert not (await complete(client, uri, 1, len("other = valu"))).items
     configure(client, steady_checkpoint)

@@ -3,7 +3,10 @@
 ``CODEGEN_LSP_FAULT=generate_once``: the first generation fails inside the worker thread, in
 the middle of decoding (its stop check raises at the first generated text), the way a
 real engine error would. The request answers empty, the user sees one message, and the next
-request runs normally. Nothing else is recognised; unknown names are logged and ignored.
+request runs normally. ``slow_load``: the first model load waits 6 s before it starts
+(``CODEGEN_LSP_SLOW_LOAD_S`` changes that), so a test can type while the model is surely
+still loading. Names combine with commas; nothing else is recognised; unknown names are
+logged and ignored.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import os
 log = logging.getLogger(__name__)
 
 FAULT_ENV = "CODEGEN_LSP_FAULT"
-KNOWN = ("generate_once",)
+KNOWN = ("generate_once", "slow_load")
 
 
 class InjectedFault(RuntimeError):

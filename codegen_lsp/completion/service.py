@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 DEBOUNCE_S = 0.01  # a request waits this long; a newer one for the same document replaces it
 MAX_WAITING = 8  # generations waiting for the model, over all documents
 FAILURE_MESSAGE_EVERY_S = 60.0  # a failing generation is shown to the user at most this often
+LOAD_WAIT_S = 120.0  # a request made while the model loads waits this long for it
+LOAD_POLL_S = 0.05
 BODY_KEY = "#body"  # function-body requests run under the document's key plus this
 BODY_CACHE = 32
 
@@ -95,6 +97,8 @@ class SuggestionService:
         self.debounce_s = debounce_s
         self.faults = Faults()
         self.ready: Callable[[], str] = lambda: "no model"  # "" when the engine can run
+        self.loading: Callable[[], bool] = lambda: False  # a model load is under way
+        self.load_wait_s = LOAD_WAIT_S
         self._show_error = show_error
         self._on_busy = on_busy
         self._latest: dict[str, _Ticket] = {}
@@ -104,6 +108,7 @@ class SuggestionService:
         self._shown_at = -FAILURE_MESSAGE_EVERY_S
         self.dropped = 0  # generations dropped because too many were waiting
         self.failures = 0  # generations that raised
+        self.counts = {"shown": 0, "accepted": 0, "partlyAccepted": 0, "typeAhead": 0}
 
     # --- state ------------------------------------------------------------------------------
     def configure(self, options: CompletionOptions) -> None:
@@ -121,6 +126,10 @@ class SuggestionService:
         self.completer.forget(key)
         self.completer.forget(key + BODY_KEY)
 
+    def count_accept(self, kind: str) -> None:
+        """A client accepted a suggestion (``all``) or a word or line of one."""
+        self.counts["accepted" if kind == "all" else "partlyAccepted"] += 1
+
     @property
     def busy(self) -> bool:
         """True while a generation runs or waits."""
@@ -135,11 +144,13 @@ class SuggestionService:
             return Suggestions.none(cursor)
         served = self.completer.lookup(key, cursor)
         if served:
+            self.counts["shown"] += 1
+            self.counts["typeAhead"] += 1
             return Suggestions(served, cursor, "", "type-ahead")
-        problem = self.ready()
-        if problem:
-            return Suggestions.none(problem, cursor)
         with self._ticket(key) as ticket:
+            problem = await self._model_ready(ticket)
+            if problem:
+                return Suggestions.none(problem, cursor)
             await asyncio.sleep(self.debounce_s)
             if ticket.superseded:
                 return Suggestions.none("superseded by a newer request", cursor)
@@ -154,7 +165,19 @@ class SuggestionService:
             if ticket.superseded:
                 return Suggestions.none("superseded by a newer request", cursor)
             reason = "" if texts else "no suggestion"
+            self.counts["shown"] += bool(texts)
             return Suggestions(texts, cursor, reason, "model", prepared.mode, stats)
+
+    async def _model_ready(self, ticket: _Ticket) -> str:
+        """Why no model can run (""); a request made while the model loads waits for it (at
+        most LOAD_WAIT_S, and only until a newer request supersedes it), so typing right
+        after opening the editor still gets a suggestion once the model is ready."""
+        deadline = time.monotonic() + self.load_wait_s
+        while (problem := self.ready()) and self.loading() and not ticket.superseded:
+            if time.monotonic() >= deadline:
+                return f"{problem} (waited {self.load_wait_s:g} s)"
+            await asyncio.sleep(LOAD_POLL_S)
+        return "superseded by a newer request" if ticket.superseded else problem
 
     @contextmanager
     def _ticket(self, key: str) -> Iterator[_Ticket]:

@@ -18,6 +18,8 @@ from codegen_lsp.server.documents import Document
 
 COMMAND_GENERATE = "codegen.generateFunction"
 COMMAND_STATUS = "codegen.status"
+COMMAND_ACCEPTED = "codegen.accepted"  # an inline item's command: run when it is accepted
+ACCEPT_KINDS = ("all", "word", "line")
 LABEL_CHARS = 60
 _WORD = re.compile(r"\w*$")
 
@@ -87,7 +89,11 @@ def inline_list(
 ) -> types.InlineCompletionList:
     """Inline (ghost text) items replacing the word before the cursor."""
     word, rng = _word_range(doc, line, column, encoding)
-    items = [types.InlineCompletionItem(insert_text=word + s, range=rng) for s in suggestions]
+    accepted = types.Command(title="Accepted", command=COMMAND_ACCEPTED, arguments=["all"])
+    items = [
+        types.InlineCompletionItem(insert_text=word + s, range=rng, command=accepted)
+        for s in suggestions
+    ]
     return types.InlineCompletionList(items=items)
 
 

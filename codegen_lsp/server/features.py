@@ -26,6 +26,7 @@ from codegen_lsp.server.server import CodegenServer
 log = logging.getLogger(__name__)
 
 STATUS_REQUEST = "codegen/status"
+ACCEPT_NOTIFICATION = "codegen/didAccept"  # {kind: all | word | line}: a client accepted
 CONFIG_PULL_TIMEOUT_S = 5.0
 
 
@@ -171,6 +172,26 @@ async def generate_function(ls: CodegenServer, *args: Any) -> dict[str, Any]:
     return {"applied": bool(result.applied), "reason": result.failure_reason or ""}
 
 
+def accepted(ls: CodegenServer, kind: Any) -> None:
+    """A suggestion (``all``) or part of one (``word``, ``line``) was accepted: counted, in
+    memory only (shown in ``codegen/status``; nothing leaves the machine)."""
+    if kind not in convert.ACCEPT_KINDS:
+        log.debug("ignoring an accept of kind %r", kind)
+        return
+    ls.service.count_accept(kind)
+
+
+def did_accept(ls: CodegenServer, params: Any) -> None:
+    """``codegen/didAccept`` from the Neovim plugin (``{"kind": ...}``)."""
+    kind = params.get("kind") if isinstance(params, dict) else getattr(params, "kind", None)
+    accepted(ls, kind)
+
+
+def accepted_command(ls: CodegenServer, *args: Any) -> None:
+    """``codegen.accepted``: the command of every inline item (VS Code runs it on accept)."""
+    accepted(ls, args[0] if args else "all")
+
+
 def status_request(ls: CodegenServer, params: Any) -> dict[str, Any]:
     """``codegen/status``: state, message and counters."""
     return ls.status()
@@ -202,5 +223,7 @@ def create_server(factory: EngineFactory, debounce_s: float = DEBOUNCE_S) -> Cod
     )(code_action)
     ls.command(convert.COMMAND_GENERATE)(generate_function)
     ls.command(convert.COMMAND_STATUS)(status_command)
+    ls.command(convert.COMMAND_ACCEPTED)(accepted_command)
     ls.feature(STATUS_REQUEST)(status_request)
+    ls.feature(ACCEPT_NOTIFICATION)(did_accept)
     return ls

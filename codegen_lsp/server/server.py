@@ -35,6 +35,7 @@ from codegen_lsp.server.settings import Settings, parse_settings, section
 log = logging.getLogger(__name__)
 
 STATUS_NOTIFICATION = "codegen/status"
+SLOW_LOAD_S = 6.0  # the slow_load fault's delay before loading
 OUTAGE_MESSAGE_EVERY_S = 60.0  # a remote outage is shown at most this often (status: always)
 
 
@@ -50,6 +51,7 @@ class CodegenServer(LanguageServer):
             self.worker, lambda text: self.show(text, error), self._on_busy, debounce_s
         )
         self.service.ready = self._not_ready
+        self.service.loading = lambda: self.model_state == "loading"
         self.settings = Settings()
         self.root: str | None = None
         self.model_state = "loading"
@@ -141,6 +143,7 @@ class CodegenServer(LanguageServer):
             "positionEncoding": self.encoding,
             "dropped": self.service.dropped,
             "failures": self.service.failures,
+            **self.service.counts,
             "cacheBytes": cache.held_bytes,
             "cacheBudgetBytes": cache.budget_bytes,
             "cacheEvictions": cache.evictions,
@@ -220,6 +223,8 @@ class CodegenServer(LanguageServer):
         await progress.begin(
             f"codegen: loading {name}", self.client_supports("window.work_done_progress")
         )
+        if self.service.faults.take("slow_load"):  # tests: a load that surely takes a while
+            await asyncio.sleep(float(os.environ.get("CODEGEN_LSP_SLOW_LOAD_S", SLOW_LOAD_S)))
         loop = asyncio.get_running_loop()
 
         def step(message: str, percentage: int) -> None:  # on the worker thread

@@ -151,18 +151,39 @@ def test_ghost_text_then_accept_all(editor: Any) -> None:
     assert tuple(cursor) == (len(lines), len(lines[-1].encode()))  # cursor after the inserted text
 
 
+def server_status(nvim: Any) -> dict:
+    """The server's ``codegen/status`` (asked through the plugin)."""
+    nvim.exec_lua(
+        "vim.g.codegen_test_status = nil; require('codegen_lsp.client').request_status("
+        "function(st) vim.g.codegen_test_status = st end)"
+    )
+    return wait_until(lambda: nvim.vars.get("codegen_test_status"), 10, "codegen/status")
+
+
 def test_accept_word_keeps_the_rest(editor: Any) -> None:
     open_python_file(editor, "accept_word.py", "def add(a, b):\n")
     text = type_and_wait(editor, "Goreturn")
     word = re.match(r"\s*(\w+|[^\w\s]+)", text).group(0)  # the plugin's idea of a word
     before = buffer_text(editor)
+    counts = server_status(editor)
     editor.input("<M-w>")
     wait_until(lambda: buffer_text(editor) != before, 10, "the word to be inserted")
     assert buffer_text(editor) == before + word
-    # The rest stays on screen without a new request.
+    # The rest stays on screen without a model run; the server was told of the accept.
     rest = text[len(word):]  # fmt: skip
     if rest:
         assert wait_until(lambda: ghost(editor), 5, "the rest of the suggestion") == rest
+    after = wait_until(
+        lambda: (st := server_status(editor))["partlyAccepted"] > counts["partlyAccepted"] and st,
+        10,
+        "the accept counted by the server",
+    )
+    assert after["generateRuns"] == counts["generateRuns"], (counts, after)
+    if rest:
+        editor.input("<Tab>")  # and accepting the rest counts as an accept
+        wait_until(
+            lambda: server_status(editor)["accepted"] > counts["accepted"], 10, "accept counted"
+        )
 
 
 def test_accept_line(editor: Any) -> None:

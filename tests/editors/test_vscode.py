@@ -14,6 +14,7 @@ import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -67,6 +68,22 @@ def vscode(
 ) -> Iterator[dict]:
     """code-server with the packaged extension installed, serving a workspace; its URL."""
     root = tmp_path_factory.mktemp("code-server")
+    with code_server_session(
+        tools, editor_env, server_cmd, server_python, server_settings, root
+    ) as session:
+        yield session
+
+
+@contextmanager
+def code_server_session(
+    tools: dict,
+    editor_env: dict[str, str],
+    server_cmd: list[str] | None,
+    server_python: str,
+    server_settings: dict,
+    root: Path,
+) -> Iterator[dict]:
+    """Start code-server (extension installed, user settings written) in ``root``."""
     user_data, extensions, workspace = root / "user-data", root / "extensions", root / "workspace"
     for d in (user_data / "User", extensions, workspace):
         d.mkdir(parents=True)
@@ -170,17 +187,24 @@ def session(tools: dict, vscode: dict) -> dict:
         "readyTimeoutMs": READY_TIMEOUT_S * 1000,
         "suggestionTimeoutMs": SUGGESTION_TIMEOUT_S * 1000,
     }  # fmt: skip
+    report = run_driver(tools, vscode, args)
+    report["accept"], report["generate"] = accept.read_text(), generate.read_text()
+    return report
+
+
+def run_driver(tools: dict, vscode: dict, args: dict) -> dict:
+    """Run vscode_driver.js with ``args``; its report, with the run's output and logs."""
     result = subprocess.run(
         [tools["node"], str(DRIVER), json.dumps(args)],
         capture_output=True,
         text=True,
-        timeout=READY_TIMEOUT_S + 3 * SUGGESTION_TIMEOUT_S,
+        timeout=2 * READY_TIMEOUT_S + 3 * SUGGESTION_TIMEOUT_S,
     )
     report = {"rc": result.returncode, "stdout": result.stdout, "stderr": result.stderr,
-              "shots": str(shots), "extension_log": extension_log(vscode["user_data"])}  # fmt: skip
+              "shots": args["screenshots"],
+              "extension_log": extension_log(vscode["user_data"])}  # fmt: skip
     lines = result.stdout.strip().splitlines()
     report.update(json.loads(lines[-1]) if lines else {})
-    report["accept"], report["generate"] = accept.read_text(), generate.read_text()
     return report
 
 

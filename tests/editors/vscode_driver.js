@@ -4,8 +4,10 @@
 //
 // Usage: node vscode_driver.js '<json>'  with
 //   { playwright, chromium, url, file, typeAtEnd, screenshots, readyTimeoutMs,
-//     suggestionTimeoutMs, generate?: { file, before, line, command } }
-// Prints one JSON line: { statusTexts, ghostText, steps: [{ step, ms }] }, or exits 1 with
+//     suggestionTimeoutMs, earlyType?, generate?: { file, before, line, command } }
+// (earlyType: type without waiting for "ready" first.)
+// Prints one JSON line: { statusTexts, ghostText, steps: [{ step, ms }], typedStatus }, or
+// exits 1 with
 // the error (and leaves screenshots in `screenshots`).
 "use strict";
 
@@ -68,6 +70,7 @@ async function main() {
   const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
   const statusTexts = [];
   let ghostText = "";
+  let typedStatus = "";
   let watching = true;
   let watcher = Promise.resolve();
   try {
@@ -86,11 +89,13 @@ async function main() {
       }
     })();
 
-    await page
-      .locator(STATUS, { hasText: "CodeGen: ready" })
-      .first()
-      .waitFor({ timeout: args.readyTimeoutMs });
-    step("status ready");
+    if (!args.earlyType) {
+      await page
+        .locator(STATUS, { hasText: "CodeGen: ready" })
+        .first()
+        .waitFor({ timeout: args.readyTimeoutMs });
+      step("status ready");
+    }
 
     const quickInput = page.locator(".quick-input-widget input");
     await openFile(page, quickInput, args.file);
@@ -102,6 +107,7 @@ async function main() {
     await page.keyboard.press("Control+End");
     await page.keyboard.type(args.typeAtEnd, { delay: 40 });
     step("typed");
+    typedStatus = await statusText(page);
     await page.locator(".ghost-text-decoration").first().waitFor({ timeout: args.suggestionTimeoutMs });
     ghostText = (await page.locator(".ghost-text-decoration, .ghost-text").allInnerTexts())
       .join("\n")
@@ -146,7 +152,7 @@ async function main() {
   } finally {
     watching = false;
     await watcher;
-    console.log(JSON.stringify({ statusTexts, ghostText, steps }));
+    console.log(JSON.stringify({ statusTexts, ghostText, steps, typedStatus }));
     await browser.close();
   }
 }

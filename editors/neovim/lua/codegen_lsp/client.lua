@@ -230,6 +230,14 @@ function M.notify_settings()
   end
 end
 
+--- Tell the server a suggestion (`kind` "all") or a word or line of one was accepted.
+function M.notify_accept(kind)
+  local client = M.get()
+  if client then
+    call(client, "notify", "codegen/didAccept", { kind = kind })
+  end
+end
+
 --- Stop the server.
 function M.stop()
   local client = M.get()

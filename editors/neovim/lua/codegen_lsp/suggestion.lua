@@ -311,6 +311,7 @@ function M.accept(kind)
     local part = kind == "word" and next_word(s.shown.ghost) or next_line(s.shown.ghost)
     -- The suggestion stays: TextChangedI finds the text typed and shows the rest.
     set_text_at_cursor(bufnr, row, col, row, col, part)
+    client.notify_accept(kind)
     return true
   end
   -- Replace the item's range (from its start to its end or the cursor, whichever is later).
@@ -320,6 +321,7 @@ function M.accept(kind)
   end
   M.clear()
   set_text_at_cursor(bufnr, item.srow, item.scol, erow, ecol, item.text)
+  client.notify_accept("all")
   return true
 end
 

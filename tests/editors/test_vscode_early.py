@@ -1,0 +1,50 @@
+"""Typing right after VS Code (code-server) opens, before the model is loaded, on the shipped
+model: the ghost text appears once the model is ready, with no further keystroke, and Tab
+accepts it. The server's ``slow_load`` fault (20 s here) makes sure the typing happens while
+the model loads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from test_vscode import (
+    ACCEPT_SOURCE,
+    READY_TIMEOUT_S,
+    code_server_session,
+    describe,
+    run_driver,
+    tools,  # noqa: F401
+)
+
+pytestmark = pytest.mark.editors
+
+
+def test_typing_during_the_load_gets_ghost_text(
+    tools: dict,  # noqa: F811
+    editor_env: dict[str, str],
+    server_cmd: list[str] | None,
+    server_python: str,
+    server_settings: dict,
+    tmp_path: Path,
+) -> None:
+    env = {**editor_env, "CODEGEN_LSP_FAULT": "slow_load", "CODEGEN_LSP_SLOW_LOAD_S": "20"}
+    with code_server_session(
+        tools, env, server_cmd, server_python, server_settings, tmp_path
+    ) as vscode:
+        early = vscode["workspace"] / "early.py"
+        early.write_text(ACCEPT_SOURCE)
+        shots = tmp_path / "screenshots"
+        shots.mkdir()
+        args = {"playwright": tools["playwright_core"], "chromium": tools["chromium"],
+                "url": vscode["url"], "file": str(early), "typeAtEnd": "return",
+                "earlyType": True, "screenshots": str(shots),
+                "readyTimeoutMs": READY_TIMEOUT_S * 1000,
+                "suggestionTimeoutMs": READY_TIMEOUT_S * 1000}  # fmt: skip
+        report = run_driver(tools, vscode, args)
+    assert report["rc"] == 0, describe(report)
+    typed = report.get("typedStatus", "")
+    assert "CodeGen: loading" in typed or "CodeGen: starting" in typed, describe(report)
+    assert report["ghostText"].strip(), describe(report)
+    saved = early.read_text()
+    assert saved.startswith(ACCEPT_SOURCE + "return") and saved[len(ACCEPT_SOURCE) + 6 :].strip()
