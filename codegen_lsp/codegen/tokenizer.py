@@ -30,6 +30,7 @@ from tokenizers.models import BPE
 __all__ = ["CodeGenTokenizer", "TokenizerError", "truncate_before_pattern"]
 
 EOS_TOKEN = "<|endoftext|>"
+FIM_TOKENS = ("<mask_1>", "<sep>", "<eom>")  # CodeGen2's infill format (its model card)
 _SPECIAL_KEYS = ("bos_token", "eos_token", "unk_token", "pad_token", "sep_token", "cls_token")
 
 
@@ -103,6 +104,12 @@ class CodeGenTokenizer:
 
     def __repr__(self) -> str:
         return f"CodeGenTokenizer({self._source!r}, vocab_size={self.vocab_size})"
+
+    def fim_ids(self) -> tuple[int, int, int] | None:
+        """(``<mask_1>``, ``<sep>``, ``<eom>``) ids when the tokenizer has CodeGen2's infill
+        tokens, else None (CodeGen1 tokenizers have none)."""
+        ids = tuple(self._tokenizer.token_to_id(t) for t in FIM_TOKENS)
+        return None if any(i is None for i in ids) else ids  # type: ignore[return-value]
 
     @classmethod
     def from_file(cls, tokenizer_json: str | Path) -> CodeGenTokenizer:

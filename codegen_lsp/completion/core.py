@@ -28,6 +28,7 @@ from codegen_lsp.completion.typeahead import ANCHOR_CHARS, TypeAhead
 from codegen_lsp.engine.api import Engine, GenerateRequest, GenerateResult, SamplingParams
 
 AFTER_CHARS = 2000  # text after the cursor compared against suggestions
+FIM_SUFFIX_TOKENS = 256  # most suffix tokens in an infill prompt
 FUNCTION_MIN_TOKENS = 128  # generation budget for a whole function body, at least
 
 
@@ -42,6 +43,32 @@ def needs_healing(before: str, encode: Encode) -> bool:
         return True
     ids = encode(before)
     return encode(before + "x")[: len(ids)] != ids
+
+
+def infill_suffix(
+    cursor: Cursor, engine: EngineInfo, options: CompletionOptions, budget: int
+) -> list[int] | None:
+    """The suffix ids of a fill-in-the-middle prompt, or None for a plain one: only for a model
+    with CodeGen2's infill tokens, ``fim`` not off, and (``auto``) text after the cursor. The
+    suffix takes at most a quarter of the budget (FIM_SUFFIX_TOKENS at most), cut at the end:
+    the text right after the cursor matters most."""
+    if engine.fim is None or options.fim == "off":
+        return None
+    after = cursor.text_after(AFTER_CHARS)
+    if options.fim == "auto" and not after.strip():
+        return None
+    room = min(FIM_SUFFIX_TOKENS, budget // 4)
+    return engine.encode(after)[:room]
+
+
+def infill_prompt(
+    prefix: list[int], suffix: list[int], fim: tuple[int, int, int], engine: EngineInfo
+) -> list[int]:
+    """CodeGen2's infill layout: prefix <mask_1> suffix <|endoftext|> <sep> <mask_1>; the
+    model writes the masked span and ends it with <eom>. The prefix comes first, so typing
+    (which changes the prefix's end) re-prefills the suffix too: the suffix is bounded."""
+    mask, sep, _eom = fim
+    return [*prefix, mask, *suffix, *engine.encode("<|endoftext|>"), sep, mask]
 
 
 class CompletionSkipped(Exception):
@@ -60,6 +87,7 @@ class CompletionOptions:
     multiline: str = "auto"  # auto | always | never
     header: bool = False  # prepend "# language: ...\n# path: ...\n"
     time_limit_s: float | None = None
+    fim: str = "auto"  # auto (when text follows the cursor) | on | off; CodeGen2 tokens only
 
 
 @dataclass(frozen=True)
@@ -69,11 +97,12 @@ class EngineInfo:
     n_ctx: int
     encode: Encode
     bos_id: int | None = None  # prepended when the prompt starts where the file starts
+    fim: tuple[int, int, int] | None = None  # (<mask_1>, <sep>, <eom>): the model infills
 
     @classmethod
     def of(cls, engine: Engine) -> EngineInfo:
         """What a loaded engine offers."""
-        return cls(engine.n_ctx, engine.encode, engine.bos_id)
+        return cls(engine.n_ctx, engine.encode, engine.bos_id, engine.info.fim)
 
 
 @dataclass
@@ -169,6 +198,9 @@ class Completer:
         if budget <= 0:
             raise CompletionSkipped(f"no room for a prompt (n_ctx={engine.n_ctx})")
         header = header_text(cursor.language, cursor.path) if options.header else ""
+        suffix = infill_suffix(cursor, engine, options, budget)
+        if suffix is not None:
+            budget -= len(suffix) + 4  # the suffix and the infill tokens come after the prefix
         prompt = build_prompt(
             cursor,
             engine.encode,
@@ -178,6 +210,10 @@ class Completer:
             count=self._counter(engine.encode, budget),
             bos=engine.bos_id,
         )
+        stop_ids: tuple[int, ...] = ()
+        if suffix is not None and engine.fim is not None and prompt.ids:
+            prompt.ids = infill_prompt(prompt.ids, suffix, engine.fim, engine)
+            stop_ids = (engine.fim[2],)
         if not prompt.ids:
             raise CompletionSkipped("empty prompt (nothing before the cursor)")
         self._windows[key] = prompt.start_line
@@ -187,7 +223,8 @@ class Completer:
             max_new_tokens=max_new_tokens,
             n=options.candidates,
             sampling=options.sampling,
-            heal=needs_healing(cursor.before, engine.encode),
+            heal=not stop_ids and needs_healing(cursor.before, engine.encode),
+            stop_ids=stop_ids,
             stop=stop,
             stop_strings=stop.strings(),
             time_limit_s=options.time_limit_s,

@@ -88,6 +88,7 @@ class GenerateRequest:
     # strings the stop rule cuts at: a remote engine sends them so the server stops early
     # (the stop rule still decides every cut)
     stop_strings: tuple[str, ...] = ()
+    stop_ids: tuple[int, ...] = ()  # tokens that end a candidate as eos does (infill: <eom>)
 
 
 @dataclass
@@ -142,6 +143,7 @@ class ModelInfo:
     family: str = "codegen"
     data: str = ""
     parameters: int = 0
+    fim: tuple[int, int, int] | None = None  # (<mask_1>, <sep>, <eom>) ids: CodeGen2 infill
 
     @property
     def multi_language(self) -> bool:

@@ -50,11 +50,13 @@ def model_directory(spec: EngineSpec) -> Path:
     return shipped_model_dir()
 
 
-def model_info(directory: Path, parameters: int = 0) -> ModelInfo:
+def model_info(
+    directory: Path, parameters: int = 0, fim: tuple[int, int, int] | None = None
+) -> ModelInfo:
     """Family and training data of the checkpoint in ``directory``, from its config's
     ``_name_or_path`` or its path (hub cache folders carry the published name)."""
     if directory.resolve() == default_model_dir().resolve():
-        return ModelInfo(directory.name, "codegen", "mono", parameters)  # trained on Python
+        return ModelInfo(directory.name, "codegen", "mono", parameters, fim)  # trained on Python
     try:
         config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
         named = str(config.get("_name_or_path", "")) if isinstance(config, dict) else ""
@@ -64,8 +66,8 @@ def model_info(directory: Path, parameters: int = 0) -> ModelInfo:
         found = _PUBLISHED.search(text)
         if found:
             family, data = found.group(1).lower(), (found.group(3) or "").lower()
-            return ModelInfo(directory.name, family, data, parameters)
-    return ModelInfo(directory.name, "codegen", "", parameters)
+            return ModelInfo(directory.name, family, data, parameters, fim)
+    return ModelInfo(directory.name, "codegen2" if fim else "codegen", "", parameters, fim)
 
 
 def starts_files_with_bos(directory: Path) -> bool:
@@ -99,7 +101,11 @@ def load_remote(spec: EngineSpec, progress: ProgressFn | None = None) -> RemoteE
         file_start = starts_files_with_bos(directory)
     try:
         engine = RemoteEngine(
-            spec, tokenizer, model_info(directory), n_positions, max(vocab_size, 0)
+            spec,
+            tokenizer,
+            model_info(directory, fim=tokenizer.fim_ids()),
+            n_positions,
+            max(vocab_size, 0),
         )
     except ValueError as exc:
         raise EngineConfigError(str(exc)) from None
@@ -142,7 +148,7 @@ def load_engine(
     engine = CodeGenEngine(
         model,
         tokenizer,
-        info=model_info(directory, weight_count(model)),
+        info=model_info(directory, weight_count(model), tokenizer.fim_ids()),
         cache_memory_mb=spec.cache_memory_mb,
         prefix_reuse=spec.prefix_reuse,
         compile=spec.compile,

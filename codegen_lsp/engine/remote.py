@@ -272,6 +272,8 @@ class _Run:
             body["seed"] = s.seed
         if self.req.stop_strings:
             body["stop"] = list(self.req.stop_strings)
+        if self.req.stop_ids:
+            body["stop_token_ids"] = list(self.req.stop_ids)
         if self.engine.logit_bias:
             body["logit_bias"] = self.engine.logit_bias
         return body

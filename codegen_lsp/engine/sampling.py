@@ -82,6 +82,7 @@ class DecodeState:
     greedy_first: bool = False
     ignore_eos: bool = False
     on_token: TokenFn | None = None
+    stop_ids: frozenset[int] = frozenset()  # end a row like eos (not part of its text)
     offset: int = 0  # index of rows[0] among the request's rows (a group decoded apart)
 
     def group(self, first: int, count: int) -> DecodeState:
@@ -97,7 +98,14 @@ class DecodeState:
             for _ in range(req.n)
         ]
         return cls(
-            rows, max_new, eos_id, req.sampling, req.greedy_first, req.ignore_eos, req.on_token
+            rows,
+            max_new,
+            eos_id,
+            req.sampling,
+            req.greedy_first,
+            req.ignore_eos,
+            req.on_token,
+            frozenset(req.stop_ids),
         )
 
     def end(self, row: Row, reason: str) -> None:
@@ -126,7 +134,7 @@ class DecodeState:
     def accept(self, index: int, token: int, logprob: float, token_bytes: list[bytes]) -> None:
         """Add ``token`` to row ``index`` and apply eos, its stop check and the length limit."""
         row = self.rows[index]
-        if token == self.eos_id:
+        if token == self.eos_id or token in self.stop_ids:
             self.end(row, "eos")
             return
         piece = token_bytes[token]

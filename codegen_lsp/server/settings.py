@@ -199,6 +199,14 @@ class PromptSettings:
         "Single- or multi-line suggestions: auto, always or never.",
         enum=("auto", "always", "never"),
     )
+    fim: str = declare(
+        "fim",
+        "enum",
+        "auto",
+        "Fill-in-the-middle for CodeGen2 checkpoints: auto (when text follows the cursor), "
+        "on or off.",
+        enum=("auto", "on", "off"),
+    )
     header: str = declare(
         "header",
         "enum",
@@ -260,6 +268,7 @@ class Settings:
             multiline=p.multiline,
             header=p.header == "on" or (p.header == "auto" and multi),
             time_limit_s=g.time_limit_ms / 1000 if g.time_limit_ms else None,
+            fim=p.fim,
         )
 
 

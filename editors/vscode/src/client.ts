@@ -57,7 +57,13 @@ export function createClient(output: vscode.LogOutputChannel): LanguageClient {
  */
 export function wireStatus(client: LanguageClient, status: StatusBar): vscode.Disposable[] {
   const disposables: vscode.Disposable[] = [
-    client.onNotification(STATUS_METHOD, (params: StatusParams) => status.fromServer(params)),
+    client.onNotification(STATUS_METHOD, (params: StatusParams) => {
+      const wasReady = status.current === "ready" || status.current === "generating";
+      status.fromServer(params);
+      if (params.state === "ready" && !wasReady) {
+        askAgainWhenReady();
+      }
+    }),
     client.onRequest(WorkDoneProgressCreateRequest.type, ({ token }) => {
       const listener = client.onProgress(WorkDoneProgress.type, token, (value) => {
         status.fromProgress(value);
@@ -77,6 +83,16 @@ export function wireStatus(client: LanguageClient, status: StatusBar): vscode.Di
     (error: unknown) => client.warn(`${STATUS_METHOD} request failed`, error),
   );
   return disposables;
+}
+
+/**
+ * The model became ready: a user who typed while it loaded (before the server could answer,
+ * or while it answered empty) gets a suggestion now, without typing again.
+ */
+function askAgainWhenReady(): void {
+  if (vscode.window.activeTextEditor) {
+    void vscode.commands.executeCommand("editor.action.inlineSuggest.trigger");
+  }
 }
 
 /** Send the server settings after a change of `codegen.*`. */

@@ -38,6 +38,7 @@ export const SERVER_SETTING_KEYS = [
   "timeLimitMs",
   "contextTokens",
   "multiline",
+  "fim",
   "header",
   "languages",
 ] as const;

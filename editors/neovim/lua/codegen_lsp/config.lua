@@ -50,6 +50,7 @@ local SERVER_ENUMS = {
   dtype = { "auto", "float32", "bfloat16", "float16" },
   quantize = { "auto", "none", "int8" },
   multiline = { "auto", "always", "never" },
+  fim = { "auto", "on", "off" },
   header = { "auto", "on", "off" },
 }
 
@@ -80,6 +81,7 @@ M.server_types = {
   { "timeLimitMs", "number" },
   { "contextTokens", "number" },
   { "multiline", "string" },
+  { "fim", "string" },
   { "header", "string" },
   { "languages", "map" },
 }

@@ -52,6 +52,15 @@ local function create_autocmds()
   on("CursorMovedI", "codegen-lsp: drop the suggestion on cursor move", attached(suggestion.on_cursor_moved))
   on({ "InsertLeave", "BufLeave" }, "codegen-lsp: clear the suggestion", suggestion.on_leave)
   on("ColorScheme", "codegen-lsp: define CodegenSuggestion", define_highlight)
+  local was_ready = false
+  on("User", "codegen-lsp: ask again when the model becomes ready", function()
+    local st = client.status().state
+    local ready = st == "ready" or st == "generating"
+    if ready and not was_ready then
+      suggestion.on_ready()
+    end
+    was_ready = ready
+  end, "CodegenStatus")
 end
 
 --- Configure and start; see :help codegen_lsp.setup(). Calling it again applies new options.

@@ -264,6 +264,14 @@ function M.on_cursor_moved()
   M.schedule()
 end
 
+--- The server became ready (User CodegenStatus): a user who typed before the model was
+--- loaded (the request was answered empty, or never sent) gets a suggestion now.
+function M.on_ready()
+  if in_insert_mode() and not M.is_visible() and not s.cancel and client.is_attached(0) then
+    M.schedule()
+  end
+end
+
 --- InsertEnter: ask for the position where insert mode starts.
 function M.on_insert_enter()
   s.last_tick = vim.api.nvim_buf_get_changedtick(0)
