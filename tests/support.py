@@ -15,6 +15,8 @@ in ``conftest.py``; test modules import what they need from here (``from support
 from __future__ import annotations
 
 import asyncio
+import json
+import shutil
 import socket
 import sys
 import time
@@ -61,7 +63,10 @@ def write_tiny_checkpoint(
 
 
 def write_chain_checkpoint(
-    directory: Path, chain: Sequence[tuple[int | None, int]], n_positions: int = 256
+    directory: Path,
+    chain: Sequence[tuple[int | None, int]],
+    n_positions: int = 256,
+    tokenizer_dir: Path = TOKENIZER_DIR,
 ) -> Path:
     """A 1-layer CodeGen whose greedy next token depends on the current token only:
     ``chain`` maps a token to its successor, ``(None, t)`` gives the successor of every token
@@ -92,7 +97,28 @@ def write_chain_checkpoint(
         model.lm_head.bias.zero_()
         for source, target in chain:  # a token may be the successor of several
             model.lm_head.weight[target] += 10 * normed[slot_of[source]]
-    return write_checkpoint(directory, TOKENIZER_DIR, model.eval())
+    return write_checkpoint(directory, tokenizer_dir, model.eval())
+
+
+FIM_TOKENS = ("<mask_1>", "<sep>", "<eom>")
+
+
+def write_fim_tokenizer(directory: Path) -> Path:
+    """The CodeGen tokenizer fixture with CodeGen2's infill tokens added after its ids."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for f in TOKENIZER_DIR.iterdir():
+        shutil.copyfile(f, directory / f.name)
+    data = json.loads((directory / "tokenizer.json").read_text())
+    next_id = max(t["id"] for t in data["added_tokens"]) + 1
+    added = json.loads((directory / "added_tokens.json").read_text())
+    for i, token in enumerate(FIM_TOKENS):
+        data["added_tokens"].append({"id": next_id + i, "content": token, "single_word": False,
+                                     "lstrip": False, "rstrip": False, "normalized": False,
+                                     "special": True})  # fmt: skip
+        added[token] = next_id + i
+    (directory / "tokenizer.json").write_text(json.dumps(data))
+    (directory / "added_tokens.json").write_text(json.dumps(added))
+    return directory
 
 
 def default_model_dir() -> Path | None:

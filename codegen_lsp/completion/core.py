@@ -28,7 +28,7 @@ from codegen_lsp.completion.typeahead import ANCHOR_CHARS, TypeAhead
 from codegen_lsp.engine.api import Engine, GenerateRequest, GenerateResult, SamplingParams
 
 AFTER_CHARS = 2000  # text after the cursor compared against suggestions
-FIM_SUFFIX_TOKENS = 256  # most suffix tokens in an infill prompt
+FIM_SUFFIX_TOKENS = 128  # most suffix tokens in an infill prompt (all re-prefilled per keystroke)
 FUNCTION_MIN_TOKENS = 128  # generation budget for a whole function body, at least
 
 

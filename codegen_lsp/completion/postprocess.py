@@ -117,6 +117,24 @@ def cut_inline_loops(text: str, around: Around) -> str | None:
     return text
 
 
+SUFFIX_LINE_MIN_CHARS = 4  # a shorter next line (``}``, ``)``) may well be written again
+
+
+def cut_at_next_line(text: str, around: Around) -> str | None:
+    """Cut a multi-line suggestion before it writes the document's next line again (with
+    the text after the cursor in its prompt, an infilling model often runs into it)."""
+    after = around.text_after.split("\n", 1)
+    below = after[1] if len(after) > 1 else ""
+    target = next((line.strip() for line in below.split("\n") if line.strip()), "")
+    if len(target) < SUFFIX_LINE_MIN_CHARS or "\n" not in text:
+        return text
+    lines = text.split("\n")
+    for i in range(1, len(lines)):
+        if lines[i].strip() == target:
+            return "\n".join(lines[:i]).rstrip()
+    return text
+
+
 def drop_blank(text: str, around: Around) -> str | None:
     """Drop suggestions that are only whitespace."""
     return text if text.strip() else None
@@ -133,6 +151,7 @@ FILTERS: tuple[Filter, ...] = (
     trim_trailing_whitespace,
     cut_loops,
     cut_inline_loops,
+    cut_at_next_line,
     drop_suffix_overlap,
     drop_blank,
     drop_repeat_of_after,
