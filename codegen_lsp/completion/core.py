@@ -9,7 +9,7 @@ and the ``complete`` command both go through it; neither builds prompts itself.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from codegen_lsp.completion.context import (
@@ -22,6 +22,7 @@ from codegen_lsp.completion.context import (
     token_budget,
 )
 from codegen_lsp.completion.functions import Stub
+from codegen_lsp.completion.neighbors import Neighbor, NeighborContext
 from codegen_lsp.completion.postprocess import Around, postprocess
 from codegen_lsp.completion.stopping import MULTI, StopRule, choose_mode, make_stop_rule
 from codegen_lsp.completion.typeahead import ANCHOR_CHARS, TypeAhead
@@ -88,6 +89,8 @@ class CompletionOptions:
     header: bool = False  # prepend "# language: ...\n# path: ...\n"
     time_limit_s: float | None = None
     fim: str = "auto"  # auto (when text follows the cursor) | on | off; CodeGen2 tokens only
+    context_files: int = 0  # snippets from other open files of the language; 0: none
+    context_file_tokens: int = 256  # their token budget
 
 
 @dataclass(frozen=True)
@@ -129,6 +132,7 @@ class Completer:
         self._counts: OrderedDict[str, int] = OrderedDict()
         self._line_cache = line_cache
         self._encode: Encode | None = None
+        self.neighbor_context = NeighborContext()
 
     # --- type-ahead ----------------------------------------------------------------------
     def lookup(self, key: str, cursor: Cursor) -> list[str]:
@@ -138,9 +142,15 @@ class Completer:
 
     # --- requests ------------------------------------------------------------------------
     def prepare(
-        self, key: str, cursor: Cursor, engine: EngineInfo, options: CompletionOptions
+        self,
+        key: str,
+        cursor: Cursor,
+        engine: EngineInfo,
+        options: CompletionOptions,
+        neighbors: Sequence[Neighbor] = (),
     ) -> Prepared:
-        """The generation request for a completion at ``cursor``."""
+        """The generation request for a completion at ``cursor`` (``neighbors``: the other
+        open documents of its language, for the snippet block)."""
         mode = choose_mode(cursor.before, cursor.after, options.multiline, cursor.language)
         stop = make_stop_rule(
             mode,
@@ -150,7 +160,9 @@ class Completer:
             options.stop_sequences,
             next_line=cursor.next_nonblank_line(),
         )
-        return self._prepared(key, cursor, engine, options, mode, stop, options.max_new_tokens)
+        return self._prepared(
+            key, cursor, engine, options, mode, stop, options.max_new_tokens, neighbors
+        )
 
     def prepare_body(
         self,
@@ -192,12 +204,20 @@ class Completer:
         mode: str,
         stop: StopRule,
         max_new_tokens: int,
+        neighbors: Sequence[Neighbor] = (),
     ) -> Prepared:
         max_new_tokens = max(1, min(max_new_tokens, engine.n_ctx - 1))
         budget = token_budget(engine.n_ctx, max_new_tokens, options.context_tokens)
         if budget <= 0:
             raise CompletionSkipped(f"no room for a prompt (n_ctx={engine.n_ctx})")
         header = header_text(cursor.language, cursor.path) if options.header else ""
+        if neighbors and options.context_files > 0:
+            tokens = min(options.context_file_tokens, budget // 4)
+            count = lambda text: len(engine.encode(text))  # noqa: E731
+            block = self.neighbor_context.block(
+                key, cursor, neighbors, options.context_files, tokens, count
+            )
+            header = block + header
         suffix = infill_suffix(cursor, engine, options, budget)
         if suffix is not None:
             budget -= len(suffix) + 4  # the suffix and the infill tokens come after the prefix
@@ -264,6 +284,7 @@ class Completer:
         """Drop the state kept for a document (it was closed)."""
         self._windows.pop(key, None)
         self.typeahead.forget(key)
+        self.neighbor_context.forget(key)
 
     def reset(self) -> None:
         """Drop all state (the model or the settings changed)."""
@@ -271,3 +292,4 @@ class Completer:
         self._counts.clear()
         self._encode = None
         self.typeahead.clear()
+        self.neighbor_context = NeighborContext()

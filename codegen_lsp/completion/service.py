@@ -34,6 +34,7 @@ from codegen_lsp.completion.core import (
 )
 from codegen_lsp.completion.faults import FailingStop, Faults
 from codegen_lsp.completion.functions import Stub, find_stub
+from codegen_lsp.completion.neighbors import Neighbor
 from codegen_lsp.engine.api import EngineUnavailable, GenerateResult, GenerateStats
 from codegen_lsp.engine.worker import Worker
 
@@ -98,6 +99,8 @@ class SuggestionService:
         self.faults = Faults()
         self.ready: Callable[[], str] = lambda: "no model"  # "" when the engine can run
         self.loading: Callable[[], bool] = lambda: False  # a model load is under way
+        # the other open (or recently closed) documents of a document's language
+        self.neighbors: Callable[[str], list[Neighbor]] = lambda key: []
         self.load_wait_s = LOAD_WAIT_S
         self._show_error = show_error
         self._on_busy = on_busy
@@ -158,7 +161,10 @@ class SuggestionService:
             if isinstance(cursor, str):
                 return Suggestions.none(cursor)
             try:
-                prepared = self.completer.prepare(key, cursor, self._engine(), self.options)
+                neighbors = self.neighbors(key) if self.options.context_files else []
+                prepared = self.completer.prepare(
+                    key, cursor, self._engine(), self.options, neighbors
+                )
             except CompletionSkipped as exc:
                 return Suggestions.none(str(exc), cursor)
             texts, stats = await self._generate(prepared, ticket, label or key)

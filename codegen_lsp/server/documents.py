@@ -110,13 +110,16 @@ class Document:
 class Documents:
     """The open documents by URI."""
 
-    def __init__(self) -> None:
+    def __init__(self, remember_closed: int = 8) -> None:
         self._docs: dict[str, Document] = {}
+        self._closed: dict[str, Document] = {}  # recently closed, oldest first
+        self._remember = remember_closed
 
     def open(self, item: types.TextDocumentItem) -> Document:
         """Add (or replace) a document."""
         doc = Document.open(item.uri, item.language_id, item.version, item.text)
         self._docs[item.uri] = doc
+        self._closed.pop(item.uri, None)
         return doc
 
     def change(self, params: types.DidChangeTextDocumentParams, encoding: str) -> None:
@@ -129,8 +132,24 @@ class Documents:
         doc.version = params.text_document.version
 
     def close(self, uri: str) -> None:
-        """Forget a document."""
-        self._docs.pop(uri, None)
+        """Close a document; the last few closed ones are remembered (for other files'
+        snippets) until more are closed."""
+        doc = self._docs.pop(uri, None)
+        if doc is not None and self._remember > 0:
+            self._closed.pop(uri, None)
+            self._closed[uri] = doc
+            while len(self._closed) > self._remember:
+                self._closed.pop(next(iter(self._closed)))
+
+    def others(self, uri: str, language_id: str) -> list[Document]:
+        """The other open documents of ``language_id``, then the recently closed ones."""
+        open_ = [d for u, d in self._docs.items() if u != uri and d.language_id == language_id]
+        closed = [
+            d
+            for u, d in reversed(self._closed.items())
+            if u != uri and u not in self._docs and d.language_id == language_id
+        ]
+        return open_ + closed
 
     def get(self, uri: str) -> Document | None:
         """The open document for ``uri``, or None."""

@@ -23,6 +23,7 @@ from pygls.uris import to_fs_path
 from codegen_lsp import __version__
 from codegen_lsp.completion.context import Cursor
 from codegen_lsp.completion.languages import language_for
+from codegen_lsp.completion.neighbors import Neighbor
 from codegen_lsp.completion.service import DEBOUNCE_S, SuggestionService
 from codegen_lsp.engine.api import CacheStats, EngineFactory, EngineSpec, Health
 from codegen_lsp.engine.worker import Worker
@@ -52,6 +53,7 @@ class CodegenServer(LanguageServer):
         )
         self.service.ready = self._not_ready
         self.service.loading = lambda: self.model_state == "loading"
+        self.service.neighbors = self.neighbors
         self.settings = Settings()
         self.root: str | None = None
         self.model_state = "loading"
@@ -88,12 +90,25 @@ class CodegenServer(LanguageServer):
         found = doc.index(position, self.encoding)
         if found is None:
             return f"line {position.line} is past the end ({len(doc.lines)} lines)"
+        path = self._shown_path(uri)
+        return Cursor.at(doc.lines, *found, language_for(doc.language_id, uri), path)
+
+    def neighbors(self, uri: str) -> list[Neighbor]:
+        """The other open (and recently closed) documents of ``uri``'s language."""
+        doc = self.documents.get(uri)
+        if doc is None:
+            return []
+        return [
+            Neighbor(self._shown_path(other.uri), other.lines)
+            for other in self.documents.others(uri, doc.language_id)
+        ]
+
+    def _shown_path(self, uri: str) -> str:
+        """A document's path as the prompt shows it: relative to the root, else its name."""
         path = clean_text(to_fs_path(uri) or uri)
         if self.root and path.startswith(self.root.rstrip(os.sep) + os.sep):
-            path = os.path.relpath(path, self.root)
-        else:
-            path = os.path.basename(path)
-        return Cursor.at(doc.lines, *found, language_for(doc.language_id, uri), path)
+            return os.path.relpath(path, self.root)
+        return os.path.basename(path)
 
     def forget(self, uri: str) -> None:
         """A document was closed: drop it and what was kept for it."""

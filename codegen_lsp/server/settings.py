@@ -199,6 +199,22 @@ class PromptSettings:
         "Single- or multi-line suggestions: auto, always or never.",
         enum=("auto", "always", "never"),
     )
+    context_files: int = declare(
+        "contextFiles",
+        "int",
+        2,
+        "Snippets from other open files of the language put before the window; 0: off.",
+        minimum=0,
+        maximum=10,
+    )
+    context_file_tokens: int = declare(
+        "contextFileTokens",
+        "int",
+        256,
+        "Most tokens for the other files' snippets (at most a quarter of the prompt).",
+        minimum=0,
+        maximum=8192,
+    )
     fim: str = declare(
         "fim",
         "enum",
@@ -269,6 +285,8 @@ class Settings:
             header=p.header == "on" or (p.header == "auto" and multi),
             time_limit_s=g.time_limit_ms / 1000 if g.time_limit_ms else None,
             fim=p.fim,
+            context_files=p.context_files,
+            context_file_tokens=p.context_file_tokens,
         )
 
 

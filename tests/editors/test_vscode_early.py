@@ -48,3 +48,36 @@ def test_typing_during_the_load_gets_ghost_text(
     assert report["ghostText"].strip(), describe(report)
     saved = early.read_text()
     assert saved.startswith(ACCEPT_SOURCE + "return") and saved[len(ACCEPT_SOURCE) + 6 :].strip()
+
+
+def test_accepting_a_word_keeps_the_rest_without_a_model_run(
+    tools: dict,  # noqa: F811
+    editor_env: dict[str, str],
+    server_python: str,
+    server_settings: dict,
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "server.log"
+    log.write_text("")
+    command = [server_python, "-m", "codegen_lsp", "serve", "--log-file", str(log)]
+    with code_server_session(
+        tools, editor_env, command, server_python, server_settings, tmp_path
+    ) as vscode:
+        accept = vscode["workspace"] / "word.py"
+        accept.write_text(ACCEPT_SOURCE)
+        shots = tmp_path / "screenshots"
+        shots.mkdir()
+        args = {"playwright": tools["playwright_core"], "chromium": tools["chromium"],
+                "url": vscode["url"], "file": str(accept), "typeAtEnd": "return",
+                "serverLog": str(log), "screenshots": str(shots),
+                "readyTimeoutMs": READY_TIMEOUT_S * 1000,
+                "suggestionTimeoutMs": READY_TIMEOUT_S * 1000}  # fmt: skip
+        report = run_driver(tools, vscode, args)
+    assert report["rc"] == 0, describe(report)
+    word = report["wordAccept"]
+    shown = report["ghostText"].strip()
+    rest = word["ghostAfter"].strip()
+    assert shown and rest and rest != shown and shown.endswith(rest), (shown, word)
+    assert word["runsAfter"] == word["runsBefore"], (word, log.read_text()[-3000:])
+    saved = accept.read_text()  # Tab then took the rest: the whole first suggestion went in
+    assert saved.startswith(ACCEPT_SOURCE + "return") and rest.split("\n")[0].strip() in saved

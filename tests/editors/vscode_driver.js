@@ -4,8 +4,9 @@
 //
 // Usage: node vscode_driver.js '<json>'  with
 //   { playwright, chromium, url, file, typeAtEnd, screenshots, readyTimeoutMs,
-//     suggestionTimeoutMs, earlyType?, generate?: { file, before, line, command } }
-// (earlyType: type without waiting for "ready" first.)
+//     suggestionTimeoutMs, earlyType?, serverLog?, generate?: { file, before, line, command } }
+// (earlyType: type without waiting for "ready" first; serverLog: the server's --log-file,
+// to accept one word first and count the model runs it logged before and after.)
 // Prints one JSON line: { statusTexts, ghostText, steps: [{ step, ms }], typedStatus }, or
 // exits 1 with
 // the error (and leaves screenshots in `screenshots`).
@@ -71,6 +72,7 @@ async function main() {
   const statusTexts = [];
   let ghostText = "";
   let typedStatus = "";
+  let wordAccept = null;
   let watching = true;
   let watcher = Promise.resolve();
   try {
@@ -115,6 +117,31 @@ async function main() {
     step("ghost text");
     await page.screenshot({ path: path.join(args.screenshots, "ghost.png") });
 
+    if (args.serverLog) {
+      // Accept one word (VS Code's Ctrl+Right): the rest must stay, with no model run.
+      const runs = () => (fs.readFileSync(args.serverLog, "utf8").match(/ suggestions=/g) || []).length;
+      const runsBefore = runs();
+      // Ctrl+Right takes the next word (a leading space alone counts as one: press again).
+      let ghostAfter = "";
+      for (let press = 0; press < 3 && (!ghostAfter || ghostAfter.trim() === ghostText.trim()); press++) {
+        await page.keyboard.press("Control+ArrowRight");
+        const until = Date.now() + 5000;
+        while (Date.now() < until) {
+          ghostAfter = (await page.locator(".ghost-text-decoration, .ghost-text").allInnerTexts())
+            .join("\n")
+            .replace(/\u00a0/g, " ");
+          if (ghostAfter && ghostAfter !== ghostText) {
+            break;
+          }
+          await page.waitForTimeout(100);
+        }
+      }
+      step("accepted a word");
+      await page.waitForTimeout(1000);
+      wordAccept = { ghostAfter, runsBefore, runsAfter: runs() };
+      step("rest shown");
+    }
+
     await page.keyboard.press("Tab");
     await page.keyboard.press("Escape"); // hide a next suggestion, if one came at once
     await page.keyboard.press("Control+S");
@@ -152,7 +179,7 @@ async function main() {
   } finally {
     watching = false;
     await watcher;
-    console.log(JSON.stringify({ statusTexts, ghostText, steps, typedStatus }));
+    console.log(JSON.stringify({ statusTexts, ghostText, steps, typedStatus, wordAccept }));
     await browser.close();
   }
 }

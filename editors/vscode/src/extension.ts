@@ -5,7 +5,7 @@
  */
 import * as vscode from "vscode";
 import { State, type LanguageClient } from "vscode-languageclient/node";
-import { createClient, generateFunction, sendSettings, wireStatus } from "./client";
+import { STATUS_METHOD, createClient, generateFunction, sendSettings, wireStatus } from "./client";
 import { SECTION, needsRestart, suggestionsEnabled } from "./settings";
 import { StatusBar } from "./status";
 
@@ -14,6 +14,7 @@ export const COMMANDS = {
   generateFunction: "codegen.generateFunctionAtCursor",
   showLog: "codegen.showLog",
   restart: "codegen.restartServer",
+  showStatus: "codegen.showStatus",
 } as const;
 
 /** Owns the running client; `restart` replaces it. */
@@ -87,6 +88,19 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
     }),
     vscode.commands.registerCommand(COMMANDS.showLog, () => output.show(true)),
     vscode.commands.registerCommand(COMMANDS.restart, () => session?.restart()),
+    vscode.commands.registerCommand(COMMANDS.showStatus, async () => {
+      const client = session?.running;
+      if (!client) {
+        void vscode.window.showWarningMessage("CodeGen: the server is not running.");
+        return;
+      }
+      const st = await client.sendRequest<Record<string, unknown>>(STATUS_METHOD, {});
+      void vscode.window.showInformationMessage(
+        `CodeGen: ${String(st.state)} (${String(st.message)}); model runs ${String(st.generateRuns)}, ` +
+          `shown ${String(st.shown)}, accepted ${String(st.accepted)}, ` +
+          `partly accepted ${String(st.partlyAccepted)}, from type-ahead ${String(st.typeAhead)}`,
+      );
+    }),
     vscode.commands.registerCommand(COMMANDS.generateFunction, async () => {
       const editor = vscode.window.activeTextEditor;
       const client = session?.running;

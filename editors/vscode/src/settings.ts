@@ -38,6 +38,8 @@ export const SERVER_SETTING_KEYS = [
   "timeLimitMs",
   "contextTokens",
   "multiline",
+  "contextFiles",
+  "contextFileTokens",
   "fim",
   "header",
   "languages",

@@ -81,6 +81,8 @@ M.server_types = {
   { "timeLimitMs", "number" },
   { "contextTokens", "number" },
   { "multiline", "string" },
+  { "contextFiles", "number" },
+  { "contextFileTokens", "number" },
   { "fim", "string" },
   { "header", "string" },
   { "languages", "map" },
