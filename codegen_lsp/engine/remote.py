@@ -45,6 +45,7 @@ from codegen_lsp.engine.sampling import DecodeState
 log = logging.getLogger(__name__)
 
 BACKOFF_S = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)  # probe delays while down; the last repeats
+MAX_STOP_STRINGS = 4  # the OpenAI completions API (and vLLM) refuse more
 MAX_BIAS_IDS = 4096  # padded ids past the tokenizer are banned with logit_bias up to this many
 
 
@@ -270,8 +271,8 @@ class _Run:
             body["top_k"] = s.top_k
         if not greedy and s.seed is not None:
             body["seed"] = s.seed
-        if self.req.stop_strings:
-            body["stop"] = list(self.req.stop_strings)
+        if self.req.stop_strings:  # the API takes 4 at most; the stop rule cuts at all of them
+            body["stop"] = list(self.req.stop_strings[:MAX_STOP_STRINGS])
         if self.req.stop_ids:
             body["stop_token_ids"] = list(self.req.stop_ids)
         if self.engine.logit_bias:

@@ -255,6 +255,7 @@ def test_settings_match_the_server() -> None:
     assert sorted(re.findall(r"\"(\w+)\"", listed)) == sorted(key for key, _, _ in setting_fields())
     commands = {c["command"] for c in package_json()["contributes"]["commands"]}
     assert commands == {
+        "codegen.showStatus",
         "codegen.toggle",
         "codegen.generateFunctionAtCursor",
         "codegen.showLog",

@@ -73,8 +73,13 @@ def test_serve_remote_answers_the_local_text(vllm, remote_checkpoints, tmp_path)
             uri = "file:///work/config.py"
             server.open(uri, DOC)
             lines = DOC.split("\n")
-            answer = server.inline(uri, len(lines) - 1, len(lines[-1]))
+            answer = server.inline(uri, len(lines) - 1, len(lines[-1]))  # single line
             texts[name] = [item["insertText"] for item in answer["result"]["items"]]
+            multi = "file:///work/area.py"  # multi-line: Python's 9 stop sequences
+            server.open(multi, "import math\n\n\ndef area(w, h):\n    ")
+            answer = server.inline(multi, 4, 4)
+            assert "error" not in answer and server.status()["failures"] == 0, answer
+            texts[name] += [item["insertText"] for item in answer["result"]["items"]]
             if name == "remote":
                 status = server.status()
                 assert status["endpoint"] == vllm.url and status["remoteModel"] == SERVED
