@@ -54,6 +54,14 @@ def test_the_block_is_comments_within_the_budget() -> None:
     assert block.startswith("# Compare this snippet from models.py:\n")
     assert all(line.startswith("#") for line in block.splitlines())
     assert sum(len(line) // 4 for line in block.splitlines(keepends=True)) <= 60
+    counted: list[str] = []
+
+    def counting(text: str) -> int:
+        counted.append(text)
+        return len(text) // 4
+
+    again = context.block("k", cursor(CURRENT + "x"), neighbors, 2, 60, counting)
+    assert again == block and counted == []  # same query and documents: nothing recomputed
     assert context.block("k", cursor(CURRENT), neighbors, 0, 60, len) == ""
     assert context.block("k", cursor(CURRENT), neighbors, 2, 0, len) == ""
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -27,7 +28,16 @@ SAFETENSORS_INDEX = "model.safetensors.index.json"
 PYTORCH_BIN = "pytorch_model.bin"
 PYTORCH_BIN_INDEX = "pytorch_model.bin.index.json"
 # Buffers some published checkpoints carry; they are recomputed, never loaded.
-_IGNORED_SUFFIXES = ("attn.causal_mask", "attn.masked_bias", "attn.bias")
+IGNORED_SUFFIXES = ("attn.causal_mask", "attn.masked_bias", "attn.bias")
+# Files a CodeGen tokenizer may consist of (those present travel with a checkpoint).
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "vocab.json",
+    "merges.txt",
+    "added_tokens.json",
+    "special_tokens_map.json",
+    "tokenizer_config.json",
+)
 
 
 class CheckpointError(ValueError):
@@ -81,6 +91,14 @@ def _load_safetensors(file: Path) -> dict[str, Tensor]:
         return load_file(str(file))
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"{file}: corrupt or truncated safetensors file ({exc})") from None
+
+
+def copy_tokenizer_files(source: Path, target: Path) -> list[str]:
+    """Copy the tokenizer files present in ``source`` to ``target``; their names."""
+    copied = [name for name in TOKENIZER_FILES if (source / name).is_file()]
+    for name in copied:
+        shutil.copyfile(source / name, target / name)
+    return copied
 
 
 def load_bin(file: Path, mmap: bool = False) -> dict[str, Tensor]:
@@ -144,7 +162,7 @@ def _check_and_convert(
     state: dict[str, Tensor], model: CodeGenForCausalLM, source: Path
 ) -> dict[str, Tensor]:
     expected = {name: p.shape for name, p in model.state_dict().items()}
-    state = {k: v for k, v in state.items() if not k.endswith(_IGNORED_SUFFIXES)}
+    state = {k: v for k, v in state.items() if not k.endswith(IGNORED_SUFFIXES)}
     if "lm_head.weight" not in state and model.config.tie_word_embeddings:
         state["lm_head.weight"] = state.get("transformer.wte.weight", torch.empty(0))
         state.setdefault("lm_head.bias", torch.zeros(model.config.vocab_size))

@@ -21,27 +21,19 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from codegen_lsp.codegen.checkpoint import (
+    IGNORED_SUFFIXES,
     PYTORCH_BIN,
     PYTORCH_BIN_INDEX,
     SAFETENSORS,
     SAFETENSORS_INDEX,
     CheckpointError,
+    copy_tokenizer_files,
     load_bin,
     shard_files,
 )
 from codegen_lsp.codegen.config import CodeGenConfig, ConfigError
 from codegen_lsp.codegen.modeling import MP_SHARDS, CodeGenForCausalLM
 
-# Files a tokenizer may consist of; those present are copied as they are.
-TOKENIZER_FILES = (
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "vocab.json",
-    "merges.txt",
-    "special_tokens_map.json",
-    "added_tokens.json",
-)
-_IGNORED_SUFFIXES = ("attn.causal_mask", "attn.masked_bias", "attn.bias")
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # (name, load) for every tensor of a checkpoint, loaded only when ``load()`` is called
 Lazy = Iterator[tuple[str, Callable[[], Tensor]]]
@@ -165,7 +157,7 @@ def _convert(
     dtypes: set[torch.dtype] = set()
     embedding: Tensor | None = None
     for name, load in lazy_tensors(source):
-        if name.endswith(_IGNORED_SUFFIXES):
+        if name.endswith(IGNORED_SUFFIXES):
             continue
         if name not in expected:
             raise CheckpointError(f"{source}: unexpected weight {name} for this config")
@@ -239,10 +231,9 @@ def export_gptj(
     except (OSError, ValueError):
         pass
     (target / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
-    copied = [f for f in TOKENIZER_FILES if (source / f).is_file()]
-    for file in copied:
-        shutil.copyfile(source / file, target / file)
-    if "tokenizer_config.json" not in copied:  # a tokenizer.json alone: say what it is
+    if "tokenizer_config.json" not in copy_tokenizer_files(
+        source, target
+    ):  # a tokenizer.json alone: say what it is
         eos = "<|endoftext|>"
         tok_config = {
             "tokenizer_class": "PreTrainedTokenizerFast",

@@ -39,6 +39,7 @@ class Neighbor:
 
     path: str
     lines: Sequence[str]
+    version: int = 0  # the document's version: the same version, the same lines
 
 
 @dataclass(frozen=True)
@@ -109,10 +110,12 @@ class NeighborContext:
 
     def __init__(self) -> None:
         self._kept: dict[str, list[Snippet]] = {}
+        self._blocks: dict[str, tuple[tuple[object, ...], str]] = {}  # key -> (inputs, block)
 
     def forget(self, key: str) -> None:
         """The document was closed."""
         self._kept.pop(key, None)
+        self._blocks.pop(key, None)
 
     def block(
         self,
@@ -127,6 +130,10 @@ class NeighborContext:
         if snippets <= 0 or tokens <= 0 or not neighbors:
             return ""
         query = query_of(cursor)
+        inputs = (query, snippets, tokens, tuple((n.path, n.version) for n in neighbors))
+        last = self._blocks.get(key)
+        if last is not None and last[0] == inputs:
+            return last[1]  # typing within a line: nothing the choice depends on changed
         fresh = best_windows(query, neighbors, snippets)
         kept = self._kept.get(key)
         if kept is not None:
@@ -138,7 +145,9 @@ class NeighborContext:
             if rescored and len(rescored) == len(kept) and new <= old * SWITCH_MARGIN:
                 fresh = rescored
         self._kept[key] = fresh
-        return render(fresh, cursor.language.comment, tokens, count)
+        block = render(fresh, cursor.language.comment, tokens, count)
+        self._blocks[key] = (inputs, block)
+        return block
 
 
 def _rescore(snippet: Snippet, query: frozenset[str], doc: Neighbor) -> Snippet:

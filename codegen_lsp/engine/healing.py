@@ -15,10 +15,13 @@ over the tokenizer's byte strings sorted once at load.
 from __future__ import annotations
 
 import bisect
+import weakref
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+
+from codegen_lsp.codegen.tokenizer import CodeGenTokenizer
 
 
 class TokenPrefixIndex:
@@ -90,3 +93,16 @@ def heal(prompt: list[int], token_bytes: list[bytes], index: TokenPrefixIndex) -
 def advance(remaining: bytes, token: bytes) -> bytes:
     """What is left to produce after ``token`` was generated under constraint ``remaining``."""
     return remaining[len(token) :] if remaining.startswith(token) else b""
+
+
+_INDEXES: weakref.WeakKeyDictionary[CodeGenTokenizer, TokenPrefixIndex] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def prefix_index(tokenizer: CodeGenTokenizer) -> TokenPrefixIndex:
+    """The token prefix index of ``tokenizer`` (built once per tokenizer)."""
+    index = _INDEXES.get(tokenizer)
+    if index is None:
+        index = _INDEXES[tokenizer] = TokenPrefixIndex(tokenizer.token_bytes())
+    return index

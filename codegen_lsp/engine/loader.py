@@ -82,6 +82,15 @@ def starts_files_with_bos(directory: Path) -> bool:
     return isinstance(config, dict) and config.get("file_start_bos") is True
 
 
+def file_start_id(spec: EngineSpec, directory: Path, tokenizer: CodeGenTokenizer) -> int | None:
+    """The id a prompt at a file's start begins with, or None: as the spec says, else as the
+    checkpoint says (:func:`starts_files_with_bos`)."""
+    wanted = spec.file_start_bos
+    if wanted is None:
+        wanted = starts_files_with_bos(directory)
+    return tokenizer.bos_id if wanted else None
+
+
 def load_remote(spec: EngineSpec, progress: ProgressFn | None = None) -> RemoteEngine:
     """A remote engine for ``spec.endpoint``: tokenizer and config from ``spec.model`` (or
     the shipped model), no weights. An endpoint that is down does not fail the load: the
@@ -96,9 +105,6 @@ def load_remote(spec: EngineSpec, progress: ProgressFn | None = None) -> RemoteE
     except (OSError, UnicodeDecodeError, ValueError, TypeError, AttributeError) as exc:
         raise CheckpointError(f"{directory / 'config.json'}: cannot read ({exc})") from None
     tokenizer = CodeGenTokenizer.from_dir(directory)
-    file_start = spec.file_start_bos
-    if file_start is None:
-        file_start = starts_files_with_bos(directory)
     try:
         engine = RemoteEngine(
             spec,
@@ -109,7 +115,7 @@ def load_remote(spec: EngineSpec, progress: ProgressFn | None = None) -> RemoteE
         )
     except ValueError as exc:
         raise EngineConfigError(str(exc)) from None
-    engine.bos_id = tokenizer.bos_id if file_start else None
+    engine.bos_id = file_start_id(spec, directory, tokenizer)
     report(f"connecting to {engine.client.url}", 50)
     engine.connect()
     report("ready" if engine.health().ok else "endpoint not reachable yet", 100)
@@ -156,12 +162,7 @@ def load_engine(
         kv_dtype=None if spec.kv_dtype == "auto" else pick_dtype(spec.kv_dtype, device),
         head=head,
     )
-    file_start = spec.file_start_bos
-    engine.bos_id = (
-        tokenizer.bos_id
-        if (starts_files_with_bos(directory) if file_start is None else file_start)
-        else None
-    )
+    engine.bos_id = file_start_id(spec, directory, tokenizer)
     report("warming up", 90)
     engine.warmup()
     report("ready", 100)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import weakref
 
 import torch
 
@@ -31,29 +30,17 @@ from codegen_lsp.engine.api import (
     ModelInfo,
 )
 from codegen_lsp.engine.head import LogitsHead
-from codegen_lsp.engine.healing import TokenPrefixIndex, heal
+from codegen_lsp.engine.healing import heal, prefix_index
 from codegen_lsp.engine.kv_cache import KVSlot, kv_bytes_per_token, plan_blocks
 from codegen_lsp.engine.machine import EngineConfigError, dtype_name
 from codegen_lsp.engine.prefix_cache import CacheBudgetError, PrefixCache
 from codegen_lsp.engine.quantize import weight_count
-from codegen_lsp.engine.sampling import DecodeState, sample_step
+from codegen_lsp.engine.sampling import DecodeState, fit_prompt, sample_step
 
 log = logging.getLogger(__name__)
 
 MAX_BLOCK = 256  # largest prefill call; also the worst-case recompute after an edit
 MIN_CONTEXT = 256  # refuse a cache budget that cannot hold this many positions
-
-_INDEXES: weakref.WeakKeyDictionary[CodeGenTokenizer, TokenPrefixIndex] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def prefix_index(tokenizer: CodeGenTokenizer) -> TokenPrefixIndex:
-    """The token prefix index of ``tokenizer`` (built once per tokenizer)."""
-    index = _INDEXES.get(tokenizer)
-    if index is None:
-        index = _INDEXES[tokenizer] = TokenPrefixIndex(tokenizer.token_bytes())
-    return index
 
 
 class CodeGenEngine:
@@ -172,10 +159,7 @@ class CodeGenEngine:
         stats = GenerateStats(prompt_tokens=len(req.prompt))
         if req.n < 1 or req.max_new_tokens < 0:
             raise ValueError(f"bad request: n={req.n}, max_new_tokens={req.max_new_tokens}")
-        prompt = list(req.prompt) or [self.tokenizer.bos_id]
-        max_new = min(req.max_new_tokens, self.n_ctx - 1)
-        if len(prompt) + max_new > self.n_ctx:
-            prompt = prompt[len(prompt) + max_new - self.n_ctx :]
+        prompt, max_new = fit_prompt(req, self.n_ctx, self.tokenizer.bos_id)
         healed = heal(prompt, self.token_bytes, self.prefix_index) if req.heal else None
         ids = healed.ids if healed else prompt
         removed = healed.removed if healed else b""

@@ -38,9 +38,9 @@ from codegen_lsp.engine.api import (
     HealthFn,
     ModelInfo,
 )
-from codegen_lsp.engine.healing import TokenPrefixIndex, heal
+from codegen_lsp.engine.healing import heal, prefix_index
 from codegen_lsp.engine.remote_http import OpenAIClient, RemoteError
-from codegen_lsp.engine.sampling import DecodeState
+from codegen_lsp.engine.sampling import DecodeState, fit_prompt
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ class RemoteEngine:
         self.info = info
         self.bos_id: int | None = tokenizer.bos_id
         self.token_bytes = tokenizer.token_bytes()
-        self.prefix_index = TokenPrefixIndex(self.token_bytes)
+        self.prefix_index = prefix_index(tokenizer)
         self.n_ctx = n_positions
         self.served = spec.remote_model
         padded = range(tokenizer.vocab_size, vocab_size)
@@ -192,12 +192,10 @@ class RemoteEngine:
         start = time.perf_counter()
         if req.n < 1 or req.max_new_tokens < 0:
             raise ValueError(f"bad request: n={req.n}, max_new_tokens={req.max_new_tokens}")
-        if not self.health().ok:
-            raise EngineUnavailable(self.health().message)
-        prompt = list(req.prompt) or [self.tokenizer.bos_id]
-        max_new = min(req.max_new_tokens, self.n_ctx - 1)
-        if len(prompt) + max_new > self.n_ctx:
-            prompt = prompt[len(prompt) + max_new - self.n_ctx :]
+        health = self.health()
+        if not health.ok:
+            raise EngineUnavailable(health.message)
+        prompt, max_new = fit_prompt(req, self.n_ctx, self.tokenizer.bos_id)
         healed = heal(prompt, self.token_bytes, self.prefix_index) if req.heal else None
         ids = healed.ids if healed else prompt
         state = DecodeState.start(req, max_new, healed.removed if healed else b"", self.eos_id)

@@ -48,6 +48,17 @@ def sample(
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
+def fit_prompt(req: GenerateRequest, n_ctx: int, empty_id: int) -> tuple[list[int], int]:
+    """The prompt and generation budget of ``req`` within ``n_ctx`` positions: the budget
+    leaves room for one prompt token, the prompt loses its oldest tokens (an empty prompt is
+    ``[empty_id]``)."""
+    prompt = list(req.prompt) or [empty_id]
+    max_new = min(req.max_new_tokens, n_ctx - 1)
+    if len(prompt) + max_new > n_ctx:
+        prompt = prompt[len(prompt) + max_new - n_ctx :]
+    return prompt, max_new
+
+
 def _utf8_decoder() -> codecs.IncrementalDecoder:
     return codecs.getincrementaldecoder("utf-8")(errors="replace")
 

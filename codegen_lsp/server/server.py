@@ -99,7 +99,7 @@ class CodegenServer(LanguageServer):
         if doc is None:
             return []
         return [
-            Neighbor(self._shown_path(other.uri), other.lines)
+            Neighbor(self._shown_path(other.uri), other.lines, other.version)
             for other in self.documents.others(uri, doc.language_id)
         ]
 

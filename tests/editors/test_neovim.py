@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,35 @@ def start_nvim(path: str, env: dict[str, str], monkeypatch: pytest.MonkeyPatch) 
     nvim.command(f"set runtimepath^={PLUGIN}")
     nvim.command("runtime plugin/codegen_lsp.lua")
     return nvim
+
+
+@contextmanager
+def plugin_nvim(
+    manifest: dict,
+    version: str,
+    env: dict[str, str],
+    server: dict,
+    python: str,
+    files: Path,
+    extra_env: dict[str, str] | None = None,
+) -> Iterator[Any]:
+    """A Neovim of its own (skipped when that version is not installed) with the plugin set
+    up for ``server`` settings; stopped and closed afterwards."""
+    path = manifest["nvim"][version]["path"]
+    if not path:
+        pytest.skip(f"Neovim {version} not installed")
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        for name, value in (extra_env or {}).items():
+            monkeypatch.setenv(name, value)
+        nvim = start_nvim(path, env, monkeypatch)
+        try:
+            nvim.vars["codegen_test_dir"] = str(files)
+            options = {"server": server, "python": python, "suggestion": {"debounce": 30}}
+            nvim.exec_lua("require('codegen_lsp').setup(...)", options)
+            yield nvim
+        finally:
+            nvim.exec_lua("require('codegen_lsp.client').stop()")
+            nvim.close()
 
 
 @pytest.fixture(scope="module", params=VERSIONS, ids=lambda v: f"nvim-{v}")

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from support import wait_until
-from test_neovim import READY_TIMEOUT, ghost, open_python_file, start_nvim, status
+from test_neovim import READY_TIMEOUT, ghost, open_python_file, plugin_nvim, status
 
 pytestmark = pytest.mark.editors
 
@@ -23,24 +23,14 @@ def test_typing_during_the_load_gets_ghost_text(
     server_settings: dict,
     tmp_path: Any,
 ) -> None:
-    path = manifest["nvim"][version]["path"]
-    if not path:
-        pytest.skip(f"Neovim {version} not installed")
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        monkeypatch.setenv("CODEGEN_LSP_FAULT", "slow_load")
-        nvim = start_nvim(path, editor_env, monkeypatch)
-        try:
-            nvim.vars["codegen_test_dir"] = str(tmp_path)
-            options = {"server": server_settings, "python": server_python,
-                       "suggestion": {"debounce": 30}}  # fmt: skip
-            nvim.exec_lua("require('codegen_lsp').setup(...)", options)
-            open_python_file(nvim, "early.py", "")
-            nvim.input("idef add(a, b):<CR>return")
-            wait_until(lambda: nvim.api.get_current_line().endswith("return"), 10, "the typed text")
-            st = nvim.exec_lua("return require('codegen_lsp.client').status()")
-            assert st["state"] in ("stopped", "loading"), st  # typed before the model is ready
-            text = wait_until(lambda: ghost(nvim), READY_TIMEOUT, "ghost text after the load")
-            assert text.strip() and status(nvim) in ("ready", "generating"), (text, status(nvim))
-        finally:
-            nvim.exec_lua("require('codegen_lsp.client').stop()")
-            nvim.close()
+    fault = {"CODEGEN_LSP_FAULT": "slow_load"}
+    with plugin_nvim(
+        manifest, version, editor_env, server_settings, server_python, tmp_path, fault
+    ) as nvim:
+        open_python_file(nvim, "early.py", "")
+        nvim.input("idef add(a, b):<CR>return")
+        wait_until(lambda: nvim.api.get_current_line().endswith("return"), 10, "the typed text")
+        st = nvim.exec_lua("return require('codegen_lsp.client').status()")
+        assert st["state"] in ("stopped", "loading"), st  # typed before the model is ready
+        text = wait_until(lambda: ghost(nvim), READY_TIMEOUT, "ghost text after the load")
+        assert text.strip() and status(nvim) in ("ready", "generating"), (text, status(nvim))

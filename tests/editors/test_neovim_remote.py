@@ -12,7 +12,7 @@ from test_neovim import (
     SUGGESTION_TIMEOUT,
     ghost,
     open_python_file,
-    start_nvim,
+    plugin_nvim,
     status,
 )
 from vllm_support import remote_checkpoints, vllm, vllm_python  # noqa: F401
@@ -30,25 +30,12 @@ def test_ghost_text_from_vllm(
     remote_checkpoints: Any,  # noqa: F811
     tmp_path: Any,
 ) -> None:
-    path = manifest["nvim"][version]["path"]
-    if not path:
-        pytest.skip(f"Neovim {version} not installed")
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        nvim = start_nvim(path, editor_env, monkeypatch)
-        try:
-            nvim.vars["codegen_test_dir"] = str(tmp_path)
-            server = {"endpoint": vllm.url, "model": str(remote_checkpoints[0])}
-            nvim.exec_lua(
-                "require('codegen_lsp').setup(...)",
-                {"server": server, "python": server_python, "suggestion": {"debounce": 30}},
-            )
-            open_python_file(nvim, "remote.py", "")
-            wait_until(lambda: status(nvim) == "ready", READY_TIMEOUT, "codegen/status ready")
-            message = nvim.exec_lua("return require('codegen_lsp.client').status().message")
-            assert "remote" in message and vllm.url in message, message
-            nvim.input("ivalue = ")
-            text = wait_until(lambda: ghost(nvim), SUGGESTION_TIMEOUT, "ghost text from vLLM")
-            assert text.strip(), text
-        finally:
-            nvim.exec_lua("require('codegen_lsp.client').stop()")
-            nvim.close()
+    server = {"endpoint": vllm.url, "model": str(remote_checkpoints[0])}
+    with plugin_nvim(manifest, version, editor_env, server, server_python, tmp_path) as nvim:
+        open_python_file(nvim, "remote.py", "")
+        wait_until(lambda: status(nvim) == "ready", READY_TIMEOUT, "codegen/status ready")
+        message = nvim.exec_lua("return require('codegen_lsp.client').status().message")
+        assert "remote" in message and vllm.url in message, message
+        nvim.input("ivalue = ")
+        text = wait_until(lambda: ghost(nvim), SUGGESTION_TIMEOUT, "ghost text from vLLM")
+        assert text.strip(), text

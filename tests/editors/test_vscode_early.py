@@ -20,6 +20,33 @@ from test_vscode import (
 pytestmark = pytest.mark.editors
 
 
+def type_in_a_fresh_code_server(
+    tools: dict,  # noqa: F811
+    env: dict[str, str],
+    command: list[str] | None,
+    python: str,
+    settings: dict,
+    tmp_path: Path,
+    name: str,
+    **driver: object,
+) -> tuple[dict, str]:
+    """Start code-server, open ``name`` (ACCEPT_SOURCE), type "return" at its end, wait for
+    ghost text and accept it (vscode_driver.js, with ``driver`` options); the driver's report
+    and the saved file."""
+    with code_server_session(tools, env, command, python, settings, tmp_path) as vscode:
+        file = vscode["workspace"] / name
+        file.write_text(ACCEPT_SOURCE)
+        shots = tmp_path / "screenshots"
+        shots.mkdir()
+        args = {"playwright": tools["playwright_core"], "chromium": tools["chromium"],
+                "url": vscode["url"], "file": str(file), "typeAtEnd": "return",
+                "screenshots": str(shots), "readyTimeoutMs": READY_TIMEOUT_S * 1000,
+                "suggestionTimeoutMs": READY_TIMEOUT_S * 1000, **driver}  # fmt: skip
+        report = run_driver(tools, vscode, args)
+    assert report["rc"] == 0, describe(report)
+    return report, file.read_text()
+
+
 def test_typing_during_the_load_gets_ghost_text(
     tools: dict,  # noqa: F811
     editor_env: dict[str, str],
@@ -29,24 +56,13 @@ def test_typing_during_the_load_gets_ghost_text(
     tmp_path: Path,
 ) -> None:
     env = {**editor_env, "CODEGEN_LSP_FAULT": "slow_load", "CODEGEN_LSP_SLOW_LOAD_S": "20"}
-    with code_server_session(
-        tools, env, server_cmd, server_python, server_settings, tmp_path
-    ) as vscode:
-        early = vscode["workspace"] / "early.py"
-        early.write_text(ACCEPT_SOURCE)
-        shots = tmp_path / "screenshots"
-        shots.mkdir()
-        args = {"playwright": tools["playwright_core"], "chromium": tools["chromium"],
-                "url": vscode["url"], "file": str(early), "typeAtEnd": "return",
-                "earlyType": True, "screenshots": str(shots),
-                "readyTimeoutMs": READY_TIMEOUT_S * 1000,
-                "suggestionTimeoutMs": READY_TIMEOUT_S * 1000}  # fmt: skip
-        report = run_driver(tools, vscode, args)
-    assert report["rc"] == 0, describe(report)
+    report, saved = type_in_a_fresh_code_server(
+        tools, env, server_cmd, server_python, server_settings, tmp_path, "early.py",
+        earlyType=True,
+    )  # fmt: skip
     typed = report.get("typedStatus", "")
     assert "CodeGen: loading" in typed or "CodeGen: starting" in typed, describe(report)
     assert report["ghostText"].strip(), describe(report)
-    saved = early.read_text()
     assert saved.startswith(ACCEPT_SOURCE + "return") and saved[len(ACCEPT_SOURCE) + 6 :].strip()
 
 
@@ -60,24 +76,14 @@ def test_accepting_a_word_keeps_the_rest_without_a_model_run(
     log = tmp_path / "server.log"
     log.write_text("")
     command = [server_python, "-m", "codegen_lsp", "serve", "--log-file", str(log)]
-    with code_server_session(
-        tools, editor_env, command, server_python, server_settings, tmp_path
-    ) as vscode:
-        accept = vscode["workspace"] / "word.py"
-        accept.write_text(ACCEPT_SOURCE)
-        shots = tmp_path / "screenshots"
-        shots.mkdir()
-        args = {"playwright": tools["playwright_core"], "chromium": tools["chromium"],
-                "url": vscode["url"], "file": str(accept), "typeAtEnd": "return",
-                "serverLog": str(log), "screenshots": str(shots),
-                "readyTimeoutMs": READY_TIMEOUT_S * 1000,
-                "suggestionTimeoutMs": READY_TIMEOUT_S * 1000}  # fmt: skip
-        report = run_driver(tools, vscode, args)
-    assert report["rc"] == 0, describe(report)
+    report, saved = type_in_a_fresh_code_server(
+        tools, editor_env, command, server_python, server_settings, tmp_path, "word.py",
+        serverLog=str(log),
+    )  # fmt: skip
     word = report["wordAccept"]
     shown = report["ghostText"].strip()
     rest = word["ghostAfter"].strip()
     assert shown and rest and rest != shown and shown.endswith(rest), (shown, word)
     assert word["runsAfter"] == word["runsBefore"], (word, log.read_text()[-3000:])
-    saved = accept.read_text()  # Tab then took the rest: the whole first suggestion went in
+    # Tab then took the rest: the whole first suggestion went in
     assert saved.startswith(ACCEPT_SOURCE + "return") and rest.split("\n")[0].strip() in saved

@@ -7,23 +7,13 @@ shapes of the published models are in :data:`SHAPES`; ``tiny`` is for unit tests
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import torch
 
-from codegen_lsp.codegen.checkpoint import save_checkpoint
+from codegen_lsp.codegen.checkpoint import copy_tokenizer_files, save_checkpoint
 from codegen_lsp.codegen.config import CodeGenConfig
 from codegen_lsp.codegen.modeling import CodeGenForCausalLM
-
-TOKENIZER_FILES = (
-    "tokenizer.json",
-    "vocab.json",
-    "merges.txt",
-    "added_tokens.json",
-    "special_tokens_map.json",
-    "tokenizer_config.json",
-)
 
 SHAPES: dict[str, dict[str, int]] = {
     "tiny": dict(n_layer=2, n_embd=64, n_head=4, rotary_dim=8, n_positions=512),
@@ -48,13 +38,7 @@ def random_model(
 
 def copy_tokenizer(source: str | Path, directory: str | Path) -> None:
     """Copy a CodeGen tokenizer's files (those present) from ``source`` to ``directory``."""
-    source, directory = Path(source), Path(directory)
-    copied = 0
-    for name in TOKENIZER_FILES:
-        if (source / name).is_file():
-            shutil.copyfile(source / name, directory / name)
-            copied += 1
-    if not copied:
+    if not copy_tokenizer_files(Path(source), Path(directory)):
         raise FileNotFoundError(f"{source}: no tokenizer files to copy")
 
 
