@@ -37,5 +37,9 @@ def test_ghost_text_from_vllm(
         message = nvim.exec_lua("return require('codegen_lsp.client').status().message")
         assert "remote" in message and vllm.url in message, message
         nvim.input("ivalue = ")
-        text = wait_until(lambda: ghost(nvim), SUGGESTION_TIMEOUT, "ghost text from vLLM")
+        try:
+            text = wait_until(lambda: ghost(nvim), SUGGESTION_TIMEOUT, "ghost text from vLLM")
+        except AssertionError as exc:
+            state = nvim.exec_lua("return require('codegen_lsp.client').status()")
+            raise AssertionError(f"{exc}\nstatus: {state}\nvLLM log:\n{vllm.tail(40)}") from None
         assert text.strip(), text
