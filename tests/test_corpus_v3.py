@@ -30,7 +30,8 @@ def metadata(**fields: str | list[str]) -> Message:
         ({"License_Expression": "MIT"}, True),
         (
             {
-                "License_Expression": "Apache-2.0 AND Apache-2.0 WITH LLVM-exception AND BSD-3-Clause"
+                "License_Expression": "Apache-2.0 AND Apache-2.0 WITH LLVM-exception AND "
+                "BSD-3-Clause"
             },
             True,
         ),
