@@ -1,6 +1,7 @@
 """Recipe of the default model v3: v2 continued on the v3 corpus with fill-in-the-middle.
 
     python model/packages.py                         # scan -> model/manifest-v3.tsv.gz
+    python model/train_v3.py base --base V2_DIR      # v2's shipped files, from git history
     python model/train_v3.py prepare --work W        # tokenizer (+ FIM tokens), token stream
     python model/train_v3.py train --work W --base V2_DIR --minutes M   # resumable
     python model/train_v3.py export --work W         # -> codegen_lsp/default_model/
@@ -50,6 +51,8 @@ from codegen_lsp.codegen.config import CodeGenConfig  # noqa: E402
 from codegen_lsp.codegen.modeling import CodeGenForCausalLM  # noqa: E402
 
 FIM_TOKENS = ("<mask_1>", "<sep>", "<eom>")
+V2_COMMIT = "947919dd291ebe475b57df65d606da24cb8dc076"  # a commit that ships v2
+V2_FILES = ("config.json", "model.safetensors", "tokenizer.json")
 SEQ = 512
 
 
@@ -60,6 +63,19 @@ def fim_tokenizer(base: Path) -> Tokenizer:
         [AddedToken(t, special=True, normalized=False) for t in FIM_TOKENS]
     )
     return tokenizer
+
+
+def cmd_base(args: argparse.Namespace) -> None:
+    """Write v2's shipped files (the starting point) into ``--base`` from the git history."""
+    import subprocess
+
+    base = Path(args.base)
+    base.mkdir(parents=True, exist_ok=True)
+    for name in V2_FILES:
+        blob = f"{V2_COMMIT}:codegen_lsp/default_model/{name}"
+        data = subprocess.run(["git", "show", blob], cwd=HERE, capture_output=True, check=True)
+        (base / name).write_bytes(data.stdout)
+    print(f"v2 ({V2_COMMIT[:7]}) -> {base}")
 
 
 def cmd_prepare(args: argparse.Namespace) -> None:
@@ -235,11 +251,12 @@ def main(argv: list[str] | None = None) -> None:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
-    for name, func in (("prepare", cmd_prepare), ("train", cmd_train), ("export", cmd_export)):
+    commands = {"base": cmd_base, "prepare": cmd_prepare, "train": cmd_train, "export": cmd_export}
+    for name, func in commands.items():
         p = sub.add_parser(name)
         p.set_defaults(func=func)
         p.add_argument("--work", default="/work/train_state/v3", help="state directory")
-        p.add_argument("--base", default=str(SHIP_DIR), help="v2 checkpoint directory")
+        p.add_argument("--base", default="/work/train_state/v2", help="v2 checkpoint directory")
         p.add_argument("--out", default=str(SHIP_DIR), help="export directory")
         p.add_argument("--minutes", type=float, default=60.0, help="training time budget")
         p.add_argument("--batch", type=int, default=8)
