@@ -3,8 +3,10 @@
 A model reference is a local directory, or a hub id such as ``Salesforce/codegen-350M-mono``
 resolved from the local Hugging Face cache (downloaded only when the caller allows it).
 Weights come from ``model.safetensors``, sharded safetensors (``model.safetensors.index.json``)
-or ``pytorch_model.bin`` (read with ``weights_only=True``; never unpickled otherwise). Every
-failure is one :class:`CheckpointError` naming the file and the problem.
+or ``pytorch_model.bin`` (read with ``weights_only=True``; never unpickled otherwise), one
+tensor at a time straight into the final dtype (:mod:`codegen_lsp.codegen.weights`), into a
+model built on the meta device; names, shapes and dtypes are checked before any data is read.
+Every failure is one :class:`CheckpointError` naming the file and the problem.
 """
 
 from __future__ import annotations
@@ -12,16 +14,24 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
-from torch import Tensor
+from safetensors.torch import save_file
+from torch import Tensor, nn
+from torch.overrides import TorchFunctionMode
 
 from codegen_lsp.codegen.config import CodeGenConfig, ConfigError
-from codegen_lsp.codegen.modeling import CodeGenForCausalLM, qkv_from_hf, qkv_to_hf
+from codegen_lsp.codegen.modeling import MP_SHARDS, CodeGenForCausalLM, qkv_to_hf
+from codegen_lsp.codegen.weights import (
+    TensorEntry,
+    WeightFileError,
+    WeightFiles,
+    bin_entries,
+    safetensors_entries,
+)
 
 SAFETENSORS = "model.safetensors"
 SAFETENSORS_INDEX = "model.safetensors.index.json"
@@ -84,15 +94,6 @@ def resolve(ref: str | os.PathLike[str], allow_download: bool = False) -> Path:
         raise CheckpointError(f"{text}: download failed: {exc} (cache lookup: {cause})") from None
 
 
-def _load_safetensors(file: Path) -> dict[str, Tensor]:
-    if not file.is_file():
-        raise CheckpointError(f"{file}: file not found")
-    try:
-        return load_file(str(file))
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(f"{file}: corrupt or truncated safetensors file ({exc})") from None
-
-
 def copy_tokenizer_files(source: Path, target: Path) -> list[str]:
     """Copy the tokenizer files present in ``source`` to ``target``; their names."""
     copied = [name for name in TOKENIZER_FILES if (source / name).is_file()]
@@ -133,56 +134,72 @@ def shard_files(index_file: Path) -> list[Path]:
     return [index_file.parent / name for name in names]
 
 
-def read_state_dict(directory: Path) -> tuple[dict[str, Tensor], Path]:
-    """All tensors of a checkpoint directory, and the file (or index) they came from."""
-    candidates: list[tuple[Path, list[Path], bool]] = []
+def open_weights(directory: Path) -> tuple[WeightFiles, Path]:
+    """The tensors of a checkpoint directory, listed but not read, and the file (or index)
+    they come from."""
     if (directory / SAFETENSORS).exists():
-        candidates.append((directory / SAFETENSORS, [directory / SAFETENSORS], True))
+        source, files, is_safetensors = directory / SAFETENSORS, [directory / SAFETENSORS], True
     elif (directory / SAFETENSORS_INDEX).exists():
-        index = directory / SAFETENSORS_INDEX
-        candidates.append((index, shard_files(index), True))
+        source = directory / SAFETENSORS_INDEX
+        files, is_safetensors = shard_files(source), True
     elif (directory / PYTORCH_BIN).exists():
-        candidates.append((directory / PYTORCH_BIN, [directory / PYTORCH_BIN], False))
+        source, files, is_safetensors = directory / PYTORCH_BIN, [directory / PYTORCH_BIN], False
     elif (directory / PYTORCH_BIN_INDEX).exists():
-        index = directory / PYTORCH_BIN_INDEX
-        candidates.append((index, shard_files(index), False))
-    if not candidates:
+        source = directory / PYTORCH_BIN_INDEX
+        files, is_safetensors = shard_files(source), False
+    else:
         raise CheckpointError(
             f"{directory}: no weights found (expected {SAFETENSORS}, {SAFETENSORS_INDEX} "
             f"or {PYTORCH_BIN})"
         )
-    source, files, is_safetensors = candidates[0]
-    state: dict[str, Tensor] = {}
+    entries: dict[str, TensorEntry] = {}
+    bins: dict[Path, dict[str, Tensor]] = {}
     for file in files:
-        state.update(_load_safetensors(file) if is_safetensors else load_bin(file))
-    return state, source
+        if is_safetensors:
+            try:
+                entries.update(safetensors_entries(file))
+            except WeightFileError as exc:
+                raise CheckpointError(str(exc)) from None
+        else:
+            bins[file] = load_bin(file, mmap=True)
+            entries.update(bin_entries(file, bins[file]))
+    return WeightFiles(entries, bins), source
 
 
-def _check_and_convert(
-    state: dict[str, Tensor], model: CodeGenForCausalLM, source: Path
-) -> dict[str, Tensor]:
-    expected = {name: p.shape for name, p in model.state_dict().items()}
-    state = {k: v for k, v in state.items() if not k.endswith(IGNORED_SUFFIXES)}
-    if "lm_head.weight" not in state and model.config.tie_word_embeddings:
-        state["lm_head.weight"] = state.get("transformer.wte.weight", torch.empty(0))
-        state.setdefault("lm_head.bias", torch.zeros(model.config.vocab_size))
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
+# qkv_from_hf as a block order for reading: published qkv rows are [shard, (q, v, k), rows];
+# block i of plain q|k|v rows ([(q, k, v), shard, rows]) is the published block QKV_BLOCKS[i]
+QKV_BLOCKS = [shard * 3 + part for part in (0, 2, 1) for shard in range(MP_SHARDS)]
+# how a parameter is filled: a tensor's name in the checkpoint, or "" for zeros
+Plan = dict[str, str]
+
+
+def _plan(weights: WeightFiles, model: CodeGenForCausalLM, source: Path) -> Plan:
+    """Check names, shapes and dtypes against the model before any data is read; where each
+    parameter comes from."""
+    expected = {name: tuple(p.shape) for name, p in model.named_parameters()}
+    present = {k: v for k, v in weights.entries.items() if not k.endswith(IGNORED_SUFFIXES)}
+    plan = {name: name for name in present}
+    tied = model.config.tie_word_embeddings and "transformer.wte.weight" in present
+    if "lm_head.weight" not in present and tied:
+        plan["lm_head.weight"] = "transformer.wte.weight"
+        plan.setdefault("lm_head.bias", "")
+    missing = sorted(set(expected) - set(plan))
+    unexpected = sorted(set(plan) - set(expected))
     if missing:
         raise CheckpointError(f"{source}: missing weights: {_short(missing)}")
     if unexpected:
         raise CheckpointError(f"{source}: unexpected weights: {_short(unexpected)}")
     for name, shape in expected.items():
-        if tuple(state[name].shape) != tuple(shape):
+        if not plan[name]:
+            continue
+        entry = weights.entries[plan[name]]
+        if entry.shape != shape:
             raise CheckpointError(
-                f"{source}: {name} has shape {tuple(state[name].shape)}, "
-                f"the config implies {tuple(shape)}"
+                f"{source}: {name} has shape {entry.shape}, the config implies {shape}"
             )
-        if not state[name].is_floating_point():
-            raise CheckpointError(f"{source}: {name} has dtype {state[name].dtype}")
-    return {
-        k: qkv_from_hf(v) if k.endswith("attn.qkv_proj.weight") else v for k, v in state.items()
-    }
+        if not isinstance(entry.dtype, torch.dtype) or not entry.dtype.is_floating_point:
+            raise CheckpointError(f"{source}: {name} has dtype {entry.dtype}")
+    return plan
 
 
 def _short(names: Iterable[str]) -> str:
@@ -191,12 +208,38 @@ def _short(names: Iterable[str]) -> str:
     return ", ".join(names[:5]) + more
 
 
+class _SkipInit(TorchFunctionMode):
+    """Module constructors skip their random initialisation (every weight is loaded next).
+    On the meta device ``normal_`` would run torch's Python meta kernels, whose first use
+    imports ~800 modules (sympy among them, ~65 MB resident) for nothing."""
+
+    INIT = frozenset({"normal_", "uniform_", "kaiming_uniform_", "fill_", "zero_"})
+
+    def __torch_function__(
+        self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None
+    ) -> Any:
+        kwargs = kwargs or {}
+        if getattr(func, "__name__", "") in self.INIT:
+            return args[0] if args else kwargs["tensor"]
+        return func(*args, **kwargs)
+
+
+# called once a Linear layer's weights are loaded: a module to put in its place, or None
+LinearHook = Callable[[str, nn.Linear], "nn.Module | None"]
+
+
 def load_model(
     directory: str | os.PathLike[str],
     dtype: torch.dtype = torch.float32,
     device: torch.device | str = "cpu",
+    on_linear: LinearHook | None = None,
 ) -> CodeGenForCausalLM:
-    """Load a CodeGen checkpoint directory into :class:`CodeGenForCausalLM` (eval mode)."""
+    """Load a CodeGen checkpoint directory into :class:`CodeGenForCausalLM` (eval mode).
+
+    The model is built on the meta device and filled one tensor at a time, each read straight
+    into ``dtype``; ``on_linear(name, layer)`` (for example a quantizer) sees every
+    ``nn.Linear`` as soon as its weights are in, before the next layer is read, and may
+    return a module to put in its place, so the full-precision layer is freed at once."""
     directory = Path(directory)
     if not directory.is_dir():
         raise CheckpointError(f"{directory}: model directory not found")
@@ -204,13 +247,45 @@ def load_model(
         config = CodeGenConfig.from_file(directory / "config.json")
     except ConfigError as exc:
         raise CheckpointError(str(exc)) from None
-    state, source = read_state_dict(directory)
-    with torch.device("meta"):
+    weights, source = open_weights(directory)
+    with torch.device("meta"), _SkipInit():
         model = CodeGenForCausalLM(config)
-    state = _check_and_convert(state, model, source)
-    state = {k: v.to(dtype=dtype, device=device) for k, v in state.items()}
-    model.load_state_dict(state, assign=True)
+    with weights:
+        plan = _plan(weights, model, source)
+        # by name: holding the modules would keep a replaced layer's weights alive
+        for module_name in [name for name, _ in model.named_modules()]:
+            module = model.get_submodule(module_name)
+            prefix = f"{module_name}." if module_name else ""
+            for pname, param in list(module.named_parameters(recurse=False)):
+                tensor = _fill(weights, model, plan[prefix + pname], prefix + pname, param, dtype)
+                module.register_parameter(pname, nn.Parameter(tensor.to(device)))
+            if on_linear is not None and isinstance(module, nn.Linear):
+                replacement = on_linear(module_name, module)
+                if replacement is not None:
+                    parent, _, child = module_name.rpartition(".")
+                    setattr(model.get_submodule(parent), child, replacement)
     return model.eval()
+
+
+def _fill(
+    weights: WeightFiles,
+    model: nn.Module,
+    key: str,
+    name: str,
+    param: Tensor,
+    dtype: torch.dtype,
+) -> Tensor:
+    """The tensor for parameter ``name``: read from ``key`` (qkv rows permuted), shared with
+    a parameter loaded before it (a tied head), or zeros (a tied head's bias)."""
+    if not key:
+        return torch.zeros(param.shape, dtype=dtype)
+    if key != name:
+        return model.get_parameter(key).detach()
+    blocks = QKV_BLOCKS if name.endswith("attn.qkv_proj.weight") else None
+    try:
+        return weights.read(key, dtype, blocks)
+    except WeightFileError as exc:
+        raise CheckpointError(str(exc)) from None
 
 
 def hf_state_dict(model: CodeGenForCausalLM) -> dict[str, Tensor]:

@@ -12,8 +12,17 @@ shards each holding (q, v, k); :func:`qkv_from_hf` permutes them once into plain
 The KV cache is static (gpt-fast style): per-layer buffers ``[B, H, S, D]`` written by absolute
 position. Attention looks at positions ``0..max(positions)`` and a causal mask built from the
 input positions hides anything later, so rolling the cache back is just writing at an earlier
-position. References: Hugging Face ``modeling_codegen.py`` (the layout this must match),
-gpt-fast ``model.py`` (the shape of the code).
+position.
+
+Row-exact calls (``rowwise=True``, for verifying speculative drafts): attention and the MLP's
+activation run one row at a time, each exactly as a one-token call at that row's position
+would run them (same shapes, strides and key length), and rotary cos/sin come from one table.
+With per-row kernels for the linear layers (the int8/int4 ones of ``engine/quantize.py``;
+LayerNorm, adds and casts are per row anyway), row ``i`` of a ``T``-token call then equals, bit
+for bit, a one-token call at position ``p + i``.
+
+References: Hugging Face ``modeling_codegen.py`` (the layout this must match), gpt-fast
+``model.py`` (the shape of the code).
 """
 
 from __future__ import annotations
@@ -115,29 +124,47 @@ class Attention(nn.Module):
         sin: Tensor,
         positions: Tensor,
         cache: tuple[Tensor, Tensor] | None,
+        rowwise: bool = False,
     ) -> Tensor:
         bsz, seq, embd = x.shape
         q, k, v = self.qkv_proj(x).split(embd, dim=-1)
-        q = apply_rotary(q.view(bsz, seq, self.n_head, self.head_dim), cos, sin)
+        q = apply_rotary(q.view(bsz, seq, self.n_head, self.head_dim), cos, sin)  # [B, T, H, D]
         k = apply_rotary(k.view(bsz, seq, self.n_head, self.head_dim), cos, sin)
-        q, k = q.transpose(1, 2), k.transpose(1, 2)  # [B, H, T, D]
+        k = k.transpose(1, 2)  # [B, H, T, D]
         v = v.view(bsz, seq, self.n_head, self.head_dim).transpose(1, 2)  # [B, H, T, D]
         if cache is None:
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=seq > 1)
+            y = F.scaled_dot_product_attention(q.transpose(1, 2), k, v, is_causal=seq > 1)
         else:
             k_buf, v_buf = cache
             # the cache may hold a wider dtype than the activations (float32 keys and values
             # for a bf16 model: CPU attention is much faster in float32)
             k_buf.index_copy_(2, positions, k.to(k_buf.dtype))
             v_buf.index_copy_(2, positions, v.to(v_buf.dtype))
-            length = int(positions[-1]) + 1
-            keys_pos = torch.arange(length, device=x.device)
-            mask = positions[:, None] >= keys_pos[None, :]  # [T, L]
-            y = F.scaled_dot_product_attention(
-                q.to(k_buf.dtype), k_buf[:, :, :length], v_buf[:, :, :length], attn_mask=mask
-            ).to(x.dtype)
+            if rowwise and seq > 1:
+                rows = [
+                    self._attend(q[:, i : i + 1].contiguous(), positions[i : i + 1], k_buf, v_buf)
+                    for i in range(seq)
+                ]
+                y = torch.cat(rows, dim=2)  # [B, H, T, D]
+            else:
+                y = self._attend(q, positions, k_buf, v_buf)
         y = y.transpose(1, 2).reshape(bsz, seq, embd)  # [B, T, E]
         return self.out_proj(y)
+
+    @staticmethod
+    def _attend(q: Tensor, positions: Tensor, k_buf: Tensor, v_buf: Tensor) -> Tensor:
+        """Attention of queries ``q`` [B, T, H, D] at ``positions`` over the cache's keys
+        ``0..positions[-1]``; ``[B, H, T, D]`` in ``q``'s dtype."""
+        length = int(positions[-1]) + 1
+        keys_pos = torch.arange(length, device=q.device)
+        mask = positions[:, None] >= keys_pos[None, :]  # [T, L]
+        y = F.scaled_dot_product_attention(
+            q.transpose(1, 2).to(k_buf.dtype),
+            k_buf[:, :, :length],
+            v_buf[:, :, :length],
+            attn_mask=mask,
+        )
+        return y.to(q.dtype)
 
 
 def _activation(name: str) -> nn.Module:
@@ -159,8 +186,11 @@ class MLP(nn.Module):
         self.fc_out = nn.Linear(config.inner_dim, config.n_embd)
         self.act = _activation(config.activation_function)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.fc_out(self.act(self.fc_in(x)))
+    def forward(self, x: Tensor, rowwise: bool = False) -> Tensor:
+        h = self.fc_in(x)  # [B, T, inner]
+        if rowwise and h.shape[1] > 1:  # a transcendental's vector and scalar paths may differ
+            return self.fc_out(torch.cat([self.act(h[:, i : i + 1]) for i in range(h.shape[1])], 1))
+        return self.fc_out(self.act(h))
 
 
 class Block(nn.Module):
@@ -179,9 +209,10 @@ class Block(nn.Module):
         sin: Tensor,
         positions: Tensor,
         cache: tuple[Tensor, Tensor] | None,
+        rowwise: bool = False,
     ) -> Tensor:
         h = self.ln_1(x)
-        return x + self.attn(h, cos, sin, positions, cache) + self.mlp(h)
+        return x + self.attn(h, cos, sin, positions, cache, rowwise) + self.mlp(h, rowwise)
 
 
 class CodeGenModel(nn.Module):
@@ -193,29 +224,36 @@ class CodeGenModel(nn.Module):
         self.wte = nn.Embedding(config.vocab_size, config.n_embd)
         self.h = nn.ModuleList(Block(config) for _ in range(config.n_layer))
         self.ln_f = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
-        self._angles: Tensor | None = None
+        self._rotary: tuple[Tensor, Tensor] | None = None
 
-    def angles(self, device: torch.device) -> Tensor:
-        """Rotary angles ``[n_positions, rotary_dims // 2]`` (float32, cached per device)."""
-        if self._angles is None or self._angles.device != device:
-            self._angles = rotary_table(
-                self.config.n_positions, self.config.rotary_dims, device=device
-            )
-        return self._angles
+    def rotary(self, device: torch.device) -> tuple[Tensor, Tensor]:
+        """cos and sin of the rotary angles, ``[n_positions, rotary_dims // 2]`` each (float32,
+        computed once per device: a position's values never depend on the call)."""
+        if self._rotary is None or self._rotary[0].device != device:
+            angles = rotary_table(self.config.n_positions, self.config.rotary_dims, device=device)
+            self._rotary = (angles.cos(), angles.sin())
+        return self._rotary
 
-    def forward(self, tokens: Tensor, positions: Tensor, cache: KVCache | None = None) -> Tensor:
-        """Hidden states ``[B, T, E]`` for ``tokens`` [B, T] at absolute ``positions`` [T]."""
+    def forward(
+        self,
+        tokens: Tensor,
+        positions: Tensor,
+        cache: KVCache | None = None,
+        rowwise: bool = False,
+    ) -> Tensor:
+        """Hidden states ``[B, T, E]`` for ``tokens`` [B, T] at absolute ``positions`` [T];
+        ``rowwise``: every row as a one-token call would compute it (see the module doc)."""
         if int(positions.max()) >= self.config.n_positions:
             raise ValueError(
                 f"position {int(positions.max())} is past the model's context "
                 f"({self.config.n_positions} tokens)"
             )
-        ang = self.angles(tokens.device)[positions]  # [T, rot/2]
-        cos, sin = ang.cos(), ang.sin()
+        cos_table, sin_table = self.rotary(tokens.device)
+        cos, sin = cos_table[positions], sin_table[positions]  # [T, rot/2]
         x = self.wte(tokens)
         for i, block in enumerate(self.h):
             layer_cache = None if cache is None else (cache.k[i], cache.v[i])
-            x = block(x, cos, sin, positions, layer_cache)
+            x = block(x, cos, sin, positions, layer_cache, rowwise)
         return self.ln_f(x)
 
 

@@ -91,6 +91,7 @@ class CompletionOptions:
     fim: str = "auto"  # auto (when text follows the cursor) | on | off; CodeGen2 tokens only
     context_files: int = 0  # snippets from other open files of the language; 0: none
     context_file_tokens: int = 256  # their token budget
+    speculation: str = "auto"  # auto | off | lookup (exact: greedy text never changes)
 
 
 @dataclass(frozen=True)
@@ -248,6 +249,7 @@ class Completer:
             stop=stop,
             stop_strings=stop.strings(),
             time_limit_s=options.time_limit_s,
+            speculation=options.speculation,
         )
         around = Around(cursor.after, cursor.text_after(AFTER_CHARS))
         anchor = cursor.text_before(ANCHOR_CHARS)

@@ -112,6 +112,9 @@ class SuggestionService:
         self.dropped = 0  # generations dropped because too many were waiting
         self.failures = 0  # generations that raised
         self.counts = {"shown": 0, "accepted": 0, "partlyAccepted": 0, "typeAhead": 0}
+        # speculative decoding over all requests: drafts verified and kept, decode calls
+        self.decoding = {"draftedTokens": 0, "acceptedDrafts": 0, "decodeForwards": 0}
+        self.decoded_tokens = 0
 
     # --- state ------------------------------------------------------------------------------
     def configure(self, options: CompletionOptions) -> None:
@@ -271,14 +274,31 @@ class SuggestionService:
                 self._on_busy(False)
         suggestions = self.completer.finish(prepared, result)
         s = result.stats
+        self._count_decoding(s)
         log.info(
             "request %s: prompt=%d reused=%d prefilled=%d generated=%d queue=%.0fms "
-            "prefill=%.0fms decode=%.0fms total=%.0fms suggestions=%d%s",
+            "prefill=%.0fms decode=%.0fms total=%.0fms drafted=%d accepted=%d forwards=%d "
+            "tokens/forward=%.2f suggestions=%d%s",
             label, s.prompt_tokens, s.reused_tokens, s.prefilled_tokens,
             s.generated_tokens, s.queue_ms, s.prefill_ms, s.decode_ms, s.total_ms,
+            s.drafted_tokens, s.accepted_tokens, s.decode_forwards, s.tokens_per_forward,
             len(suggestions), " (cancelled)" if result.cancelled else "",
         )  # fmt: skip
         return suggestions, s
+
+    def _count_decoding(self, stats: GenerateStats) -> None:
+        self.decoding["draftedTokens"] += stats.drafted_tokens
+        self.decoding["acceptedDrafts"] += stats.accepted_tokens
+        self.decoding["decodeForwards"] += stats.decode_forwards
+        if stats.decode_forwards:
+            self.decoded_tokens += stats.generated_tokens
+
+    def decoding_status(self) -> dict[str, float]:
+        """Speculation counts for ``codegen/status``: drafts verified and kept, decode
+        forward calls, and generated tokens per decode forward (over all requests)."""
+        forwards = self.decoding["decodeForwards"]
+        per_forward = self.decoded_tokens / forwards if forwards else 0.0
+        return {**self.decoding, "tokensPerForward": round(per_forward, 3)}
 
     def _limit_waiting(self, future: Future[GenerateResult]) -> None:
         """Keep at most MAX_WAITING generations waiting: drop the oldest waiting ones."""

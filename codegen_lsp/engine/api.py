@@ -89,6 +89,9 @@ class GenerateRequest:
     # (the stop rule still decides every cut)
     stop_strings: tuple[str, ...] = ()
     stop_ids: tuple[int, ...] = ()  # tokens that end a candidate as eos does (infill: <eom>)
+    # speculative decoding: auto | off | lookup | draft (draft: not implemented, runs lookup);
+    # exact where it runs (greedy rows only; see engine/speculate.py), so it never changes text
+    speculation: str = "auto"
 
 
 @dataclass
@@ -120,6 +123,15 @@ class GenerateStats:
     prefill_ms: float = 0.0
     decode_ms: float = 0.0
     total_ms: float = 0.0
+    # speculative decoding: draft tokens verified, drafts kept, decode forward calls
+    drafted_tokens: int = 0
+    accepted_tokens: int = 0
+    decode_forwards: int = 0
+
+    @property
+    def tokens_per_forward(self) -> float:
+        """Generated tokens per decode forward call (1 without speculation; 0 if none ran)."""
+        return self.generated_tokens / self.decode_forwards if self.decode_forwards else 0.0
 
 
 @dataclass
@@ -144,6 +156,7 @@ class ModelInfo:
     data: str = ""
     parameters: int = 0
     fim: tuple[int, int, int] | None = None  # (<mask_1>, <sep>, <eom>) ids: CodeGen2 infill
+    weight_bytes: int = 0  # memory the loaded weights take in this process (0: remote)
 
     @property
     def multi_language(self) -> bool:
@@ -175,6 +188,9 @@ class EngineSpec:
     memory_limit_mb: int = 0  # weights plus cache budget must fit; 0: no limit
     compile: bool = False
     kv_dtype: str = "auto"  # auto (float32 on CPU, where attention is fastest in it) | ...
+    # int8 weights: keep a bf16 copy beside them for prefill (~10% faster prefill, 2 more
+    # bytes per weight; the same results); off: one copy, dequantized per call (docs/memory.md)
+    dense_prefill: bool = False
     # begin a prompt at a file's start with <|endoftext|>; None: as the checkpoint says
     file_start_bos: bool | None = None
     # remote mode: the base URL of an OpenAI-compatible server (vLLM); "" runs locally

@@ -35,17 +35,32 @@ class LogitsHead:
     @classmethod
     def for_model(cls, model: nn.Module, refine: int = DEFAULT_REFINE) -> LogitsHead:
         """Refine when the head computes in less than float32 (call before quantizing)."""
-        head = model.lm_head
-        if not isinstance(head, nn.Linear) or head.weight.dtype == torch.float32:
-            return cls(head)
-        bias = head.bias.detach() if head.bias is not None else None
-        return cls(head, head.weight.detach(), bias, refine)
+        return cls.for_layers(model.lm_head, model.lm_head, refine)
 
-    def __call__(self, hidden: Tensor) -> Tensor:
-        """Float32 logits ``[rows, V]`` for hidden states ``[rows, E]``."""
+    @classmethod
+    def for_layers(
+        cls, fast: nn.Module, exact: nn.Module, refine: int = DEFAULT_REFINE
+    ) -> LogitsHead:
+        """``fast`` for all ids, refined from the weights of ``exact`` (the unquantized head
+        layer) when those are not float32 already."""
+        if not isinstance(exact, nn.Linear) or exact.weight.dtype == torch.float32:
+            return cls(fast)
+        bias = exact.bias.detach() if exact.bias is not None else None
+        return cls(fast, exact.weight.detach(), bias, refine)
+
+    def __call__(self, hidden: Tensor, rowwise: bool = False) -> Tensor:
+        """Float32 logits ``[rows, V]`` for hidden states ``[rows, E]``; ``rowwise``: the
+        refinement runs one row at a time, as a one-row call would (speculative verify)."""
         logits = self.lm_head(hidden).float()  # [rows, V], bf16 precision
         if self.weight is None or self.refine <= 0:
             return logits
+        if rowwise and logits.shape[0] > 1:
+            rows = range(len(logits))
+            return torch.cat([self._refine(logits[r : r + 1], hidden[r : r + 1]) for r in rows])
+        return self._refine(logits, hidden)
+
+    def _refine(self, logits: Tensor, hidden: Tensor) -> Tensor:
+        assert self.weight is not None
         top = logits.topk(min(self.refine, logits.shape[-1]), dim=-1).indices  # [rows, k]
         rows = self.weight[top].float()  # [rows, k, E]
         exact = torch.einsum("rke,re->rk", rows, hidden.float())  # [rows, k]

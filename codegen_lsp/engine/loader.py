@@ -2,19 +2,23 @@
 
 :func:`load_engine` resolves the checkpoint (the spec's model or the shipped default: the
 one place that knows where that lives), picks device, dtype and weight format for this
-machine, checks that it fits, loads weights and tokenizer, quantizes, warms up and reports
-progress. :func:`model_info` reads what kind of CodeGen a checkpoint is, as data.
+machine, checks that it fits, loads weights (quantizing each linear layer as soon as it is
+read, so no full-precision copy of the model is ever held; see ``docs/memory.md``) and the
+tokenizer, warms up and reports progress. :func:`model_info` reads what kind of CodeGen a
+checkpoint is, as data.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import torch
+from torch import nn
 
-from codegen_lsp.codegen.checkpoint import CheckpointError, load_model, resolve
+from codegen_lsp.codegen.checkpoint import CheckpointError, LinearHook, load_model, resolve
 from codegen_lsp.codegen.default import default_model_dir
 from codegen_lsp.codegen.tokenizer import CodeGenTokenizer
 from codegen_lsp.engine.api import EngineSpec, ModelInfo, ProgressFn
@@ -27,8 +31,14 @@ from codegen_lsp.engine.machine import (
     pick_device,
     pick_dtype,
     pick_quantize,
+    release_freed_memory,
 )
-from codegen_lsp.engine.quantize import quantize_linears, weight_count
+from codegen_lsp.engine.quantize import (
+    act_dtype_for,
+    quantized_layer,
+    weight_count,
+    weight_nbytes,
+)
 from codegen_lsp.engine.remote import RemoteEngine
 
 # Salesforce/codegen-350M-mono, models--Salesforce--codegen2-1B, codegen-2B-multi ...
@@ -139,22 +149,40 @@ def load_engine(
         torch.set_num_threads(spec.threads)
     report("checking memory", 5)
     name = spec.model or "the default model"
-    check_fits(directory, name, dtype, quantize, device, spec.cache_memory_mb, spec.memory_limit_mb)
-    report(f"loading {directory.name} ({dtype_name(dtype)}, {device})", 10)
+    check_fits(
+        directory,
+        name,
+        dtype,
+        quantize,
+        device,
+        spec.cache_memory_mb,
+        spec.memory_limit_mb,
+        spec.dense_prefill,
+    )
+    packed = f", {quantize} weights" if quantize != "none" else ""
+    report(f"loading {directory.name} ({dtype_name(dtype)}{packed}, {device})", 10)
+    layers: dict[str, nn.Module] = {}  # the unquantized head, kept for refinement
+    hook = (
+        None
+        if quantize == "none"
+        else quantize_on_load(quantize, dtype, spec.dense_prefill, layers)
+    )
     try:
-        model = load_model(directory, dtype=dtype, device=device)
+        model = load_model(directory, dtype=dtype, device=device, on_linear=hook)
     except (MemoryError, torch.OutOfMemoryError) as exc:
         raise EngineConfigError(f"{directory.name}: out of memory while loading ({exc})") from None
     report("loading tokenizer", 60)
     tokenizer = CodeGenTokenizer.from_dir(directory)
-    head = LogitsHead.for_model(model)  # keeps the unquantized head weights for refinement
-    if quantize in ("int8", "int4"):
-        report(f"quantizing weights to {quantize}", 70)
-        quantize_linears(model, bits=8 if quantize == "int8" else 4)
+    head = LogitsHead.for_layers(model.lm_head, layers.get("lm_head", model.lm_head))
+    del layers
+    release_freed_memory()
     engine = CodeGenEngine(
         model,
         tokenizer,
-        info=model_info(directory, weight_count(model), tokenizer.fim_ids()),
+        info=replace(
+            model_info(directory, weight_count(model), tokenizer.fim_ids()),
+            weight_bytes=weight_nbytes(model, head.weight, head.bias),
+        ),
         cache_memory_mb=spec.cache_memory_mb,
         prefix_reuse=spec.prefix_reuse,
         compile=spec.compile,
@@ -165,5 +193,24 @@ def load_engine(
     engine.bos_id = file_start_id(spec, directory, tokenizer)
     report("warming up", 90)
     engine.warmup()
+    release_freed_memory()
     report("ready", 100)
     return engine
+
+
+def quantize_on_load(
+    quantize: str, dtype: torch.dtype, dense_prefill: bool, kept: dict[str, nn.Module]
+) -> LinearHook:
+    """The hook that quantizes each linear layer as soon as it is loaded (so its
+    full-precision weights are freed before the next one is read); keeps the head's."""
+    bits, act_dtype = (8 if quantize == "int8" else 4), act_dtype_for(dtype)
+
+    def hook(name: str, linear: nn.Linear) -> nn.Module:
+        release_freed_memory()  # the layer before this one (freed tensors stay otherwise)
+        if name == "lm_head":
+            kept[name] = linear
+        return quantized_layer(
+            linear, bits, act_dtype, keep_dense=dense_prefill, is_head=name == "lm_head"
+        )
+
+    return hook

@@ -4,6 +4,8 @@
 token healing, the prefix cache (reuse the longest common token prefix, prefill only the
 rest), one shared prefill then ``n`` forked rows, and the one decode loop of the project,
 which checks the cancel flag, the time limit, eos and each row's stop check at every step.
+A greedy row decoded in the slot itself may verify prompt-lookup drafts in the same loop
+(``engine/speculate.py``: exact, so the text is the same with speculation on or off).
 Every command that generates (the server, ``complete``, ``generate``, the model card's
 evaluation, the bench) runs this loop.
 """
@@ -36,6 +38,7 @@ from codegen_lsp.engine.machine import EngineConfigError, dtype_name
 from codegen_lsp.engine.prefix_cache import CacheBudgetError, PrefixCache
 from codegen_lsp.engine.quantize import weight_count
 from codegen_lsp.engine.sampling import DecodeState, fit_prompt, sample_step
+from codegen_lsp.engine.speculate import DraftLength, LookupDrafter, rows_agree, verify_width
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +99,9 @@ class CodeGenEngine:
         self._forward = model.transformer
         if compile:
             self._forward = torch.compile(model.transformer, dynamic=True)
+        # rows per speculative verify call (1: speculation off, for the reason given)
+        self.spec_width, self.spec_reason = verify_width(model, self.device, compile)
+        self._rows_checked = False
         n_params = weight_count(model)
         self.info = info or ModelInfo("model", parameters=n_params)
         self.description = (
@@ -125,7 +131,27 @@ class CodeGenEngine:
 
     def health(self) -> Health:
         """A local engine can always serve."""
-        return Health(details={"remote": False})
+        return Health(details={"remote": False, "speculation": self.speculation_state()})
+
+    def speculation_state(self) -> str:
+        """``lookup (up to N drafts)`` or ``off: why`` (for the status)."""
+        if self.spec_width > 1:
+            return f"lookup (greedy rows, up to {self.spec_width - 1} drafts)"
+        return self.spec_reason
+
+    def _speculates(self, req: GenerateRequest) -> bool:
+        """Whether ``req``'s greedy rows verify lookup drafts (checked once on this machine)."""
+        if req.speculation == "off" or self.spec_width <= 1:
+            return False
+        if not self._rows_checked:
+            self._rows_checked = True
+            config, dev = self.model.config, self.device
+            if not rows_agree(self.model, self.head, config, self.kv_dtype, dev, self.spec_width):
+                self.spec_width = 1
+                self.spec_reason = "off: verify rows differ from one-token steps on this machine"
+                log.warning("speculative decoding %s", self.spec_reason)
+                return False
+        return True
 
     def watch(self, callback: HealthFn | None) -> None:
         """Health never changes locally."""
@@ -137,7 +163,7 @@ class CodeGenEngine:
     def warmup(self) -> None:
         """Run a short generation so the first real request does not pay for kernel setup."""
         req = GenerateRequest(key="\0warmup", prompt=[self.tokenizer.eos_id] * 3, max_new_tokens=2)
-        self.generate(req, threading.Event())
+        self.generate(req, threading.Event())  # also checks verify rows on this machine
         self.cache.clear()
 
     def generate(self, req: GenerateRequest, cancel: Cancel) -> GenerateResult:
@@ -179,7 +205,8 @@ class CodeGenEngine:
             state.finish_all("length")
         else:
             decode_start = time.perf_counter()
-            self._decode_rows(state, slot, len(ids), cancel, deadline)
+            lookup = self._speculates(req)
+            self._decode_rows(state, slot, len(ids), cancel, deadline, stats, lookup)
             stats.decode_ms = (time.perf_counter() - decode_start) * 1000
         result = GenerateResult(
             candidates=state.candidates(),
@@ -219,9 +246,12 @@ class CodeGenEngine:
         length: int,
         cancel: Cancel,
         deadline: float | None,
+        stats: GenerateStats,
+        lookup: bool = False,
     ) -> None:
         """Decode every row: in forked rows, as many at a time as the cache budget allows, or
-        one after another in the slot itself (always for one row: its tokens stay cached)."""
+        one after another in the slot itself (always for one row: its tokens stay cached);
+        with ``lookup``, greedy rows in the slot verify prompt-lookup drafts."""
         generator = None
         if state.params.seed is not None:
             generator = torch.Generator(device="cpu").manual_seed(state.params.seed)
@@ -234,13 +264,15 @@ class CodeGenEngine:
             for first in reversed(range(n)):
                 slot.truncate(length)
                 sub = state.group(first, 1)
-                self._decode(sub, slot, slot.last_hidden(), length, cancel, deadline, generator)
+                greedy = state.params.temperature == 0 or (state.greedy_first and first == 0)
+                decode = self._decode_lookup if lookup and greedy else self._decode
+                decode(sub, slot, slot.last_hidden(), length, cancel, deadline, generator, stats)
             return
         for first in range(0, n, group):
             sub = state.group(first, group)
             with self.cache.scratch(slot, len(sub.rows), need) as work:
                 rows = slot.last_hidden().expand(len(sub.rows), -1)  # [rows, E]
-                self._decode(sub, work, rows, length, cancel, deadline, generator, keep=False)
+                self._decode(sub, work, rows, length, cancel, deadline, generator, stats, False)
 
     def _decode(
         self,
@@ -251,6 +283,7 @@ class CodeGenEngine:
         cancel: Cancel,
         deadline: float | None,
         generator: torch.Generator | None,
+        stats: GenerateStats,
         keep: bool = True,
     ) -> None:
         """Sample, check, feed back, one token per step, until every row has finished."""
@@ -271,6 +304,75 @@ class CodeGenEngine:
             tokens = torch.tensor(next_ids, device=self.device)[:, None]  # [rows, 1]
             positions = torch.tensor([position], device=self.device)
             hidden = self._forward(tokens, positions, slot.cache)[:, -1]  # [rows, E]
+            stats.decode_forwards += 1
             if keep:
                 slot.record((position, position + 1), next_ids[:1], hidden)
             position += 1
+
+    def _decode_lookup(
+        self,
+        state: DecodeState,
+        slot: KVSlot,
+        hidden: torch.Tensor,
+        position: int,
+        cancel: Cancel,
+        deadline: float | None,
+        generator: torch.Generator | None,
+        stats: GenerateStats,
+    ) -> None:
+        """Greedy decoding of one row in the slot, each call verifying lookup drafts: the
+        current token and ``k`` drafts go in one row-exact call; drafts are kept while they
+        are what greedy decoding chooses, and the model's own choice after them comes free.
+        Only kept positions are recorded (the rest is overwritten later)."""
+        row = state.rows[0]
+        drafter = LookupDrafter(slot.tokens[:position])
+        length = DraftLength(self.spec_width - 1)
+        logits = self.head(hidden).cpu()  # [1, V]
+        token: int | None = None
+        while True:
+            if cancel.is_set():
+                state.finish_all("cancelled")
+                return
+            if deadline is not None and time.perf_counter() > deadline:
+                state.finish_all("time")
+                return
+            if token is None:
+                token = self._choose(state, logits, generator)
+                if state.done():
+                    return
+            drafter.extend([token])
+            k, min_n = length.next()
+            drafts, _ = drafter.propose(min(k, state.max_new - len(row.ids)), min_n)
+            fed = [token, *drafts]
+            tokens = torch.tensor([fed], device=self.device)  # [1, 1 + d]
+            positions = torch.arange(position, position + len(fed), device=self.device)
+            out = self._forward(tokens, positions, slot.cache, rowwise=len(fed) > 1)[0]  # [T, E]
+            rows = self.head(out, rowwise=True).cpu()  # [T, V]
+            stats.decode_forwards += 1
+            stats.drafted_tokens += len(drafts)
+            slot.record((position, position + 1), [token], out[:1])
+            position += 1
+            token, kept = None, 0
+            for i, draft in enumerate(drafts):
+                chosen = self._choose(state, rows[i : i + 1], generator)
+                if chosen != draft or state.done():
+                    kept += chosen == draft
+                    token = chosen
+                    break
+                kept += 1
+                drafter.extend([draft])
+                slot.record((position, position + 1), [draft], out[i + 1 : i + 2])
+                position += 1
+            else:
+                logits = rows[len(drafts) :]
+            stats.accepted_tokens += kept
+            length.update(len(drafts), kept)
+            if state.done():
+                return
+
+    def _choose(
+        self, state: DecodeState, logits: torch.Tensor, generator: torch.Generator | None
+    ) -> int:
+        """The next token of the single row of ``state`` from its logits ``[1, V]``."""
+        vocab = self.tokenizer.vocab_size
+        return sample_step(state, logits, vocab, self.prefix_index, self.token_bytes, generator)[0]

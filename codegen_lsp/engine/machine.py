@@ -5,11 +5,13 @@ natively), and the one memory check made before any weight is read: the model's 
 follows from its ``config.json`` alone, so a model that cannot fit is refused in
 milliseconds instead of failing half-way through a load (or being killed by the kernel).
 Two limits apply: ``memoryLimitMB`` (weights plus the KV cache budget; 0: none) and the
-memory free on the device (``MemAvailable`` on CPU, free device memory on CUDA).
+memory free on the device (``MemAvailable`` on CPU, free device memory on CUDA). Also here:
+this process's resident memory (for ``codegen/status``) and handing freed memory back.
 """
 
 from __future__ import annotations
 
+import ctypes
 from pathlib import Path
 
 import torch
@@ -18,8 +20,6 @@ from codegen_lsp.codegen.checkpoint import CheckpointError
 from codegen_lsp.codegen.config import CodeGenConfig, ConfigError
 
 MIB = 2**20
-# int8/int4 weights keep a dense copy for prefill beside the packed ones
-QUANTIZED_FACTOR = {"none": 1.0, "int8": 1.5, "int4": 1.25}
 
 
 class EngineConfigError(ValueError):
@@ -103,13 +103,26 @@ def available_memory(device: torch.device) -> int | None:
     return None
 
 
-def weight_bytes(config: CodeGenConfig, dtype: torch.dtype, quantize: str = "none") -> int:
-    """Bytes the weights take once loaded in ``dtype`` (and packed as ``quantize``)."""
+def weight_bytes(
+    config: CodeGenConfig, dtype: torch.dtype, quantize: str = "none", dense_prefill: bool = False
+) -> int:
+    """Bytes the weights take once loaded in ``dtype`` (and packed as ``quantize``).
+
+    Unquantized, every weight takes ``dtype``'s size. Quantized, the block matrices take 1
+    byte (int8) or half a byte plus a bf16 prefill copy (int4; int8 keeps one with
+    ``dense_prefill``); the head takes its packed bytes plus its ``dtype`` copy (the float32
+    refinement of the top logits reads it); embeddings, LayerNorms and biases stay ``dtype``.
+    """
     d, inner, vocab = config.n_embd, config.inner_dim, config.vocab_size
-    per_layer = 4 * d * d + 2 * d * inner + inner + 5 * d  # qkv, out, fc_in/out, biases, ln_1
-    count = 2 * vocab * d + vocab + 2 * d + config.n_layer * per_layer
     itemsize = torch.empty((), dtype=dtype).element_size()
-    return int(count * itemsize * QUANTIZED_FACTOR[quantize])
+    matrices = config.n_layer * (4 * d * d + 2 * d * inner)  # qkv, out, fc_in, fc_out
+    head = vocab * d
+    rest = vocab * d + vocab + 2 * d + config.n_layer * (inner + 5 * d)  # wte, biases, LNs
+    if quantize == "none":
+        return (matrices + head + rest) * itemsize
+    packed = 1.0 if quantize == "int8" else 0.5
+    dense = itemsize if quantize == "int4" or dense_prefill else 0
+    return int(matrices * (packed + dense) + head * (packed + itemsize) + rest * itemsize)
 
 
 def check_fits(
@@ -120,13 +133,14 @@ def check_fits(
     device: torch.device,
     cache_memory_mb: int,
     limit_mb: int = 0,
+    dense_prefill: bool = False,
 ) -> None:
     """Raise :class:`EngineConfigError` when the model in ``directory`` cannot fit."""
     try:
         config = CodeGenConfig.from_file(directory / "config.json")
     except ConfigError as exc:
         raise CheckpointError(str(exc)) from None
-    weights = weight_bytes(config, dtype, quantize)
+    weights = weight_bytes(config, dtype, quantize, dense_prefill)
     packed = f", {quantize}" if quantize != "none" else ""
     need = f"its weights take {weights / MIB:.0f} MiB in {dtype_name(dtype)}{packed}"
     if limit_mb > 0:
@@ -144,3 +158,26 @@ def check_fits(
             f"{name} needs about {weights / 2**30:.1f} GiB of memory on {device} ({need}) but "
             f"only {free / 2**30:.1f} GiB is available: choose a smaller model or dtype"
         )
+
+
+def release_freed_memory() -> None:
+    """Hand memory that was freed (a load's temporaries) back to the OS, where the C library
+    can (glibc's ``malloc_trim``); otherwise a no-op."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def process_memory() -> dict[str, int]:
+    """This process's resident memory now and at its peak, in bytes (``VmRSS``, ``VmHWM``
+    from ``/proc/self/status``; empty where that file does not exist)."""
+    out: dict[str, int] = {}
+    try:
+        for line in Path("/proc/self/status").read_text(encoding="ascii").splitlines():
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                out[key] = int(value.split()[0]) * 1024
+    except (OSError, ValueError, IndexError):
+        return {}
+    return out

@@ -5,12 +5,14 @@ of bf16) make it faster; activations stay bf16, so there is no activation quanti
 no dependence of one token's result on the others in a batch. ``_weight_int8pack_mm`` is slow
 for many rows, though (a 1024-token prefill takes ~6x longer than bf16), so
 :class:`Int8Linear` picks its kernel from the number of rows in the call: up to
-``small_rows`` rows use the int8 kernel; more rows use bf16 weights, either kept resident
-(``keep_dense``, fastest) or dequantized from int8 for the call (saves memory). Because the
-choice depends only on the call's shape, and the engine computes every position in a call of
-a fixed shape (see :mod:`codegen_lsp.engine.kv_cache`), reused keys and values stay exact.
+``small_rows`` rows use the int8 kernel; more rows use bf16 weights, dequantized from int8
+for the call (the default: one copy of each weight, 1 byte per weight; a 256-row call pays
+~10% for it) or kept resident (``keep_dense``: 3 bytes per weight, the same numbers). Because
+the choice depends only on the call's shape, and the engine computes every position in a call
+of a fixed shape (see :mod:`codegen_lsp.engine.kv_cache`), reused keys and values stay exact.
 :class:`Int4Linear` (groups of 32, ``_weight_int4pack_mm_for_cpu``) halves the bytes again, at
-some cost in accuracy; it is an option, never the default.
+some cost in accuracy; it is an option, never the default, and always keeps its bf16 copy
+(its packed layout has no cheap per-call dequantization). See ``docs/memory.md``.
 """
 
 from __future__ import annotations
@@ -20,25 +22,40 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 DEFAULT_SMALL_ROWS = 8
+CHUNK_ELEMENTS = 2**20  # rows quantized at a time: about this many weights (4 MiB in fp32)
 
 
 def quantize_weight(weight: Tensor) -> tuple[Tensor, Tensor]:
-    """Symmetric per-output-channel int8: ``weight ~= q * scales[:, None]``."""
-    w = weight.detach().float()  # [N, K]
-    scales = w.abs().amax(dim=1).clamp(min=1e-12) / 127.0  # [N]
-    q = torch.clamp(torch.round(w / scales[:, None]), -127, 127).to(torch.int8)  # [N, K]
+    """Symmetric per-output-channel int8: ``weight ~= q * scales[:, None]``. Computed a block
+    of rows at a time (each row on its own, so the result is the same), which bounds the
+    float32 temporaries to :data:`CHUNK_ELEMENTS` however large the matrix."""
+    w = weight.detach()  # [N, K]
+    n, k = w.shape
+    q = torch.empty((n, k), dtype=torch.int8, device=w.device)
+    scales = torch.empty(n, dtype=torch.float32, device=w.device)
+    rows = max(1, CHUNK_ELEMENTS // max(k, 1))
+    for start in range(0, n, rows):
+        part = w[start : start + rows].to(torch.float32, copy=True)  # [rows, K]
+        s = part.abs().amax(dim=1).clamp(min=1e-12) / 127.0  # [rows]
+        q[start : start + rows] = part.div_(s[:, None]).round_().clamp_(-127, 127)
+        scales[start : start + rows] = s
     return q, scales
 
 
 class Int8Linear(nn.Module):
-    """``y = x @ dequant(q).T + b`` with an int8 kernel for few rows, bf16 for many."""
+    """``y = x @ dequant(q).T + b`` with an int8 kernel for few rows, bf16 for many.
+
+    The bf16 weights for many rows are ``q * scales`` rounded to bf16 with the bf16 scales
+    the int8 kernel uses: kept resident with ``keep_dense`` (2 more bytes per weight) or
+    computed for each call. Either way they are the same numbers, so the choice changes
+    speed and memory, never a result."""
 
     def __init__(
         self,
         linear: nn.Linear,
         act_dtype: torch.dtype = torch.bfloat16,
         small_rows: int = DEFAULT_SMALL_ROWS,
-        keep_dense: bool = True,
+        keep_dense: bool = False,
     ) -> None:
         super().__init__()
         q, scales = quantize_weight(linear.weight)
@@ -49,8 +66,11 @@ class Int8Linear(nn.Module):
         self.register_buffer("scales", scales.to(act_dtype))  # [N]
         bias = linear.bias.detach().to(act_dtype) if linear.bias is not None else None
         self.register_buffer("bias", bias)
-        dense = (q.float() * scales[:, None]).to(act_dtype) if keep_dense else None
-        self.register_buffer("dense", dense)  # [N, K] dequantized weights for long inputs
+        self.register_buffer("dense", self.dequantized() if keep_dense else None)  # [N, K]
+
+    def dequantized(self) -> Tensor:
+        """The bf16 (activation dtype) weights ``q * scales`` ``[N, K]``, in one pass."""
+        return self.qweight * self.scales[:, None]
 
     def forward(self, x: Tensor) -> Tensor:
         shape = x.shape
@@ -60,9 +80,7 @@ class Int8Linear(nn.Module):
             if self.bias is not None:
                 y = y + self.bias
         else:
-            weight = self.dense
-            if weight is None:
-                weight = self.qweight.to(x.dtype) * self.scales[:, None]  # [N, K]
+            weight = self.dense if self.dense is not None else self.dequantized()
             y = F.linear(x2, weight, self.bias)
         return y.reshape(*shape[:-1], self.out_features)
 
@@ -129,42 +147,67 @@ def weight_count(model: nn.Module) -> int:
     return count
 
 
+def weight_nbytes(model: nn.Module, *extra: Tensor | None) -> int:
+    """Bytes held by the model's parameters and buffers and the ``extra`` tensors (the
+    logits head's unquantized copy), each storage counted once (a tied head shares the
+    embedding's)."""
+    tensors = [*model.parameters(), *model.buffers(), *(t for t in extra if t is not None)]
+    storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in tensors}
+    return sum(storages.values())
+
+
 def quantize_int8(
     model: nn.Module,
     small_rows: int = DEFAULT_SMALL_ROWS,
-    keep_dense: bool = True,
+    keep_dense: bool = False,
     include_lm_head: bool = True,
 ) -> int:
     """Replace the model's ``nn.Linear`` layers by :class:`Int8Linear`; returns how many."""
     return quantize_linears(model, 8, small_rows, keep_dense, include_lm_head)
 
 
+def act_dtype_for(dtype: torch.dtype) -> torch.dtype:
+    """The activation dtype of quantized layers for a model loaded in ``dtype``: float32
+    becomes bf16 (the int8 kernels want bf16 activations)."""
+    return torch.bfloat16 if dtype == torch.float32 else dtype
+
+
+def quantized_layer(
+    linear: nn.Linear,
+    bits: int,
+    act_dtype: torch.dtype,
+    small_rows: int = DEFAULT_SMALL_ROWS,
+    keep_dense: bool = False,
+    is_head: bool = False,
+) -> nn.Module:
+    """:class:`Int8Linear` (``bits=8``) or :class:`Int4Linear` (``bits=4``; int8 where
+    ``in_features`` is not a multiple of 32) for one layer; ``keep_dense`` applies to int8
+    (int4 always keeps its bf16 copy). The engine feeds the head a few rows at a time, so it
+    never gets a dense copy."""
+    if bits == 4 and linear.in_features % 32 == 0:
+        return Int4Linear(linear, act_dtype, small_rows, keep_dense=not is_head)
+    return Int8Linear(linear, act_dtype, small_rows, keep_dense and not is_head)
+
+
 def quantize_linears(
     model: nn.Module,
     bits: int,
     small_rows: int = DEFAULT_SMALL_ROWS,
-    keep_dense: bool = True,
+    keep_dense: bool = False,
     include_lm_head: bool = True,
 ) -> int:
-    """Replace ``nn.Linear`` layers by :class:`Int8Linear` (``bits=8``) or
-    :class:`Int4Linear` (``bits=4``; int8 where ``in_features`` is not a multiple of 32);
-    returns how many layers were replaced."""
-    act_dtype = next(model.parameters()).dtype
-    if act_dtype == torch.float32:
-        act_dtype = torch.bfloat16  # int8 kernels want bf16 activations
+    """Replace ``nn.Linear`` layers by :func:`quantized_layer`; returns how many layers were
+    replaced. (The loader quantizes layer by layer while it reads the checkpoint instead.)"""
+    act_dtype = act_dtype_for(next(model.parameters()).dtype)
     count = 0
     for name, module in list(model.named_modules()):
         for child_name, child in list(module.named_children()):
             full = f"{name}.{child_name}" if name else child_name
             if not isinstance(child, nn.Linear) or (full == "lm_head" and not include_lm_head):
                 continue
-            is_head = full == "lm_head"
-            # the engine feeds the head a few rows at a time: no dense copy needed for it
-            dense = keep_dense and not is_head
-            if bits == 4 and child.in_features % 32 == 0:
-                layer: nn.Module = Int4Linear(child, act_dtype, small_rows, dense)
-            else:
-                layer = Int8Linear(child, act_dtype, small_rows, dense)
+            layer = quantized_layer(
+                child, bits, act_dtype, small_rows, keep_dense, is_head=full == "lm_head"
+            )
             setattr(module, child_name, layer)
             count += 1
     return count

@@ -26,6 +26,7 @@ from codegen_lsp.completion.languages import language_for
 from codegen_lsp.completion.neighbors import Neighbor
 from codegen_lsp.completion.service import DEBOUNCE_S, SuggestionService
 from codegen_lsp.engine.api import CacheStats, EngineFactory, EngineSpec, Health
+from codegen_lsp.engine.machine import process_memory
 from codegen_lsp.engine.worker import Worker
 from codegen_lsp.server.documents import Documents, clean_text
 from codegen_lsp.server.positions import normalize_encoding
@@ -159,9 +160,11 @@ class CodegenServer(LanguageServer):
             "dropped": self.service.dropped,
             "failures": self.service.failures,
             **self.service.counts,
+            **self.service.decoding_status(),
             "cacheBytes": cache.held_bytes,
             "cacheBudgetBytes": cache.budget_bytes,
             "cacheEvictions": cache.evictions,
+            **memory_fields(engine.info.weight_bytes if engine is not None else 0),
         }
 
     def _notify_status(self) -> None:
@@ -289,3 +292,14 @@ class CodegenServer(LanguageServer):
         progress.report(message, pct)
         if spec is self._spec and self.model_state == "loading":
             self.set_model_state("loading", message)
+
+
+def memory_fields(weight_bytes: int) -> dict[str, float]:
+    """``rssMb``/``peakRssMb``: this process's resident memory now and at its peak;
+    ``weightsMb``: what the loaded weights take of it (MiB; see docs/memory.md)."""
+    memory = process_memory()
+    return {
+        "rssMb": round(memory.get("VmRSS", 0) / 2**20, 1),
+        "peakRssMb": round(memory.get("VmHWM", 0) / 2**20, 1),
+        "weightsMb": round(weight_bytes / 2**20, 1),
+    }

@@ -20,6 +20,10 @@ from codegen_lsp.completion.core import CompletionOptions
 from codegen_lsp.engine.api import EngineSpec, ModelInfo, SamplingParams
 from codegen_lsp.server.setting_spec import ON_OFF, SettingSpec, declare
 
+DRAFT_NOT_IMPLEMENTED = (
+    "codegen.speculation: draft (a draft model) is not implemented yet; using lookup"
+)
+
 
 @dataclass
 class ModelSettings:
@@ -178,6 +182,15 @@ class GenerationSettings:
         minimum=0,
         maximum=3_600_000,
     )
+    speculation: str = declare(
+        "speculation",
+        "enum",
+        "auto",
+        "Speculative decoding of greedy suggestions, exact (the text never changes): auto or "
+        "lookup (drafts from the prompt's own text, where the weights are int8/int4), off; "
+        "draft (a draft model) is not implemented yet and runs lookup.",
+        enum=("auto", "off", "lookup", "draft"),
+    )
 
 
 @dataclass
@@ -287,6 +300,7 @@ class Settings:
             fim=p.fim,
             context_files=p.context_files,
             context_file_tokens=p.context_file_tokens,
+            speculation=g.speculation,
         )
 
 
@@ -338,5 +352,8 @@ def parse_settings(raw: Any) -> tuple[Settings, list[str], list[str]]:
             setattr(group, name, spec.check(value))
         except ValueError as exc:
             problems.append(f"codegen.{spec.key}: {exc}, got {value!r}; using {spec.default!r}")
+    if settings.generation.speculation == "draft":
+        problems.append(DRAFT_NOT_IMPLEMENTED)
+        settings.generation.speculation = "lookup"
     unknown = sorted(str(k) for k in raw if k not in known)
     return settings, problems, unknown

@@ -55,12 +55,17 @@ class Backend(Protocol):
 
 
 class OursBackend:
-    """This project's engine; ``key`` names the document for the prefix cache."""
+    """This project's engine; ``key`` names the document for the prefix cache. Speculative
+    decoding is off unless asked for (random weights repeat themselves, which lookup drafts
+    would turn into decode figures no real text gets)."""
 
-    def __init__(self, engine: CodeGenEngine, name: str, key: str = "bench.py") -> None:
+    def __init__(
+        self, engine: CodeGenEngine, name: str, key: str = "bench.py", speculation: str = "off"
+    ) -> None:
         self.engine = engine
         self.name = name
         self.key = key
+        self.speculation = speculation
 
     def run(self, ids: list[int], new_tokens: int, heal: bool = False) -> Timing:
         marks: list[float] = []
@@ -69,7 +74,13 @@ class OursBackend:
             marks.append(time.perf_counter())
 
         req = GenerateRequest(
-            self.key, ids, max_new_tokens=new_tokens, heal=heal, ignore_eos=True, on_token=on_token
+            self.key,
+            ids,
+            max_new_tokens=new_tokens,
+            heal=heal,
+            ignore_eos=True,
+            on_token=on_token,
+            speculation=self.speculation,
         )
         start = time.perf_counter()
         result = self.engine.generate(req, threading.Event())

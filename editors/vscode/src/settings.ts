@@ -36,6 +36,7 @@ export const SERVER_SETTING_KEYS = [
   "candidates",
   "stopSequences",
   "timeLimitMs",
+  "speculation",
   "contextTokens",
   "multiline",
   "contextFiles",

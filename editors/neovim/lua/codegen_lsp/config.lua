@@ -52,6 +52,7 @@ local SERVER_ENUMS = {
   multiline = { "auto", "always", "never" },
   fim = { "auto", "on", "off" },
   header = { "auto", "on", "off" },
+  speculation = { "auto", "off", "lookup", "draft" },
 }
 
 -- The server's settings (codegen_lsp/server/settings.py) and their Lua types, in its order;
@@ -79,6 +80,7 @@ M.server_types = {
   { "candidates", "number" },
   { "stopSequences", "list" },
   { "timeLimitMs", "number" },
+  { "speculation", "string" },
   { "contextTokens", "number" },
   { "multiline", "string" },
   { "contextFiles", "number" },

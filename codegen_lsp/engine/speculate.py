@@ -1,0 +1,184 @@
+"""Exact speculative decoding by prompt lookup: drafts from the text itself, verified in one call.
+
+Code repeats itself (identifiers, argument lists, whole lines), so the tokens that followed the
+latest earlier occurrence of the last 3 (else 2, else 1) ids of the prompt plus the text
+generated so far are a good guess at what comes next. :class:`LookupDrafter` keeps an n-gram
+index of those ids and proposes ``k`` tokens; the engine feeds the current token and the ``k``
+drafts in one forward call, keeps the drafts greedy decoding would have chosen plus the model's
+own next token, and leaves the rest of the written positions to be overwritten (the KV cache
+is written by position). :class:`DraftLength` adapts ``k`` to how many drafts were kept, so text
+that does not repeat pays for one-token calls only.
+
+Exactness. Greedy output with speculation must be identical, token for token, to greedy output
+without it, and the cache it leaves must equal one built without it. That holds when row ``i``
+of a verify call computes exactly what a one-token call at position ``p + i`` computes:
+
+* the model runs verify calls ``rowwise`` (``codegen/modeling.py``): attention and the MLP's
+  activation one row at a time with a one-token call's shapes; rotary values from one table;
+  LayerNorm, adds and casts work per row anyway; the head refines each row apart;
+* every linear layer is a weight-only int8/int4 one whose kernel computes each row alone for
+  up to ``small_rows`` rows (``_weight_int8pack_mm``: one fixed-order dot product per output,
+  whatever the number of rows), so a verify call has at most ``small_rows`` rows.
+
+Dense float32/bf16 matmuls do not have that property: MKL takes a matrix-vector path for one
+row and a blocked matrix-matrix path for more, which round differently (measured: rows differ
+by ~1e-6), and the blocked path costs several one-row calls on a 2-core CPU. So
+:func:`verify_width` turns speculation off for dense weights, CUDA and ``torch.compile``, and
+:func:`rows_agree` checks the property once per engine, for every verify size, on this
+machine's kernels (at warm-up, before the first speculative request); a failed check also
+turns it off, with the reason in the status.
+Sampled rows (temperature > 0) never speculate; neither do forked candidate rows.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from codegen_lsp.codegen.config import CodeGenConfig
+from codegen_lsp.codegen.modeling import KVCache
+from codegen_lsp.engine.head import LogitsHead
+from codegen_lsp.engine.quantize import Int4Linear, Int8Linear
+
+NGRAMS = (3, 2, 1)  # the suffix lengths tried, longest first
+MAX_WIDTH = 8  # rows of a verify call: the current token plus at most 7 drafts
+START_DRAFTS = 2
+MAX_REST = 16  # most one-token steps between two tries after drafts keep being rejected
+MODES = ("auto", "off", "lookup", "draft")
+
+
+class LookupDrafter:
+    """Prompt-lookup drafts: what followed the latest earlier occurrence of the ids' suffix."""
+
+    def __init__(self, ids: list[int]) -> None:
+        self.ids = list(ids)
+        self._latest: dict[tuple[int, ...], int] = {}  # n-gram -> end of its latest occurrence
+        self._indexed = 0  # n-grams ending at 1 .. _indexed are in the index
+
+    def extend(self, tokens: list[int]) -> None:
+        """The text grew by ``tokens``."""
+        self.ids.extend(tokens)
+
+    def _catch_up(self) -> None:
+        ids = self.ids
+        # index every end but the last: the suffix must find an *earlier* occurrence
+        for end in range(self._indexed + 1, len(ids)):
+            for n in NGRAMS:
+                if end >= n:
+                    self._latest[tuple(ids[end - n : end])] = end
+        self._indexed = max(self._indexed, len(ids) - 1)
+
+    def propose(self, k: int, min_n: int = 1) -> tuple[list[int], int]:
+        """Up to ``k`` draft tokens and the length of the matched suffix (0: no match).
+        Drafts may run into the suffix itself, which continues a repeating cycle."""
+        if k <= 0:
+            return [], 0
+        self._catch_up()
+        ids, length = self.ids, len(self.ids)
+        for n in NGRAMS:
+            if n < min_n or length < n:
+                continue
+            end = self._latest.get(tuple(ids[length - n :]))
+            if end is None:
+                continue
+            drafts: list[int] = []
+            for t in range(k):
+                j = end + t
+                drafts.append(ids[j] if j < length else drafts[j - length])
+            return drafts, n
+        return [], 0
+
+
+class DraftLength:
+    """How many drafts to verify next. A verify call of ``1 + k`` rows costs more than a
+    one-token step (measured on the 350M shape, 2 AMD EPYC cores, ~1k context: 1.2x for 2 rows,
+    ~4x for 8), so ``k`` doubles only while every draft is kept, drops to what was kept plus
+    one after a miss, and halves to 0 after misses. At 0 only a 3-token match is tried, with
+    one draft; a miss there rests 2, 4, ... up to 16 steps before the next try."""
+
+    def __init__(self, most: int) -> None:
+        self.most = max(0, most)
+        self.k = min(START_DRAFTS, self.most)
+        self._rest = 0  # steps left without drafting
+        self._backoff = 0
+
+    def next(self) -> tuple[int, int]:
+        """(drafts to ask for, shortest suffix match to accept)."""
+        if self.k > 0:
+            return self.k, 1
+        if self._rest > 0:
+            self._rest -= 1
+            return 0, NGRAMS[0]
+        return min(1, self.most), NGRAMS[0]
+
+    def update(self, drafted: int, kept: int) -> None:
+        """A verify call kept ``kept`` of ``drafted`` drafts."""
+        if drafted == 0:
+            return
+        if kept == drafted:
+            self.k = min(self.most, max(START_DRAFTS, 2 * self.k))
+            self._backoff = 0
+        elif kept > 0:
+            self.k = min(self.most, kept + 1)
+        elif self.k > 0:
+            self.k //= 2
+        else:
+            self._backoff = min(MAX_REST, 2 * self._backoff or 2)
+            self._rest = self._backoff
+
+
+def verify_width(model: nn.Module, device: torch.device, compiled: bool) -> tuple[int, str]:
+    """Most rows a verify call may have with every row exact (1: no speculation), and why
+    speculation is off ("" when it is on)."""
+    if compiled:
+        return 1, "off: compiled kernels fuse across rows"
+    if device.type != "cpu":
+        return 1, f"off: matmuls on {device.type} are not row-exact"
+    if any(isinstance(m, nn.Linear) for m in model.modules()):
+        return 1, (
+            "off: dense matmuls round a one-token step and a multi-token verify differently "
+            "(lookup needs int8 or int4 weights)"
+        )
+    widths = [m.small_rows for m in model.modules() if isinstance(m, Int8Linear | Int4Linear)]
+    width = min([MAX_WIDTH, *widths])
+    return (width, "") if width > 1 else (1, "off: quantized kernels take one row per call")
+
+
+@torch.inference_mode()
+def rows_agree(
+    model: nn.Module,
+    head: LogitsHead,
+    config: CodeGenConfig,
+    kv_dtype: torch.dtype,
+    device: torch.device,
+    width: int,
+) -> bool:
+    """True when rowwise verify calls of every size from 2 to ``width`` rows reproduce
+    one-token steps bit for bit (hidden states, logits and the keys and values written) on
+    this machine's kernels (``width`` one-token steps and ``width - 1`` verify calls)."""
+    forward = model.transformer  # type: ignore[attr-defined]
+    gen = torch.Generator().manual_seed(1234)
+    start = 5
+    tokens = torch.randint(0, config.vocab_size, (1, start + width), generator=gen).to(device)
+    caches = [KVCache(config, 1, start + width, kv_dtype, device) for _ in range(width)]
+    for cache in caches:
+        forward(tokens[:, :start], torch.arange(start, device=device), cache)
+    one, *verifies = caches
+    steps = [
+        forward(tokens[:, p : p + 1], torch.tensor([p], device=device), one)[:, -1]
+        for p in range(start, start + width)
+    ]
+    stepped = torch.cat(steps)  # [width, E]
+    logits = torch.cat([head(h[None]) for h in stepped])  # [width, V]
+    for rows, cache in zip(range(2, width + 1), verifies, strict=True):
+        positions = torch.arange(start, start + rows, device=device)
+        verified = forward(tokens[:, start : start + rows], positions, cache, True)[0]
+        if not torch.equal(verified, stepped[:rows]):
+            return False
+        if not torch.equal(head(verified, rowwise=True), logits[:rows]):
+            return False
+        span = slice(start, start + rows)
+        for a, b in zip(one.k + one.v, cache.k + cache.v, strict=True):
+            if not torch.equal(a[:, :, span], b[:, :, span]):
+                return False
+    return True
