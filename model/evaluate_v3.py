@@ -16,7 +16,8 @@
 
 Lines are drawn deterministically: per file, lines of 8-100 characters that are not comments,
 not blank, and not the file's first 5, ranked by sha256(path, line number); ``--lines-per-file``
-of them from each of the first files of each split. Nothing generated is executed.
+of them from each of the first ``--files`` files of each split in sha256(path) order. Nothing
+generated is executed.
 """
 
 from __future__ import annotations
@@ -44,11 +45,14 @@ SPLITS = {"stdlib": ("stdlib", "heldout"), "packages": (None, "heldout-package")
 
 
 def held_out_texts(split: str) -> list[tuple[str, str]]:
-    """(path, text) of one evaluation split, checked against the manifest."""
+    """(path, text) of one evaluation split, checked against the manifest, in the order of
+    sha256(path): a budget of files or tokens takes a spread of the split, not its first
+    directories."""
     package, name = SPLITS[split]
     rows = [f for f in read_manifest_v3() if f.split == name]
     rows = [f for f in rows if package is None or f.package == package]
-    return [(f"{f.package}/{f.rel}", text) for f, text in read_corpus(rows, (name,))]
+    texts = [(f"{f.package}/{f.rel}", text) for f, text in read_corpus(rows, (name,))]
+    return sorted(texts, key=lambda item: hashlib.sha256(item[0].encode()).digest())
 
 
 def loss(model_dir: str, texts: list[str], max_tokens: int) -> dict[str, float]:
