@@ -19,9 +19,9 @@ examples in CodeGen2's layout, the one the server sends::
 
     prefix <mask_1> suffix <|endoftext|> <sep> <mask_1> middle <eom>
 
-The middle starts at a random token; half the time it runs to the end of that line (what a
-one-line suggestion fills), else 1-96 tokens; the suffix is 0-160 tokens and neither crosses the
-end of a file. AdamW, bf16 autocast, a warm-up of ``--warmup`` steps then a cosine over the
+Infill examples are cut in text as the server cuts them (``Batches``): cursor after a line's
+indentation or inside it, the middle the rest of 1-5 lines, prefix and suffix encoded on their
+own, prefixes of every length (``<|endoftext|>`` first at a file start), suffix up to 128 tokens. AdamW, bf16 autocast, a warm-up of ``--warmup`` steps then a cosine over the
 wall-clock budget (``--minutes``), so it ends on time on a shared machine. State goes to
 ``W/v3.pt`` every ``--save-every`` seconds; rerunning the same command resumes.
 """
@@ -102,40 +102,90 @@ def cmd_prepare(args: argparse.Namespace) -> None:
 
 
 class Batches:
-    """Random windows of the stream, a share of them rearranged into infill examples."""
+    """Random windows of the stream, a share of them rearranged into infill examples.
+
+    An infill example is cut where the server cuts it, in text, not in tokens: a window of one
+    file is decoded, a cursor is put on one of its lines (after the indentation 70% of the
+    time, else anywhere in the line), the middle is the rest of that line (60%) or of 2-5 lines
+    (40%) without the last newline, and prefix, suffix and middle are encoded on their own, as
+    the server encodes the text before and after the cursor. The prefix starts at a line start
+    (with ``<|endoftext|>`` when that is the file's start, as the server sends it), so short
+    files give short prefixes; the suffix is the first 0-128 tokens after the middle
+    (``FIM_SUFFIX_TOKENS``, usually all 128); a row shorter than 513 tokens is filled with the
+    start of another file.
+    """
 
     def __init__(self, stream: np.ndarray, tokenizer: Tokenizer, fim: float, seed: int) -> None:
         self.stream = stream.astype(np.int64)
+        self.tokenizer = tokenizer
         self.fim = fim
         self.rng = np.random.default_rng(seed)
         self.mask, self.sep, self.eom = (tokenizer.token_to_id(t) for t in FIM_TOKENS)
-        vocab = tokenizer.get_vocab_size()
-        self.newline = np.array(["\n" in tokenizer.decode([i]) for i in range(vocab)])
+        self.eos = np.flatnonzero(self.stream == EOS_ID)  # file i is eos[i]+1 .. eos[i+1]
 
-    def _span(self, start: int, length: int) -> np.ndarray:
-        """``length`` tokens from ``start``, cut before the first end of file."""
-        piece = self.stream[start : start + length]
-        ends = np.flatnonzero(piece == EOS_ID)
-        return piece[: ends[0]] if len(ends) else piece
+    def _encode(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=False).ids
+
+    def _window(self) -> tuple[str, bool]:
+        """Text of up to ~1,000 tokens of one file, and whether it starts at the file start."""
+        while True:
+            c = int(self.rng.integers(1, len(self.stream) - 1))
+            f = int(np.searchsorted(self.eos, c, side="right")) - 1
+            if f + 1 < len(self.eos) and self.eos[f + 1] - self.eos[f] > 8:
+                break
+        first, end = int(self.eos[f]) + 1, int(self.eos[f + 1])
+        a, b = max(first, c - 700), min(end, c + 300)
+        text = self.tokenizer.decode(self.stream[a:b].tolist(), skip_special_tokens=False)
+        return text, a == first
+
+    def _fit_prefix(self, lines: list[str], room: int, at_start: bool) -> list[int]:
+        """The longest run of whole last lines of ``lines`` that fits in ``room`` tokens."""
+        lo, hi = 0, len(lines)  # lines[hi:] always fits (empty)
+        while lo < hi:  # the smallest i such that lines[i:] fits
+            mid = (lo + hi) // 2
+            ids = self._encode("".join(lines[mid:]))
+            if len(ids) + (at_start and mid == 0) <= room:
+                hi = mid
+            else:
+                lo = mid + 1
+        ids = self._encode("".join(lines[lo:]))
+        return [EOS_ID, *ids] if at_start and lo == 0 else ids
 
     def infill(self) -> np.ndarray:
         """One ``SEQ + 1``-token infill example."""
         total = SEQ + 1
         while True:
-            p = int(self.rng.integers(total, len(self.stream) - 400))
-            if self.stream[p] != EOS_ID:
+            text, at_start = self._window()
+            lines = text.splitlines(keepends=True)
+            lo = 0 if at_start else 1  # a window that starts mid-file starts mid-line
+            if len(lines) - lo >= 3 and any(x.strip() for x in lines[lo:-1]):
                 break
-        if self.rng.random() < 0.5:
-            line = self._span(p, 96)
-            breaks = np.flatnonzero(self.newline[line])
-            middle = line[: breaks[0] + 1] if len(breaks) else line
+        k = int(self.rng.integers(lo, len(lines) - 1))
+        while not lines[k].strip():  # a cursor on a blank line wants a suggestion: no empty middles
+            k = int(self.rng.integers(lo, len(lines) - 1))
+        line = lines[k]
+        indent = len(line) - len(line.lstrip(" \t"))
+        body_end = len(line.rstrip("\r\n"))
+        if self.rng.random() < 0.7 or body_end <= indent:
+            col = indent
         else:
-            middle = self._span(p, int(self.rng.integers(1, 97)))
-        suffix = self._span(p + len(middle), int(self.rng.integers(0, 161)))
-        prefix = self.stream[p - (total - 5 - len(middle) - len(suffix)) : p]
-        tail = [EOS_ID, self.sep, self.mask]
-        row = [prefix, [self.mask], suffix, tail, middle, [self.eom]]
-        return np.concatenate([np.asarray(part, dtype=np.int64) for part in row])
+            col = int(self.rng.integers(indent, body_end + 1))
+        span = 1 if self.rng.random() < 0.6 else int(self.rng.integers(2, 6))
+        chunk = "".join(lines[k : k + span])
+        cut = len(chunk.rstrip("\r\n")) if k + span <= len(lines) else len(chunk)
+        middle_text = chunk[col:cut]
+        after = chunk[cut:] + "".join(lines[k + span :])
+        room = 128 if self.rng.random() < 0.8 else int(self.rng.integers(0, 129))
+        suffix = self._encode(after)[:room]
+        middle = self._encode(middle_text)[: total // 3]
+        fixed = len(suffix) + len(middle) + 5  # mask, eos, sep, mask, eom
+        prefix = self._fit_prefix([*lines[lo:k], line[:col]], total - fixed, at_start)
+        row = [*prefix, self.mask, *suffix, EOS_ID, self.sep, self.mask, *middle, self.eom]
+        if len(row) < total:  # fill with the start of another file
+            f = int(self.rng.integers(0, len(self.eos) - 1))
+            start = int(self.eos[f])
+            row += self.stream[start : start + total - len(row)].tolist()
+        return np.asarray(row[:total], dtype=np.int64)
 
     def plain(self) -> np.ndarray:
         start = int(self.rng.integers(0, len(self.stream) - SEQ - 1))

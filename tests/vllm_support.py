@@ -83,15 +83,25 @@ class VllmServer:
         return self
 
     def warm_up(self) -> None:
-        """One real completion before any test's timer runs: vLLM's first request after a
-        start pays one-off costs (kernel set-up, the first KV blocks) that a slow, shared
-        CPU can stretch past a test's wait for a suggestion."""
+        """Real completions of every kind the server sends, before any test's timer runs:
+        vLLM's first request of a kind pays one-off costs (kernel set-up, the first KV blocks,
+        and for ``allowed_token_ids``, the healing step's constraint, its logits processor:
+        19 s once on a loaded 2-core CPU, which left a test's keystroke past its time
+        limit) that a slow, shared CPU can stretch past a test's wait for a suggestion."""
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-        body = {"model": SERVED, "prompt": [1, 2, 3], "max_tokens": 8, "temperature": 0}
-        reply = httpx.post(
-            f"{self.url}/completions", json=body, headers=headers, timeout=START_TIMEOUT_S
-        )
-        assert reply.status_code == 200, f"vLLM warm-up: {reply.status_code} {reply.text[:300]}"
+        common = {"model": SERVED, "prompt": [1, 2, 3], "temperature": 0, "logprobs": 0,
+                  "return_token_ids": True, "include_stop_str_in_output": True,
+                  "skip_special_tokens": False}  # fmt: skip
+        bodies = [
+            {**common, "max_tokens": 8},
+            {**common, "max_tokens": 1, "allowed_token_ids": list(range(10, 200))},
+            {**common, "max_tokens": 8, "stop": ["\n"], "stream": True},
+        ]
+        for body in bodies:
+            reply = httpx.post(
+                f"{self.url}/completions", json=body, headers=headers, timeout=START_TIMEOUT_S
+            )
+            assert reply.status_code == 200, f"vLLM warm-up: {reply.status_code} {reply.text[:300]}"
 
     def wait_ready(self) -> None:
         deadline = time.monotonic() + START_TIMEOUT_S

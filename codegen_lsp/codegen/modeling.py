@@ -156,8 +156,10 @@ class Attention(nn.Module):
         """Attention of queries ``q`` [B, T, H, D] at ``positions`` over the cache's keys
         ``0..positions[-1]``; ``[B, H, T, D]`` in ``q``'s dtype."""
         length = int(positions[-1]) + 1
-        keys_pos = torch.arange(length, device=q.device)
-        mask = positions[:, None] >= keys_pos[None, :]  # [T, L]
+        mask = None  # one query at the last position sees every key: no mask to build
+        if q.shape[1] > 1:
+            keys_pos = torch.arange(length, device=q.device)
+            mask = positions[:, None] >= keys_pos[None, :]  # [T, L]
         y = F.scaled_dot_product_attention(
             q.transpose(1, 2).to(k_buf.dtype),
             k_buf[:, :, :length],

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -92,7 +93,8 @@ def run(args: argparse.Namespace) -> int:
             return _fail(f"cannot load model: {exc}")
         service = SuggestionService(worker, lambda message: print(message, file=sys.stderr))
         service.ready = lambda: ""
-        service.configure(settings.completion_options(engine.info))
+        options = settings.completion_options(engine.info)  # one answer, whole: not early
+        service.configure(dataclasses.replace(options, answer_early=False))
         out = asyncio.run(service.suggest(path, lambda: cursor))
     finally:
         worker.close()

@@ -86,6 +86,7 @@ class CompletionOptions:
     stop_sequences: tuple[str, ...] = ()
     context_tokens: int = 0  # 0: as much as the model's context allows
     multiline: str = "auto"  # auto | always | never
+    answer_early: bool = False  # multi-line: answer with the first line, decode on behind it
     header: bool = False  # prepend "# language: ...\n# path: ...\n"
     time_limit_s: float | None = None
     fim: str = "auto"  # auto (when text follows the cursor) | on | off; CodeGen2 tokens only

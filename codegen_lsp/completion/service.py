@@ -35,7 +35,8 @@ from codegen_lsp.completion.core import (
 from codegen_lsp.completion.faults import FailingStop, Faults
 from codegen_lsp.completion.functions import Stub, find_stub
 from codegen_lsp.completion.neighbors import Neighbor
-from codegen_lsp.engine.api import EngineUnavailable, GenerateResult, GenerateStats
+from codegen_lsp.completion.stopping import MULTI
+from codegen_lsp.engine.api import Candidate, EngineUnavailable, GenerateResult, GenerateStats
 from codegen_lsp.engine.worker import Worker
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,7 @@ class Body:
 class _Ticket:
     future: Future[GenerateResult] | None = None
     superseded: bool = False
+    background: bool = False  # answered early; the rest still decodes
 
 
 class SuggestionService:
@@ -170,7 +172,9 @@ class SuggestionService:
                 )
             except CompletionSkipped as exc:
                 return Suggestions.none(str(exc), cursor)
-            texts, stats = await self._generate(prepared, ticket, label or key)
+            early = self.options.answer_early and prepared.mode == MULTI
+            early = early and prepared.request.n == 1
+            texts, stats = await self._generate(prepared, ticket, label or key, early)
             if ticket.superseded:
                 return Suggestions.none("superseded by a newer request", cursor)
             reason = "" if texts else "no suggestion"
@@ -200,7 +204,7 @@ class SuggestionService:
         try:
             yield ticket
         finally:
-            if self._latest.get(key) is ticket:
+            if self._latest.get(key) is ticket and not ticket.background:
                 del self._latest[key]
 
     def _engine(self) -> EngineInfo:
@@ -245,19 +249,41 @@ class SuggestionService:
 
     # --- the model --------------------------------------------------------------------------
     async def _generate(
-        self, prepared: Prepared, ticket: _Ticket, label: str
+        self, prepared: Prepared, ticket: _Ticket, label: str, early: bool = False
     ) -> tuple[list[str], GenerateStats | None]:
-        """Run ``prepared`` on the worker under the limits; its suggestions ([] on failure)."""
+        """Run ``prepared`` on the worker under the limits; its suggestions ([] on failure).
+        With ``early``, answer with the first line once it is complete and let the rest decode
+        on in the background: its whole text goes to type-ahead when it ends, and a newer
+        request for the document (the ticket stays registered) cancels it at once."""
         request = prepared.request
         if self.faults.take("generate_once"):
             request = dataclasses.replace(request, stop=FailingStop())
-        self._active += 1
-        if self._active == 1:
-            self._on_busy(True)
+        first: asyncio.Future[str] | None = None
+        if early:
+            loop = asyncio.get_running_loop()
+            first = loop.create_future()
+            line = first
+
+            def announce(text: str) -> None:  # on the engine's thread
+                loop.call_soon_threadsafe(lambda: line.done() or line.set_result(text))
+
+            request = dataclasses.replace(request, on_first_line=announce)
+        self._busy(1)
         future = ticket.future = self.worker.submit(request)
         self._limit_waiting(future)
+        waiting = asyncio.wrap_future(future)
         try:
-            result = await asyncio.wrap_future(future)
+            if first is not None:
+                await asyncio.wait({waiting, first}, return_when=asyncio.FIRST_COMPLETED)
+                if not waiting.done():
+                    ticket.background = True
+                    waiting.add_done_callback(
+                        lambda done: self._background_done(prepared, ticket, done, label)
+                    )
+                    partial = GenerateResult([Candidate(first.result(), [], "early")])
+                    log.info("request %s: answered with the first line, decoding on", label)
+                    return self.completer.finish(prepared, partial), None
+            result = await waiting
         except asyncio.CancelledError:
             self.worker.cancel(future)
             log.info("request %s: cancelled", label)
@@ -269,9 +295,27 @@ class SuggestionService:
             self._failed(label, exc)
             return [], None
         finally:
-            self._active -= 1
-            if self._active == 0:
-                self._on_busy(False)
+            if not ticket.background:
+                self._busy(-1)
+        return self._finished(prepared, result, label), result.stats
+
+    def _background_done(
+        self, prepared: Prepared, ticket: _Ticket, done: asyncio.Future, label: str
+    ) -> None:
+        """The rest of an early-answered suggestion ended: remember it for type-ahead."""
+        self._busy(-1)
+        if self._latest.get(prepared.key) is ticket:
+            del self._latest[prepared.key]
+        if done.cancelled():
+            return
+        if done.exception() is not None:
+            if not isinstance(done.exception(), EngineUnavailable):
+                self._failed(label, done.exception())  # type: ignore[arg-type]
+            return
+        self._finished(prepared, done.result(), label)
+
+    def _finished(self, prepared: Prepared, result: GenerateResult, label: str) -> list[str]:
+        """Suggestions of a finished run (remembered for type-ahead), counted and logged."""
         suggestions = self.completer.finish(prepared, result)
         s = result.stats
         self._count_decoding(s)
@@ -284,7 +328,13 @@ class SuggestionService:
             s.drafted_tokens, s.accepted_tokens, s.decode_forwards, s.tokens_per_forward,
             len(suggestions), " (cancelled)" if result.cancelled else "",
         )  # fmt: skip
-        return suggestions, s
+        return suggestions
+
+    def _busy(self, change: int) -> None:
+        """Count a generation in (1) or out (-1); ``on_busy`` hears the edges."""
+        self._active += change
+        if self._active == (1 if change > 0 else 0):
+            self._on_busy(self._active > 0)
 
     def _count_decoding(self, stats: GenerateStats) -> None:
         self.decoding["draftedTokens"] += stats.drafted_tokens

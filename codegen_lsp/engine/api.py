@@ -22,6 +22,10 @@ from typing import Protocol
 ProgressFn = Callable[[str, int], None]
 # on_token(row, token_id): called on the engine's thread after each token a row accepts
 TokenFn = Callable[[int, int], None]
+# on_first_line(text): called once on the engine's thread when the first candidate's text
+# (healed bytes removed, cut by its stop rule) holds a complete non-blank line: the text up to
+# that line's end, so a suggestion can be shown while the rest is still decoded
+LineFn = Callable[[str], None]
 # The cancel handle: the engine checks ``is_set()`` at every step and stops when it is set.
 Cancel = threading.Event
 
@@ -92,6 +96,7 @@ class GenerateRequest:
     # speculative decoding: auto | off | lookup | draft (draft: not implemented, runs lookup);
     # exact where it runs (greedy rows only; see engine/speculate.py), so it never changes text
     speculation: str = "auto"
+    on_first_line: LineFn | None = None  # local engines only; a remote one answers whole
 
 
 @dataclass

@@ -17,7 +17,14 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from codegen_lsp.engine.api import Candidate, GenerateRequest, SamplingParams, StopCheck, TokenFn
+from codegen_lsp.engine.api import (
+    Candidate,
+    GenerateRequest,
+    LineFn,
+    SamplingParams,
+    StopCheck,
+    TokenFn,
+)
 from codegen_lsp.engine.healing import TokenPrefixIndex, advance
 
 
@@ -75,6 +82,7 @@ class Row:
     decoder: codecs.IncrementalDecoder = field(default_factory=_utf8_decoder)
     finish: str | None = None
     cut: int | None = None  # where the stop check cut the text
+    announced: bool = False  # its first line went to on_first_line
 
     def text(self) -> str:
         """The row's text, cut where its stop check said."""
@@ -95,6 +103,7 @@ class DecodeState:
     on_token: TokenFn | None = None
     stop_ids: frozenset[int] = frozenset()  # end a row like eos (not part of its text)
     offset: int = 0  # index of rows[0] among the request's rows (a group decoded apart)
+    on_first_line: LineFn | None = None
 
     def group(self, first: int, count: int) -> DecodeState:
         """The state of rows ``first .. first + count`` (the same Row objects)."""
@@ -117,6 +126,7 @@ class DecodeState:
             req.ignore_eos,
             req.on_token,
             frozenset(req.stop_ids),
+            on_first_line=req.on_first_line,
         )
 
     def end(self, row: Row, reason: str) -> None:
@@ -166,8 +176,21 @@ class DecodeState:
                     row.cut = cut
                     self.end(row, "stop")
                     return
+            if self.on_first_line is not None and self.offset + index == 0:
+                self._announce(row)
         if len(row.ids) >= self.max_new:
             self.end(row, "length")
+
+    def _announce(self, row: Row) -> None:
+        """Give ``on_first_line`` the text up to the end of the first non-blank line, once."""
+        if row.announced or self.on_first_line is None:
+            return
+        text = row.text()
+        start = len(text) - len(text.lstrip())
+        end = text.find("\n", start)
+        if start < len(text) and end >= 0:
+            row.announced = True
+            self.on_first_line(text[:end])
 
 
 def sample_step(

@@ -212,6 +212,13 @@ class PromptSettings:
         "Single- or multi-line suggestions: auto, always or never.",
         enum=("auto", "always", "never"),
     )
+    answer_early: bool = declare(
+        "answerEarly",
+        "bool",
+        True,
+        "Show a multi-line suggestion's first line as soon as it is complete and decode the "
+        "rest in the background (accepting or typing on serves it without a new model call).",
+    )
     context_files: int = declare(
         "contextFiles",
         "int",
@@ -295,6 +302,7 @@ class Settings:
             stop_sequences=tuple(g.stop_sequences),
             context_tokens=p.context_tokens,
             multiline=p.multiline,
+            answer_early=p.answer_early,
             header=p.header == "on" or (p.header == "auto" and multi),
             time_limit_s=g.time_limit_ms / 1000 if g.time_limit_ms else None,
             fim=p.fim,

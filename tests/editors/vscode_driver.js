@@ -109,7 +109,11 @@ async function main() {
     await page.keyboard.press("Control+End");
     await page.keyboard.type(args.typeAtEnd, { delay: 40 });
     step("typed");
-    typedStatus = await statusText(page);
+    // the item is re-rendered as its text changes: read it again while it is between texts
+    for (let tries = 0; tries < 20 && !typedStatus; tries++) {
+      typedStatus = await statusText(page).catch(() => "");
+      if (!typedStatus) await page.waitForTimeout(100);
+    }
     await page.locator(".ghost-text-decoration").first().waitFor({ timeout: args.suggestionTimeoutMs });
     ghostText = (await page.locator(".ghost-text-decoration, .ghost-text").allInnerTexts())
       .join("\n")

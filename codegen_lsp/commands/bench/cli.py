@@ -22,7 +22,7 @@ import torch
 
 from codegen_lsp.codegen.checkpoint import CheckpointError
 from codegen_lsp.codegen.config import CodeGenConfig
-from codegen_lsp.commands.bench import remote, report, soak
+from codegen_lsp.commands.bench import remote, report, soak, speed
 from codegen_lsp.commands.bench.backends import (
     CTranslate2Backend,
     OursBackend,
@@ -87,6 +87,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-ctranslate2", action="store_true")
     p.add_argument("--no-int4", action="store_true", help="skip the engine with int4 weights")
     p.add_argument("--report", metavar="JSON", help="only re-check targets and print a saved run")
+    p.add_argument("--spec-module", default="heapq", help="module of the speculation replay")
+    p.add_argument("--spec-positions", type=int, default=40, help="cursors in that replay")
+    p.add_argument("--spec-tokens", type=int, default=32, help="greedy tokens per cursor")
+    p.add_argument("--waits", type=int, default=6, help="cold suggestions / function bodies")
+    p.add_argument("--context-keystrokes", type=int, default=120, help="other-files replay")
 
 
 def log(message: str) -> None:
@@ -185,9 +190,37 @@ def bench_model(name: str, directory: Path, args: argparse.Namespace, bw: float)
         result["backends"][entry.backend.name] = {**tp, "replay": rep.to_dict()}
     del entries
     gc.collect()
+    speed_parts(name, engine, ids, decode_ctx, args, result)
     result["targets"] = report.targets(result)
     result["_replays"] = replays
     return result
+
+
+def speed_parts(
+    name: str, engine: CodeGenEngine, ids: list[int], ctx: int, args: argparse.Namespace, out: dict
+) -> None:
+    """Speculation on/off (real weights only: random ones repeat themselves), the verify
+    cost, and the cold-suggestion and function-body waits through the suggestion service."""
+    if engine.spec_width > 1:
+        widths = tuple(w for w in (1, 2, 4, 8) if w <= engine.spec_width)
+        out["verify_cost"] = speed.verify_cost(engine, ids, ctx, widths, args.repeats + 2)
+    if name == "default":
+        spec_text, _ = module_text(args.spec_module)
+        spec_ctx = min(args.context, engine.n_ctx - args.spec_tokens - 8)
+        out["speculation"] = speed.speculation_replay(
+            engine, spec_text, args.spec_positions, args.spec_tokens, spec_ctx, log
+        )
+        others = {f"{m}.py": module_text(m)[0] for m in ("bisect", "queue")}
+        out["context_replay"] = speed.context_replay(
+            engine, spec_text, others, args.context_keystrokes, log
+        )
+    wait_ctx = min(900, engine.n_ctx - 80)
+    out["user_waits"] = speed.user_waits(engine, text_of(args), args.waits, wait_ctx, log)
+
+
+def text_of(args: argparse.Namespace) -> str:
+    """The replay module's text."""
+    return module_text(args.module)[0]
 
 
 def reprint(path: Path) -> int:
@@ -219,6 +252,9 @@ def run(args: argparse.Namespace) -> int:
         args.keystrokes = min(args.keystrokes, 40)
         args.baseline_keystrokes = min(args.baseline_keystrokes, 4)
         args.repeats = 1
+        args.spec_positions = min(args.spec_positions, 10)
+        args.waits = min(args.waits, 3)
+        args.context_keystrokes = min(args.context_keystrokes, 30)
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.out)

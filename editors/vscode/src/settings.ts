@@ -39,6 +39,7 @@ export const SERVER_SETTING_KEYS = [
   "speculation",
   "contextTokens",
   "multiline",
+  "answerEarly",
   "contextFiles",
   "contextFileTokens",
   "fim",

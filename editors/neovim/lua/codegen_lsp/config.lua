@@ -83,6 +83,7 @@ M.server_types = {
   { "speculation", "string" },
   { "contextTokens", "number" },
   { "multiline", "string" },
+  { "answerEarly", "boolean" },
   { "contextFiles", "number" },
   { "contextFileTokens", "number" },
   { "fim", "string" },

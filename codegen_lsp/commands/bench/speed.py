@@ -1,0 +1,280 @@
+"""Bench parts of the speed work: speculation on and off, verify cost, what a user waits for.
+
+* :func:`speculation_replay`: an editing replay of real code (cursor at line starts spread
+  over a file, ~1,000 tokens before it) with greedy suggestions of ``new_tokens`` tokens,
+  decoded with prompt-lookup speculation and without, taking turns; the two texts must be
+  identical (any difference is counted: it would be a bug). Acceptance, tokens per forward and
+  the decode speed-up come from the engine's own counters.
+* :func:`verify_cost`: one row-exact verify call of ``w`` rows (the current token and ``w - 1``
+  drafts) against a one-token step at the same context, model and head, best of ``repeats``.
+* :func:`user_waits`: through the server's suggestion service with default settings: a cold
+  suggestion (a newly opened file, the cursor at the end of a line ~900 tokens in), answered
+  early (the default: the first line) and whole (``answerEarly`` off), and a hover-triggered
+  function body (up to 64 tokens), with the tokens each showed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from codegen_lsp.codegen.modeling import KVCache
+from codegen_lsp.engine.api import GenerateRequest
+from codegen_lsp.engine.local import CodeGenEngine
+
+Log = Callable[[str], None]
+
+
+def line_starts(text: str, encode: Callable[[str], list[int]], context: int, count: int) -> list:
+    """``count`` cursors at non-blank line starts spread over ``text``, each with a window
+    start (a line start) that leaves about ``context`` tokens before the cursor."""
+    lines = text.split("\n")
+    offsets, at = [], 0
+    for line in lines:
+        offsets.append(at)
+        at += len(line) + 1
+    usable = [i for i, line in enumerate(lines) if line.strip() and offsets[i] > 4 * context]
+    picks = [usable[round(j * (len(usable) - 1) / max(1, count - 1))] for j in range(count)]
+    out = []
+    for i in sorted(set(picks)):
+        start = i
+        while start > 0 and len(encode(text[offsets[start - 1] : offsets[i]])) < context:
+            start = max(0, start - 8)
+        out.append((offsets[start], offsets[i]))
+    return out
+
+
+def _greedy(engine: CodeGenEngine, key: str, ids: list[int], new: int, spec: str) -> Any:
+    req = GenerateRequest(key, ids, max_new_tokens=new, ignore_eos=True, speculation=spec)
+    return engine.generate(req, threading.Event())
+
+
+def speculation_replay(
+    engine: CodeGenEngine, text: str, positions: int, new_tokens: int, context: int, log: Log
+) -> dict[str, Any]:
+    """Decode speed with speculation off and on at ``positions`` cursors of ``text``."""
+    encode = engine.encode
+    sums = {m: {"decode_ms": 0.0, "tokens": 0, "forwards": 0} for m in ("off", "lookup")}
+    drafted = accepted = mismatches = 0
+    cursors = line_starts(text, encode, context, positions)
+    _greedy(engine, "spec-warm", encode(text[: cursors[0][1]])[-context:], 4, "lookup")
+    for n, (window, cursor) in enumerate(cursors):
+        ids = encode(text[window:cursor])
+        order = ("off", "lookup") if n % 2 == 0 else ("lookup", "off")
+        texts = {}
+        for mode in order:
+            engine.cache.clear()
+            result = _greedy(engine, f"spec-{mode}", ids, new_tokens, mode)
+            stats = result.stats
+            texts[mode] = result.candidates[0].token_ids
+            sums[mode]["decode_ms"] += stats.decode_ms
+            sums[mode]["tokens"] += stats.generated_tokens
+            sums[mode]["forwards"] += stats.decode_forwards
+            if mode == "lookup":
+                drafted += stats.drafted_tokens
+                accepted += stats.accepted_tokens
+        mismatches += texts["off"] != texts["lookup"]
+        if n % 10 == 0:
+            log(f"  speculation {n + 1}/{len(cursors)}")
+    engine.cache.clear()
+    tok_s = {m: s["tokens"] / s["decode_ms"] * 1000 for m, s in sums.items()}
+    return {
+        "positions": len(cursors),
+        "new_tokens": new_tokens,
+        "context_tokens": context,
+        "decode_tok_s": tok_s,
+        "speedup": tok_s["lookup"] / tok_s["off"],
+        "drafted": drafted,
+        "accepted": accepted,
+        "acceptance": accepted / drafted if drafted else 0.0,
+        "tokens_per_forward": sums["lookup"]["tokens"] / max(1, sums["lookup"]["forwards"]),
+        "text_mismatches": mismatches,
+        "speculation": engine.speculation_state(),
+    }
+
+
+@torch.inference_mode()
+def verify_cost(
+    engine: CodeGenEngine, ids: list[int], context: int, widths: tuple[int, ...], repeats: int
+) -> dict[str, Any]:
+    """Milliseconds of one forward + head with ``w`` rows at ``context``, and the ratio to one."""
+    model, head = engine.model, engine.head
+    forward = model.transformer  # type: ignore[attr-defined]
+    cache = KVCache(model.config, 1, context + max(widths) + 1, engine.kv_dtype, engine.device)
+    prompt = torch.tensor([ids[:context]], device=engine.device)
+    forward(prompt, torch.arange(context, device=engine.device), cache)
+    ms: dict[str, float] = {}
+    for _ in range(repeats):
+        for w in widths:
+            tokens = torch.tensor([ids[context : context + w]], device=engine.device)
+            positions = torch.arange(context, context + w, device=engine.device)
+            start = time.perf_counter()
+            out = forward(tokens, positions, cache, rowwise=w > 1)[0]
+            head(out, rowwise=w > 1)
+            took = (time.perf_counter() - start) * 1000
+            ms[str(w)] = min(took, ms.get(str(w), float("inf")))
+    return {
+        "context": context,
+        "ms": ms,
+        "ratio_to_one_row": {w: v / ms["1"] for w, v in ms.items()},
+        "row_exact_width": engine.spec_width,
+    }
+
+
+def _service(engine: CodeGenEngine, settings: dict[str, Any]) -> tuple[Any, Any]:
+    """A suggestion service over ``engine`` with the server's settings parsing."""
+    from codegen_lsp.completion.service import SuggestionService
+    from codegen_lsp.engine.worker import Worker
+    from codegen_lsp.server.settings import parse_settings
+
+    parsed, problems, _ = parse_settings(settings)
+    if problems:
+        raise ValueError(f"bench settings: {problems}")
+    worker = Worker(lambda spec, progress: engine)
+    worker.load(parsed.engine_spec(), lambda *_: None).result()
+    service = SuggestionService(worker, lambda message: None)
+    service.ready = lambda: ""
+    service.configure(parsed.completion_options(engine.info))
+    return worker, service
+
+
+def user_waits(
+    engine: CodeGenEngine, text: str, positions: int, context: int, log: Log
+) -> dict[str, Any]:
+    """Cold suggestions and hover function bodies through the suggestion service (default
+    settings; the engine's cache emptied before each, as for a newly opened file)."""
+    from codegen_lsp.completion.context import Cursor
+    from codegen_lsp.completion.languages import language_for
+    from codegen_lsp.server.documents import split_lines
+
+    language = language_for("python", "bench.py")
+    lines = text.split("\n")
+    worker, service = _service(engine, {})
+    whole_worker, whole = _service(engine, {"answerEarly": False})
+    cold, cold_whole, bodies = [], [], []
+    try:
+        for n, (window, cursor) in enumerate(line_starts(text, engine.encode, context, positions)):
+            doc_lines = split_lines(text[window:cursor])[:-1]
+            end = len(doc_lines) - 1
+            c = Cursor.at(doc_lines, end, len(doc_lines[end]), language, "bench.py")
+            engine.cache.clear()
+            whole.reset()
+            start = time.perf_counter()
+            out = asyncio.run(whole.suggest(f"whole{n}", lambda c=c: c))
+            shown = out.texts[0] if out.texts else ""
+            took = (time.perf_counter() - start) * 1000
+            cold_whole.append({"ms": took, "tokens": len(engine.encode(shown))})
+            doc_lines = split_lines(text[window:cursor])[:-1]  # cursor at the end of a line
+            end = len(doc_lines) - 1
+            c = Cursor.at(doc_lines, end, len(doc_lines[end]), language, "bench.py")
+            engine.cache.clear()
+            service.reset()
+            start = time.perf_counter()
+            out = asyncio.run(service.suggest(f"cold{n}", lambda c=c: c))
+            took = (time.perf_counter() - start) * 1000
+            shown = out.texts[0] if out.texts else ""
+            stats = out.stats
+            cold.append(
+                {
+                    "ms": took,
+                    "tokens": len(engine.encode(shown)),
+                    "generated": stats.generated_tokens if stats else 0,
+                    "prefilled": stats.prefilled_tokens if stats else 0,
+                    "prefill_ms": stats.prefill_ms if stats else 0.0,
+                    "decode_ms": stats.decode_ms if stats else 0.0,
+                }
+            )
+        defs = [i for i, line in enumerate(lines) if line.startswith("def ") and i > 60]
+        for n, i in enumerate(defs[:positions]):
+            head = i
+            while head > 0 and len(engine.encode("\n".join(lines[head:i]))) < context:
+                head = max(0, head - 8)
+            doc_lines = split_lines("\n".join([*lines[head : i + 1], ""]))
+            c = Cursor.at(doc_lines, i - head, len(lines[i]), language, "bench.py")
+            engine.cache.clear()
+            service.reset()
+            start = time.perf_counter()
+            body = asyncio.run(service.function_body(f"body{n}", lambda: 1, lambda c=c: c))
+            took = (time.perf_counter() - start) * 1000
+            made = body.text if hasattr(body, "text") else ""
+            bodies.append({"ms": took, "tokens": len(engine.encode(made)), "ok": bool(made)})
+        log(f"  user waits: {len(cold)} cold suggestions, {len(bodies)} function bodies")
+    finally:
+        worker.close()
+        whole_worker.close()
+    engine.cache.clear()
+    return {
+        "cold_suggestion": _summary(cold),
+        "cold_suggestion_whole": _summary(cold_whole),
+        "function_body": _summary(bodies),
+    }
+
+
+def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    if not rows:
+        return {"count": 0}
+    ms = sorted(r["ms"] for r in rows)
+    return {
+        "count": len(rows),
+        "p50_ms": ms[len(ms) // 2],
+        "max_ms": ms[-1],
+        "mean_tokens": sum(r["tokens"] for r in rows) / len(rows),
+        "rows": rows,
+    }
+
+
+def context_replay(
+    engine: CodeGenEngine, text: str, others: dict[str, str], keystrokes: int, log: Log
+) -> dict[str, Any]:
+    """Typing ``keystrokes`` characters at a line start ~40% into ``text`` through the
+    suggestion service (one-line suggestions of 8 tokens), with the snippet block from the
+    ``others`` documents (``contextFiles`` 2) and without it (0): tokens prefilled per model
+    run, prompt sizes and latency, and how often the block changed."""
+    from codegen_lsp.completion.context import Cursor
+    from codegen_lsp.completion.languages import language_for
+    from codegen_lsp.completion.neighbors import Neighbor
+    from codegen_lsp.server.documents import split_lines
+
+    language = language_for("python", "typed.py")
+    neighbors = [Neighbor(path, split_lines(body)) for path, body in others.items()]
+    start = text.index("\n", int(len(text) * 0.4)) + 1
+    out: dict[str, Any] = {"keystrokes": keystrokes, "others": list(others)}
+    for files in (0, 2):
+        settings = {"contextFiles": files, "multiline": "never", "maxNewTokens": 8}
+        worker, service = _service(engine, {**settings, "answerEarly": False})
+        service.neighbors = lambda key: neighbors
+        engine.cache.clear()
+        prefilled, prompts, ms, served = [], [], [], 0
+        try:
+            for k in range(keystrokes + 1):
+                lines = split_lines(text[: start + k])
+                c = Cursor.at(lines, len(lines) - 1, len(lines[-1]), language, "typed.py")
+                begin = time.perf_counter()
+                got = asyncio.run(service.suggest("typed.py", lambda c=c: c))
+                if k == 0:
+                    continue  # the cold first request
+                if got.stats is None:
+                    served += 1
+                    continue
+                ms.append((time.perf_counter() - begin) * 1000)
+                prefilled.append(got.stats.prefilled_tokens)
+                prompts.append(got.stats.prompt_tokens)
+        finally:
+            worker.close()
+        ms.sort()
+        out[f"contextFiles={files}"] = {
+            "model_runs": len(ms),
+            "type_ahead": served,
+            "prefilled_median": sorted(prefilled)[len(prefilled) // 2] if prefilled else None,
+            "prefilled_mean": sum(prefilled) / len(prefilled) if prefilled else None,
+            "prompt_tokens_median": sorted(prompts)[len(prompts) // 2] if prompts else None,
+            "p50_ms": ms[len(ms) // 2] if ms else None,
+        }
+        log(f"  context replay contextFiles={files}: {out[f'contextFiles={files}']}")
+    engine.cache.clear()
+    return out
