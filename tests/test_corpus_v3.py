@@ -102,9 +102,18 @@ def test_infill_rows_have_codegen2_layout() -> None:
     for _ in range(50):
         row = batches.infill().tolist()
         assert len(row) == SEQ + 1
-        assert row.count(sep) == 1 and row.count(mask) == 2 and row[-1] == eom
-        first, cut = row.index(mask), row.index(sep)
+        assert row.count(sep) == 1 and row.count(mask) == 2 and row.count(eom) == 1
+        first, cut, end = row.index(mask), row.index(sep), row.index(eom)
         assert row[cut - 1] == 0 and row[cut + 1] == mask
-        middle = row[cut + 2 : -1]
+        middle = row[cut + 2 : end]
         assert middle and 0 not in middle, "the middle stays inside one file"
         assert 0 not in row[first + 1 : cut - 1], "the suffix stays inside one file"
+        # cut in text, as the server cuts: prefix + middle + suffix is the file's own text,
+        # the middle is the rest of whole lines (no line end of its own)
+        prefix = row[:first]
+        if prefix[:1] == [0]:
+            prefix = prefix[1:]
+        assert 0 not in prefix
+        parts = [tokenizer.decode(p) for p in (prefix, middle, row[first + 1 : cut - 1])]
+        assert "".join(parts) in text
+        assert not parts[1].endswith("\n") and parts[1].strip()
