@@ -138,10 +138,12 @@ def _speed_lines(model: dict[str, Any]) -> list[str]:
         )
     replay = model.get("context_replay")
     if replay:
-        for files in (0, 2):
-            r = replay[f"contextFiles={files}"]
+        for name in ("contextFiles=0", "contextFiles=2", "text after the cursor"):
+            r = replay.get(name)
+            if r is None:
+                continue
             lines.append(
-                f"typing {replay['keystrokes']} chars, contextFiles={files}: {r['model_runs']} "
+                f"typing {replay['keystrokes']} chars, {name}: {r['model_runs']} "
                 f"model runs ({r['type_ahead']} type-ahead), prefilled median "
                 f"{r['prefilled_median']} mean {_fmt(r['prefilled_mean'], 1)}, prompt "
                 f"{r['prompt_tokens_median']} tokens, p50 {_fmt(r['p50_ms'])} ms"

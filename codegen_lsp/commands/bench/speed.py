@@ -251,8 +251,9 @@ def context_replay(
 ) -> dict[str, Any]:
     """Typing ``keystrokes`` characters at a line start ~40% into ``text`` through the
     suggestion service (one-line suggestions of 8 tokens), with the snippet block from the
-    ``others`` documents (``contextFiles`` 2) and without it (0): tokens prefilled per model
-    run, prompt sizes and latency, and how often the block changed."""
+    ``others`` documents (``contextFiles`` 2) and without it (0), and with the rest of the file
+    after the cursor (an infill prompt where the model has CodeGen2's tokens): tokens
+    prefilled per model run, prompt sizes, latency."""
     from codegen_lsp.completion.context import Cursor
     from codegen_lsp.completion.languages import language_for
     from codegen_lsp.completion.neighbors import Neighbor
@@ -262,7 +263,8 @@ def context_replay(
     neighbors = [Neighbor(path, split_lines(body)) for path, body in others.items()]
     start = text.index("\n", int(len(text) * 0.4)) + 1
     out: dict[str, Any] = {"keystrokes": keystrokes, "others": list(others)}
-    for files in (0, 2):
+    for name, files, after in (("contextFiles=0", 0, ""), ("contextFiles=2", 2, ""),
+                               ("text after the cursor", 0, text[start:])):  # fmt: skip
         settings = {"contextFiles": files, "multiline": "never", "maxNewTokens": 8}
         worker, service = _service(engine, {**settings, "answerEarly": False})
         service.neighbors = lambda key: neighbors
@@ -270,8 +272,11 @@ def context_replay(
         prefilled, prompts, ms, served = [], [], [], 0
         try:
             for k in range(keystrokes + 1):
-                lines = split_lines(text[: start + k])
-                c = Cursor.at(lines, len(lines) - 1, len(lines[-1]), language, "typed.py")
+                typed = text[: start + k]
+                lines = split_lines(typed + ("\n" + after if after else ""))
+                row = typed.count("\n")
+                col = len(typed) - (typed.rfind("\n") + 1)
+                c = Cursor.at(lines, row, col, language, "typed.py")
                 begin = time.perf_counter()
                 got = asyncio.run(service.suggest("typed.py", lambda c=c: c))
                 if k == 0:
@@ -285,7 +290,7 @@ def context_replay(
         finally:
             worker.close()
         ms.sort()
-        out[f"contextFiles={files}"] = {
+        out[name] = {
             "model_runs": len(ms),
             "type_ahead": served,
             "prefilled_median": sorted(prefilled)[len(prefilled) // 2] if prefilled else None,
@@ -293,6 +298,6 @@ def context_replay(
             "prompt_tokens_median": sorted(prompts)[len(prompts) // 2] if prompts else None,
             "p50_ms": ms[len(ms) // 2] if ms else None,
         }
-        log(f"  context replay contextFiles={files}: {out[f'contextFiles={files}']}")
+        log(f"  context replay {name}: {out[name]}")
     engine.cache.clear()
     return out
