@@ -21,7 +21,8 @@ examples in CodeGen2's layout, the one the server sends::
 
 Infill examples are cut in text as the server cuts them (``Batches``): cursor after a line's
 indentation or inside it, the middle the rest of 1-5 lines, prefix and suffix encoded on their
-own, prefixes of every length (``<|endoftext|>`` first at a file start), suffix up to 128 tokens. AdamW, bf16 autocast, a warm-up of ``--warmup`` steps then a cosine over the
+own, prefixes of every length (``<|endoftext|>`` first at a file start), suffix up to 128
+tokens. AdamW, bf16 autocast, a warm-up of ``--warmup`` steps then a cosine over the
 wall-clock budget (``--minutes``), so it ends on time on a shared machine. State goes to
 ``W/v3.pt`` every ``--save-every`` seconds; rerunning the same command resumes.
 """
@@ -297,6 +298,26 @@ def cmd_export(args: argparse.Namespace) -> None:
     print(f"exported step {state['step']} to {out} ({size / 1e6:.1f} MB)")
 
 
+def cmd_plot(args: argparse.Namespace) -> None:
+    """Training loss against tokens seen, one line per log (``--logs``), into ``--out``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for log in args.logs:
+        steps = [line.split() for line in Path(log).read_text().splitlines()]
+        rows = [(int(w[8]), float(w[4])) for w in steps if w[:2] == ["v3", "step"]]
+        ax.plot([t / 1e6 for t, _ in rows], [loss for _, loss in rows], label=Path(log).stem)
+    ax.set_xlabel("tokens seen (millions)")
+    ax.set_ylabel("training loss, 10-step mean (nats/token)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(args.out, dpi=100)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -318,6 +339,10 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("--seed", type=int, default=3)
         p.add_argument("--log-every", type=int, default=10)
         p.add_argument("--save-every", type=float, default=300.0)
+    plot = sub.add_parser("plot")
+    plot.set_defaults(func=cmd_plot)
+    plot.add_argument("--logs", nargs="+", required=True)
+    plot.add_argument("--out", required=True)
     args = parser.parse_args(argv)
     args.func(args)
 
