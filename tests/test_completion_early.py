@@ -14,6 +14,8 @@ import threading
 import time
 
 from engine_support import FakeEngine
+from raw_lsp import RawServer
+from support import wait_until
 
 from codegen_lsp.completion.core import CompletionOptions
 from codegen_lsp.completion.service import SuggestionService
@@ -121,3 +123,51 @@ def test_a_newer_request_cancels_the_background_run(marked) -> None:
         assert engine.cancelled == ["def f():"[-8:]]  # the background run, stopped
     finally:
         worker.close()
+
+
+def _served(server: RawServer, uri: str, text: str, version: int) -> tuple[str, int]:
+    """Open (or replace) ``uri`` with ``text``; the inline answer at its end and the status's
+    model-run count once no generation is left running."""
+    if version == 1:
+        server.open(uri, text)
+    else:
+        change = {
+            "textDocument": {"uri": uri, "version": version},
+            "contentChanges": [{"text": text}],
+        }
+        server.notify("textDocument/didChange", change)
+    lines = text.split("\n")
+    items = server.inline(uri, len(lines) - 1, len(lines[-1]))["result"]["items"]
+    status = wait_until(
+        lambda: (st := server.status())["state"] == "ready" and st, 60, "no generation running"
+    )
+    return (items[0]["insertText"] if items else ""), status["generateRuns"]
+
+
+def test_the_server_answers_early_and_serves_the_rest(tmp_path, default_model) -> None:
+    """Over LSP, on the shipped model: with ``answerEarly`` the first answer is the first
+    line of what the server answers with it off; the rest comes after accepting that line,
+    from type-ahead (no model run), and both together are the whole answer."""
+    wholes = {}
+    whole_server = RawServer(tmp_path / "whole.log")
+    try:
+        whole_server.initialize({"codegen": {"model": str(default_model), "answerEarly": False}})
+        for n, document in enumerate(DOCUMENTS):
+            text = document.replace("█", "")
+            wholes[text], _ = _served(whole_server, f"file:///w/{n}.py", text, 1)
+    finally:
+        whole_server.close()
+    multi = [(t, w) for t, w in wholes.items() if "\n" in w.lstrip()]
+    assert multi, f"no document got a multi-line suggestion: {wholes}"
+    text, whole = multi[0]
+    server = RawServer(tmp_path / "early.log")
+    try:
+        server.initialize({"codegen": {"model": str(default_model)}})
+        first, runs = _served(server, "file:///e/a.py", text, 1)
+        assert first and whole.startswith(first) and "\n" not in first.lstrip(), (first, whole)
+        rest, runs_after = _served(server, "file:///e/a.py", text + first, 2)
+        assert runs_after == runs, "the rest came from a model run"
+        assert first + rest == whole
+        assert server.status()["typeAhead"] >= 1
+    finally:
+        server.close()

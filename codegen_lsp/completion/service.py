@@ -252,9 +252,10 @@ class SuggestionService:
         self, prepared: Prepared, ticket: _Ticket, label: str, early: bool = False
     ) -> tuple[list[str], GenerateStats | None]:
         """Run ``prepared`` on the worker under the limits; its suggestions ([] on failure).
-        With ``early``, answer with the first line once it is complete and let the rest decode
-        on in the background: its whole text goes to type-ahead when it ends, and a newer
-        request for the document (the ticket stays registered) cancels it at once."""
+        With ``early``, a suggestion whose first line completes before its end is answered with
+        that line (also when the rest is done by then: the same answer on any machine); the
+        rest decodes on in the background, its whole text goes to type-ahead when it ends, and
+        a newer request for the document (the ticket stays registered) cancels it at once."""
         request = prepared.request
         if self.faults.take("generate_once"):
             request = dataclasses.replace(request, stop=FailingStop())
@@ -275,14 +276,18 @@ class SuggestionService:
         try:
             if first is not None:
                 await asyncio.wait({waiting, first}, return_when=asyncio.FIRST_COMPLETED)
-                if not waiting.done():
-                    ticket.background = True
-                    waiting.add_done_callback(
-                        lambda done: self._background_done(prepared, ticket, done, label)
-                    )
+                if first.done():  # the first line, whether or not the rest has ended too
                     partial = GenerateResult([Candidate(first.result(), [], "early")])
-                    log.info("request %s: answered with the first line, decoding on", label)
-                    return self.completer.finish(prepared, partial), None
+                    shown = self.completer.finish(prepared, partial)
+                    log.info("request %s: answered with the first line", label)
+                    if waiting.done():  # type-ahead gets the whole now (after the first line)
+                        self._finished(prepared, waiting.result(), label)
+                    else:
+                        ticket.background = True
+                        waiting.add_done_callback(
+                            lambda done: self._background_done(prepared, ticket, done, label)
+                        )
+                    return shown, None
             result = await waiting
         except asyncio.CancelledError:
             self.worker.cancel(future)
