@@ -32,7 +32,7 @@ from codegen_lsp.engine.loader import load_engine
 from codegen_lsp.engine.local import CodeGenEngine
 from codegen_lsp.engine.quantize import quantize_linears
 from codegen_lsp.engine.speculate import DraftLength, LookupDrafter, rows_agree, verify_width
-from codegen_lsp.server.settings import DRAFT_NOT_IMPLEMENTED, parse_settings
+from codegen_lsp.server.settings import DRAFT_NEEDS_MODEL, parse_settings
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 SOURCE = inspect.getsource(textwrap)
@@ -229,7 +229,7 @@ def test_speculation_setting() -> None:
     parsed, problems, _ = parse_settings({"speculation": "off"})
     assert parsed.completion_options().speculation == "off" and not problems
     parsed, problems, _ = parse_settings({"speculation": "draft"})
-    assert parsed.generation.speculation == "lookup" and problems == [DRAFT_NOT_IMPLEMENTED]
+    assert parsed.generation.speculation == "lookup" and problems == [DRAFT_NEEDS_MODEL]
     parsed, problems, _ = parse_settings({"speculation": "sometimes"})
     assert parsed.generation.speculation == "auto" and "speculation" in problems[0]
 

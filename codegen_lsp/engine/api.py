@@ -93,7 +93,7 @@ class GenerateRequest:
     # (the stop rule still decides every cut)
     stop_strings: tuple[str, ...] = ()
     stop_ids: tuple[int, ...] = ()  # tokens that end a candidate as eos does (infill: <eom>)
-    # speculative decoding: auto | off | lookup | draft (draft: not implemented, runs lookup);
+    # speculative decoding: auto (draft model if loaded, else lookup) | off | lookup | draft;
     # exact where it runs (greedy rows only; see engine/speculate.py), so it never changes text
     speculation: str = "auto"
     on_first_line: LineFn | None = None  # local engines only; a remote one answers whole
@@ -191,6 +191,7 @@ class EngineSpec:
     cache_memory_mb: int = 512
     prefix_reuse: bool = True
     memory_limit_mb: int = 0  # weights plus cache budget must fit; 0: no limit
+    draft_model: str = ""  # a smaller CodeGen, same tokenizer, drafting for speculation
     compile: bool = False
     kv_dtype: str = "auto"  # auto (float32 on CPU, where attention is fastest in it) | ...
     # int8 weights: keep a bf16 copy beside them for prefill (~10% faster prefill, 2 more

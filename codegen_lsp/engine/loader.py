@@ -22,6 +22,7 @@ from codegen_lsp.codegen.checkpoint import CheckpointError, LinearHook, load_mod
 from codegen_lsp.codegen.default import default_model_dir
 from codegen_lsp.codegen.tokenizer import CodeGenTokenizer
 from codegen_lsp.engine.api import EngineSpec, ModelInfo, ProgressFn
+from codegen_lsp.engine.draft import same_vocabulary
 from codegen_lsp.engine.head import LogitsHead
 from codegen_lsp.engine.local import CodeGenEngine
 from codegen_lsp.engine.machine import (
@@ -191,11 +192,38 @@ def load_engine(
         head=head,
     )
     engine.bos_id = file_start_id(spec, directory, tokenizer)
+    if spec.draft_model:
+        report(f"loading the draft model {spec.draft_model}", 80)
+        engine.draft = load_draft(spec, engine)
     report("warming up", 90)
     engine.warmup()
     release_freed_memory()
     report("ready", 100)
     return engine
+
+
+def load_draft(spec: EngineSpec, target: CodeGenEngine) -> CodeGenEngine:
+    """The ``draftModel`` engine: the target's device, dtype and weights, a quarter of its
+    cache budget (64 MiB at least); its tokenizer must give every id the target's bytes."""
+    draft_spec = replace(
+        spec,
+        model=spec.draft_model,
+        draft_model="",
+        cache_memory_mb=max(64, spec.cache_memory_mb // 4),
+        memory_limit_mb=0,
+    )
+    try:
+        draft = load_engine(draft_spec)
+    except (CheckpointError, EngineConfigError) as exc:
+        raise EngineConfigError(f"draftModel {spec.draft_model}: {exc}") from None
+    assert isinstance(draft, CodeGenEngine)
+    why = same_vocabulary(target.token_bytes, draft.token_bytes)
+    if why:
+        raise EngineConfigError(
+            f"draftModel {spec.draft_model} cannot draft for this model: {why} "
+            "(it needs the same tokenizer, as the CodeGen mono/multi sizes share)"
+        )
+    return draft
 
 
 def quantize_on_load(

@@ -31,6 +31,7 @@ from codegen_lsp.engine.api import (
     HealthFn,
     ModelInfo,
 )
+from codegen_lsp.engine.draft import ModelDrafter
 from codegen_lsp.engine.head import LogitsHead
 from codegen_lsp.engine.healing import heal, prefix_index
 from codegen_lsp.engine.kv_cache import KVSlot, kv_bytes_per_token, plan_blocks
@@ -102,6 +103,8 @@ class CodeGenEngine:
         # rows per speculative verify call (1: speculation off, for the reason given)
         self.spec_width, self.spec_reason = verify_width(model, self.device, compile)
         self._rows_checked = False
+        self.draft: CodeGenEngine | None = None  # draftModel: a smaller CodeGen, same tokenizer
+        self._drafting = False  # this request's drafts come from ``draft`` (else: lookup)
         n_params = weight_count(model)
         self.info = info or ModelInfo("model", parameters=n_params)
         self.description = (
@@ -136,7 +139,8 @@ class CodeGenEngine:
     def speculation_state(self) -> str:
         """``lookup (up to N drafts)`` or ``off: why`` (for the status)."""
         if self.spec_width > 1:
-            return f"lookup (greedy rows, up to {self.spec_width - 1} drafts)"
+            source = f"draft model {self.draft.info.name}" if self.draft else "lookup"
+            return f"{source} (greedy rows, up to {self.spec_width - 1} drafts)"
         return self.spec_reason
 
     def _speculates(self, req: GenerateRequest) -> bool:
@@ -206,6 +210,7 @@ class CodeGenEngine:
         else:
             decode_start = time.perf_counter()
             lookup = self._speculates(req)
+            self._drafting = lookup and self.draft is not None and req.speculation != "lookup"
             self._decode_rows(state, slot, len(ids), cancel, deadline, stats, lookup)
             stats.decode_ms = (time.perf_counter() - decode_start) * 1000
         result = GenerateResult(
@@ -325,7 +330,10 @@ class CodeGenEngine:
         are what greedy decoding chooses, and the model's own choice after them comes free.
         Only kept positions are recorded (the rest is overwritten later)."""
         row = state.rows[0]
-        drafter = LookupDrafter(slot.tokens[:position])
+        drafter: LookupDrafter | ModelDrafter = LookupDrafter(slot.tokens[:position])
+        if self._drafting and self.draft is not None:
+            room = state.max_new + self.spec_width
+            drafter = ModelDrafter(self.draft, slot.key, slot.tokens[:position], room)
         length = DraftLength(self.spec_width - 1)
         logits = self.head(hidden).cpu()  # [1, V]
         token: int | None = None

@@ -20,8 +20,9 @@ from codegen_lsp.completion.core import CompletionOptions
 from codegen_lsp.engine.api import EngineSpec, ModelInfo, SamplingParams
 from codegen_lsp.server.setting_spec import ON_OFF, SettingSpec, declare
 
-DRAFT_NOT_IMPLEMENTED = (
-    "codegen.speculation: draft (a draft model) is not implemented yet; using lookup"
+DRAFT_NEEDS_MODEL = (
+    "codegen.speculation: draft needs codegen.draftModel (a smaller CodeGen with the same "
+    "tokenizer); using lookup"
 )
 
 
@@ -88,6 +89,14 @@ class ModelSettings:
         "before loading.",
         minimum=0,
         maximum=1 << 24,
+    )
+    draft_model: str = declare(
+        "draftModel",
+        "string",
+        "",
+        "A smaller CodeGen with the same tokenizer (a directory or hub id) whose greedy tokens "
+        "are the drafts of speculative decoding, e.g. Salesforce/codegen-350M-mono for the "
+        "2B/6B/16B-mono checkpoints; empty: none (lookup drafts). Local models only.",
     )
 
 
@@ -186,9 +195,9 @@ class GenerationSettings:
         "speculation",
         "enum",
         "auto",
-        "Speculative decoding of greedy suggestions, exact (the text never changes): auto or "
-        "lookup (drafts from the prompt's own text, where the weights are int8/int4), off; "
-        "draft (a draft model) is not implemented yet and runs lookup.",
+        "Speculative decoding of greedy suggestions, exact (the text never changes): auto (a "
+        "draft model when draftModel is set, else lookup), lookup (drafts from the prompt's own "
+        "text), draft (the draft model's tokens), off; needs int8/int4 weights.",
         enum=("auto", "off", "lookup", "draft"),
     )
 
@@ -284,6 +293,7 @@ class Settings:
             cache_memory_mb=m.cache_memory_mb,
             prefix_reuse=m.prefix_reuse,
             memory_limit_mb=m.memory_limit_mb,
+            draft_model=m.draft_model,
             endpoint=r.endpoint,
             remote_model=r.remote_model,
             api_key_env=r.api_key_env,
@@ -360,8 +370,8 @@ def parse_settings(raw: Any) -> tuple[Settings, list[str], list[str]]:
             setattr(group, name, spec.check(value))
         except ValueError as exc:
             problems.append(f"codegen.{spec.key}: {exc}, got {value!r}; using {spec.default!r}")
-    if settings.generation.speculation == "draft":
-        problems.append(DRAFT_NOT_IMPLEMENTED)
+    if settings.generation.speculation == "draft" and not settings.model.draft_model:
+        problems.append(DRAFT_NEEDS_MODEL)
         settings.generation.speculation = "lookup"
     unknown = sorted(str(k) for k in raw if k not in known)
     return settings, problems, unknown

@@ -24,6 +24,7 @@ export const SERVER_SETTING_KEYS = [
   "cacheMemoryMB",
   "prefixReuse",
   "memoryLimitMB",
+  "draftModel",
   "endpoint",
   "remoteModel",
   "apiKeyEnv",

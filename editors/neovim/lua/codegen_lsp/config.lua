@@ -68,6 +68,7 @@ M.server_types = {
   { "cacheMemoryMB", "number" },
   { "prefixReuse", "boolean" },
   { "memoryLimitMB", "number" },
+  { "draftModel", "string" },
   { "endpoint", "string" },
   { "remoteModel", "string" },
   { "apiKeyEnv", "string" },
