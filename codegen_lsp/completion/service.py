@@ -313,9 +313,10 @@ class SuggestionService:
             del self._latest[prepared.key]
         if done.cancelled():
             return
-        if done.exception() is not None:
-            if not isinstance(done.exception(), EngineUnavailable):
-                self._failed(label, done.exception())  # type: ignore[arg-type]
+        error = done.exception()
+        if error is not None:
+            if not isinstance(error, EngineUnavailable):
+                self._failed(label, error)
             return
         self._finished(prepared, done.result(), label)
 

@@ -16,10 +16,14 @@ is written by position). Its block plan and rounding do not matter: its output i
 from __future__ import annotations
 
 import threading
+from typing import TYPE_CHECKING
 
 import torch
 
 from codegen_lsp.engine.kv_cache import common_prefix
+
+if TYPE_CHECKING:  # local.py imports this module
+    from codegen_lsp.engine.local import CodeGenEngine
 
 DRAFT_KEY = "\0draft:"
 
@@ -39,16 +43,16 @@ def same_vocabulary(target_bytes: list[bytes], draft_bytes: list[bytes]) -> str:
 class ModelDrafter:
     """Greedy drafts of a draft engine (a ``CodeGenEngine``) for one generation."""
 
-    def __init__(self, engine: object, key: str, ids: list[int], room: int) -> None:
+    def __init__(self, engine: CodeGenEngine, key: str, ids: list[int], room: int) -> None:
         self.engine = engine
         self.ids = list(ids)
-        self.limit = engine.n_ctx  # type: ignore[attr-defined]
-        self.vocab = engine.tokenizer.vocab_size  # type: ignore[attr-defined]
-        cache = engine.cache  # type: ignore[attr-defined]
+        self.limit = engine.n_ctx
+        self.vocab = engine.tokenizer.vocab_size
+        cache = engine.cache
         need = min(self.limit, len(ids) + room)
         self.slot, reused = cache.acquire(DRAFT_KEY + key, self.ids, need=need)
         never = threading.Event()
-        engine._prefill(self.slot, self.ids[:-1], reused, never, None)  # type: ignore[attr-defined]
+        engine._prefill(self.slot, self.ids[:-1], reused, never, None)
         self.written = list(self.ids[:-1])  # tokens whose K/V the slot holds, by position
 
     def extend(self, tokens: list[int]) -> None:
@@ -64,14 +68,14 @@ class ModelDrafter:
             return [], 0
         start = min(common_prefix(self.written, self.ids), length - 1)
         engine = self.engine
-        device = engine.device  # type: ignore[attr-defined]
+        device = engine.device
         feed = self.ids[start:]
         drafts: list[int] = []
         while len(drafts) < k:
             tokens = torch.tensor([feed], device=device)
             positions = torch.arange(start, start + len(feed), device=device)
-            hidden = engine._forward(tokens, positions, self.slot.cache)[:, -1]  # type: ignore[attr-defined]
-            logits = engine.head(hidden)[0, : self.vocab]  # type: ignore[attr-defined]
+            hidden = engine._forward(tokens, positions, self.slot.cache)[:, -1]
+            logits = engine.head(hidden)[0, : self.vocab]
             drafts.append(int(logits.argmax()))
             start += len(feed)
             feed = drafts[-1:]

@@ -104,7 +104,6 @@ class CodeGenEngine:
         self.spec_width, self.spec_reason = verify_width(model, self.device, compile)
         self._rows_checked = False
         self.draft: CodeGenEngine | None = None  # draftModel: a smaller CodeGen, same tokenizer
-        self._drafting = False  # this request's drafts come from ``draft`` (else: lookup)
         n_params = weight_count(model)
         self.info = info or ModelInfo("model", parameters=n_params)
         self.description = (
@@ -209,9 +208,11 @@ class CodeGenEngine:
             state.finish_all("length")
         else:
             decode_start = time.perf_counter()
-            lookup = self._speculates(req)
-            self._drafting = lookup and self.draft is not None and req.speculation != "lookup"
-            self._decode_rows(state, slot, len(ids), cancel, deadline, stats, lookup)
+            drafts = ""  # where greedy rows' drafts come from: "" (none), lookup, draft
+            if self._speculates(req):
+                use_draft = self.draft is not None and req.speculation != "lookup"
+                drafts = "draft" if use_draft else "lookup"
+            self._decode_rows(state, slot, len(ids), cancel, deadline, stats, drafts)
             stats.decode_ms = (time.perf_counter() - decode_start) * 1000
         result = GenerateResult(
             candidates=state.candidates(),
@@ -252,11 +253,11 @@ class CodeGenEngine:
         cancel: Cancel,
         deadline: float | None,
         stats: GenerateStats,
-        lookup: bool = False,
+        drafts: str = "",
     ) -> None:
         """Decode every row: in forked rows, as many at a time as the cache budget allows, or
         one after another in the slot itself (always for one row: its tokens stay cached);
-        with ``lookup``, greedy rows in the slot verify prompt-lookup drafts."""
+        with ``drafts`` (``lookup`` or ``draft``), greedy rows in the slot verify drafts."""
         generator = None
         if state.params.seed is not None:
             generator = torch.Generator(device="cpu").manual_seed(state.params.seed)
@@ -270,8 +271,13 @@ class CodeGenEngine:
                 slot.truncate(length)
                 sub = state.group(first, 1)
                 greedy = state.params.temperature == 0 or (state.greedy_first and first == 0)
-                decode = self._decode_lookup if lookup and greedy else self._decode
-                decode(sub, slot, slot.last_hidden(), length, cancel, deadline, generator, stats)
+                hidden = slot.last_hidden()
+                if drafts and greedy:
+                    self._decode_lookup(
+                        sub, slot, hidden, length, cancel, deadline, generator, stats, drafts
+                    )
+                else:
+                    self._decode(sub, slot, hidden, length, cancel, deadline, generator, stats)
             return
         for first in range(0, n, group):
             sub = state.group(first, group)
@@ -294,11 +300,7 @@ class CodeGenEngine:
         """Sample, check, feed back, one token per step, until every row has finished."""
         vocab = self.tokenizer.vocab_size
         while True:
-            if cancel.is_set():
-                state.finish_all("cancelled")
-                return
-            if deadline is not None and time.perf_counter() > deadline:
-                state.finish_all("time")
+            if _interrupted(state, cancel, deadline):
                 return
             logits = self.head(hidden).cpu()  # [rows, V] float32
             next_ids = sample_step(
@@ -324,25 +326,23 @@ class CodeGenEngine:
         deadline: float | None,
         generator: torch.Generator | None,
         stats: GenerateStats,
+        drafts: str = "lookup",
     ) -> None:
-        """Greedy decoding of one row in the slot, each call verifying lookup drafts: the
+        """Greedy decoding of one row in the slot, each call verifying drafts (prompt lookup,
+        or the draft model's with ``drafts="draft"``): the
         current token and ``k`` drafts go in one row-exact call; drafts are kept while they
         are what greedy decoding chooses, and the model's own choice after them comes free.
         Only kept positions are recorded (the rest is overwritten later)."""
         row = state.rows[0]
         drafter: LookupDrafter | ModelDrafter = LookupDrafter(slot.tokens[:position])
-        if self._drafting and self.draft is not None:
+        if drafts == "draft" and self.draft is not None:
             room = state.max_new + self.spec_width
             drafter = ModelDrafter(self.draft, slot.key, slot.tokens[:position], room)
         length = DraftLength(self.spec_width - 1)
         logits = self.head(hidden).cpu()  # [1, V]
         token: int | None = None
         while True:
-            if cancel.is_set():
-                state.finish_all("cancelled")
-                return
-            if deadline is not None and time.perf_counter() > deadline:
-                state.finish_all("time")
+            if _interrupted(state, cancel, deadline):
                 return
             if token is None:
                 token = self._choose(state, logits, generator)
@@ -384,3 +384,14 @@ class CodeGenEngine:
         """The next token of the single row of ``state`` from its logits ``[1, V]``."""
         vocab = self.tokenizer.vocab_size
         return sample_step(state, logits, vocab, self.prefix_index, self.token_bytes, generator)[0]
+
+
+def _interrupted(state: DecodeState, cancel: Cancel, deadline: float | None) -> bool:
+    """End every row (cancelled, or out of time) when the request must stop now."""
+    if cancel.is_set():
+        state.finish_all("cancelled")
+        return True
+    if deadline is not None and time.perf_counter() > deadline:
+        state.finish_all("time")
+        return True
+    return False

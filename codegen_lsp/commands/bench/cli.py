@@ -190,14 +190,20 @@ def bench_model(name: str, directory: Path, args: argparse.Namespace, bw: float)
         result["backends"][entry.backend.name] = {**tp, "replay": rep.to_dict()}
     del entries
     gc.collect()
-    speed_parts(name, engine, ids, decode_ctx, args, result)
+    speed_parts(name, engine, text, ids, decode_ctx, args, result)
     result["targets"] = report.targets(result)
     result["_replays"] = replays
     return result
 
 
 def speed_parts(
-    name: str, engine: CodeGenEngine, ids: list[int], ctx: int, args: argparse.Namespace, out: dict
+    name: str,
+    engine: CodeGenEngine,
+    text: str,
+    ids: list[int],
+    ctx: int,
+    args: argparse.Namespace,
+    out: dict,
 ) -> None:
     """Speculation on/off (real weights only: random ones repeat themselves), the verify
     cost, and the cold-suggestion and function-body waits through the suggestion service."""
@@ -215,12 +221,7 @@ def speed_parts(
             engine, spec_text, others, args.context_keystrokes, log
         )
     wait_ctx = min(900, engine.n_ctx - 80)
-    out["user_waits"] = speed.user_waits(engine, text_of(args), args.waits, wait_ctx, log)
-
-
-def text_of(args: argparse.Namespace) -> str:
-    """The replay module's text."""
-    return module_text(args.module)[0]
+    out["user_waits"] = speed.user_waits(engine, text, args.waits, wait_ctx, log)
 
 
 def reprint(path: Path) -> int:

@@ -160,6 +160,7 @@ def user_waits(
     settings; the engine's cache emptied before each, as for a newly opened file)."""
     from codegen_lsp.completion.context import Cursor
     from codegen_lsp.completion.languages import language_for
+    from codegen_lsp.completion.service import Body
     from codegen_lsp.server.documents import split_lines
 
     language = language_for("python", "bench.py")
@@ -170,7 +171,7 @@ def user_waits(
     try:
         cursors = line_starts(text, engine.encode, context, positions, opener=True)
         for n, (window, cursor) in enumerate(cursors):
-            doc_lines = split_lines(text[window:cursor])[:-1]
+            doc_lines = split_lines(text[window:cursor])[:-1]  # cursor at the end of a line
             end = len(doc_lines) - 1
             c = Cursor.at(doc_lines, end, len(doc_lines[end]), language, "bench.py")
             engine.cache.clear()
@@ -178,9 +179,6 @@ def user_waits(
             out, took = asyncio.run(_timed(whole, f"whole{n}", c))
             shown = out.texts[0] if out.texts else ""
             cold_whole.append({"ms": took, "tokens": len(engine.encode(shown))})
-            doc_lines = split_lines(text[window:cursor])[:-1]  # cursor at the end of a line
-            end = len(doc_lines) - 1
-            c = Cursor.at(doc_lines, end, len(doc_lines[end]), language, "bench.py")
             engine.cache.clear()
             service.reset()
             out, took = asyncio.run(_timed(service, f"cold{n}", c))
@@ -208,7 +206,7 @@ def user_waits(
             start = time.perf_counter()
             body = asyncio.run(service.function_body(f"body{n}", lambda: 1, lambda c=c: c))
             took = (time.perf_counter() - start) * 1000
-            made = body.text if hasattr(body, "text") else ""
+            made = body.text if isinstance(body, Body) else ""
             bodies.append({"ms": took, "tokens": len(engine.encode(made)), "ok": bool(made)})
         log(f"  user waits: {len(cold)} cold suggestions, {len(bodies)} function bodies")
     finally:
