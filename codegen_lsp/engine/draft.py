@@ -16,14 +16,11 @@ is written by position). Its block plan and rounding do not matter: its output i
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING
+from typing import Any
 
 import torch
 
 from codegen_lsp.engine.kv_cache import common_prefix
-
-if TYPE_CHECKING:  # local.py imports this module
-    from codegen_lsp.engine.local import CodeGenEngine
 
 DRAFT_KEY = "\0draft:"
 
@@ -41,9 +38,10 @@ def same_vocabulary(target_bytes: list[bytes], draft_bytes: list[bytes]) -> str:
 
 
 class ModelDrafter:
-    """Greedy drafts of a draft engine (a ``CodeGenEngine``) for one generation."""
+    """Greedy drafts of a draft engine (a ``CodeGenEngine``: not imported, local.py imports
+    this module) for one generation."""
 
-    def __init__(self, engine: CodeGenEngine, key: str, ids: list[int], room: int) -> None:
+    def __init__(self, engine: Any, key: str, ids: list[int], room: int) -> None:
         self.engine = engine
         self.ids = list(ids)
         self.limit = engine.n_ctx
