@@ -64,15 +64,24 @@ def rotary_table(n_positions: int, rotary_dim: int, device: torch.device | None 
     return torch.outer(pos, inv_freq)
 
 
+def rotary_factors(cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-dimension factors ``[1, T, 1, rot]`` for :func:`apply_rotary` from angles' ``cos``
+    and ``sin`` ``[T, rot/2]``: ``cos`` for both dims of a pair, ``(-sin, sin)``."""
+    c = cos.repeat_interleave(2, dim=-1)
+    s = torch.stack((-sin, sin), dim=-1).flatten(-2)
+    return c[None, :, None, :], s[None, :, None, :]
+
+
 def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """Rotate interleaved pairs of the first ``2 * cos.shape[-1]`` dims of ``x`` [B, T, H, D]."""
-    rot = 2 * cos.shape[-1]
-    x_rot = x[..., :rot].float().unflatten(-1, (-1, 2))  # [B, T, H, rot/2, 2]
-    x0, x1 = x_rot[..., 0], x_rot[..., 1]
-    c = cos[None, :, None, :]  # [1, T, 1, rot/2]
-    s = sin[None, :, None, :]
-    rotated = torch.stack((x0 * c - x1 * s, x1 * c + x0 * s), dim=-1).flatten(-2)
-    return torch.cat((rotated.to(x.dtype), x[..., rot:]), dim=-1)
+    """Rotate interleaved pairs ``(x0, x1)`` of the first ``rot = cos.shape[-1]`` dims of ``x``
+    [B, T, H, D] into ``(x0 c - x1 s, x1 c + x0 s)``, in float32; ``cos``/``sin`` come from
+    :func:`rotary_factors`. (``x0 c + x1 (-s)`` is ``x0 c - x1 s`` exactly, so this equals the
+    pairwise formula bit for bit, in 7 kernels for any number of heads.)"""
+    rot = cos.shape[-1]
+    x_rot = x[..., :rot].float()
+    swapped = x_rot.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)  # (x1, x0) per pair
+    rotated = (x_rot * cos + swapped * sin).to(x.dtype)
+    return rotated if rot == x.shape[-1] else torch.cat((rotated, x[..., rot:]), dim=-1)
 
 
 class KVCache:
@@ -127,11 +136,11 @@ class Attention(nn.Module):
         rowwise: bool = False,
     ) -> Tensor:
         bsz, seq, embd = x.shape
-        q, k, v = self.qkv_proj(x).split(embd, dim=-1)
-        q = apply_rotary(q.view(bsz, seq, self.n_head, self.head_dim), cos, sin)  # [B, T, H, D]
-        k = apply_rotary(k.view(bsz, seq, self.n_head, self.head_dim), cos, sin)
+        qkv = self.qkv_proj(x)  # [B, T, 3E]
+        heads = (bsz, seq, 2 * self.n_head, self.head_dim)
+        q, k = apply_rotary(qkv[..., : 2 * embd].view(heads), cos, sin).split(self.n_head, 2)
         k = k.transpose(1, 2)  # [B, H, T, D]
-        v = v.view(bsz, seq, self.n_head, self.head_dim).transpose(1, 2)  # [B, H, T, D]
+        v = qkv[..., 2 * embd :].view(bsz, seq, self.n_head, self.head_dim).transpose(1, 2)
         if cache is None:
             y = F.scaled_dot_product_attention(q.transpose(1, 2), k, v, is_causal=seq > 1)
         else:
@@ -251,7 +260,7 @@ class CodeGenModel(nn.Module):
                 f"({self.config.n_positions} tokens)"
             )
         cos_table, sin_table = self.rotary(tokens.device)
-        cos, sin = cos_table[positions], sin_table[positions]  # [T, rot/2]
+        cos, sin = rotary_factors(cos_table[positions], sin_table[positions])  # [1, T, 1, rot]
         x = self.wte(tokens)
         for i, block in enumerate(self.h):
             layer_cache = None if cache is None else (cache.k[i], cache.v[i])
