@@ -30,6 +30,7 @@ from codegen_lsp.commands.bench.backends import (
     convert_ctranslate2,
     token_strings,
 )
+from codegen_lsp.commands.bench.kernels import kernel_rates
 from codegen_lsp.commands.bench.probes import (
     WEIGHT_BYTES,
     decode_bound_ms,
@@ -191,6 +192,8 @@ def bench_model(name: str, directory: Path, args: argparse.Namespace, bw: float)
     del entries
     gc.collect()
     speed_parts(name, engine, text, ids, decode_ctx, args, result)
+    log(f"{name}: kernel rates at ctx {decode_ctx}")
+    result["kernel_rates"] = kernel_rates(config, decode_ctx)
     result["targets"] = report.targets(result)
     result["_replays"] = replays
     return result

@@ -148,6 +148,18 @@ def _speed_lines(model: dict[str, Any]) -> list[str]:
                 f"{r['prefilled_median']} mean {_fmt(r['prefilled_mean'], 1)}, prompt "
                 f"{r['prompt_tokens_median']} tokens, p50 {_fmt(r['p50_ms'])} ms"
             )
+    kernels = model.get("kernel_rates")
+    if kernels:
+        rates = ", ".join(
+            f"{k} {v['ms']:.1f} ms ({v['gbs']:.1f} GB/s)"
+            for k, v in kernels.items()
+            if isinstance(v, dict)
+        )
+        lines.append(f"decode kernels alone at ctx {kernels['context']}: {rates}")
+        lines.append(
+            f"kernel floor per decode step: int8 {kernels['floor_int8_ms']:.1f} ms, "
+            f"int4 {kernels['floor_int4_ms']:.1f} ms"
+        )
     verify = model.get("verify_cost")
     if verify:
         ratios = ", ".join(f"{w} rows {r:.2f}x" for w, r in verify["ratio_to_one_row"].items())

@@ -1,0 +1,26 @@
+"""The bench's kernel-rate probe: each decode kernel timed alone on a model's shapes, its bytes
+counted from those shapes, the floors the sums of the parts, and the report prints them."""
+
+from __future__ import annotations
+
+from codegen_lsp.commands.bench.kernels import kernel_rates
+from codegen_lsp.commands.bench.report import _speed_lines
+from tests.support import tiny_model
+
+
+def test_kernel_rates_count_the_bytes_of_a_decode_step() -> None:
+    config = tiny_model().config
+    rates = kernel_rates(config, context=48, repeats=2)
+    d, inner, layers = config.n_embd, config.inner_dim, config.n_layer
+    assert rates["int8_gemv"]["bytes"] == layers * (3 * d * d + d * d + 2 * d * inner)
+    assert rates["int8_head"]["bytes"] == config.vocab_size * d
+    assert rates["attention"]["bytes"] == 2 * layers * config.n_head * 48 * config.head_dim * 4
+    for name in ("int8_gemv", "int8_head", "int4_gemv", "attention"):
+        entry = rates[name]
+        assert entry["ms"] > 0 and entry["gbs"] > 0, (name, entry)
+    parts = rates["int8_gemv"]["ms"] + rates["int8_head"]["ms"] + rates["attention"]["ms"]
+    assert abs(rates["floor_int8_ms"] - parts) < 0.01
+    assert abs(rates["floor_int4_ms"] - rates["int4_gemv"]["ms"] - rates["attention"]["ms"]) < 0.01
+    lines = _speed_lines({"kernel_rates": rates})
+    assert any(line.startswith("decode kernels alone at ctx 48: int8_gemv") for line in lines)
+    assert any(f"int8 {rates['floor_int8_ms']:.1f} ms" in line for line in lines), lines
