@@ -1,7 +1,12 @@
-"""The bench's kernel-rate probe: each decode kernel timed alone on a model's shapes, its bytes
-counted from those shapes, the floors the sums of the parts, and the report prints them."""
+"""The bench's probes: the kernel rates (each decode kernel timed alone on a model's shapes,
+its bytes counted from those shapes, the floors the sums of the parts, and the report prints
+them) and ``bench profile`` (a real subprocess on a tiny checkpoint: the operator table)."""
 
 from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
 
 from codegen_lsp.commands.bench.kernels import kernel_rates
 from codegen_lsp.commands.bench.report import _speed_lines
@@ -24,3 +29,18 @@ def test_kernel_rates_count_the_bytes_of_a_decode_step() -> None:
     lines = _speed_lines({"kernel_rates": rates})
     assert any(line.startswith("decode kernels alone at ctx 48: int8_gemv") for line in lines)
     assert any(f"int8 {rates['floor_int8_ms']:.1f} ms" in line for line in lines), lines
+
+
+def test_bench_profile_prints_the_operators_of_a_decode_step(tiny_checkpoint: Path) -> None:
+    for extra in ([], ["--prefill"]):
+        out = subprocess.run(
+            [sys.executable, "-m", "codegen_lsp", "bench", "profile", "--model",
+             str(tiny_checkpoint), "--context", "100", "--steps", "4", "--threads", "1", *extra],
+            capture_output=True, text=True, timeout=300, check=True,
+        ).stdout  # fmt: skip
+        assert "context 100, 1 threads" in out, out
+        assert "Self CPU time total" in out and "aten::" in out, out
+        if extra:
+            assert "prefill:" in out and "aten::addmm" in out, out
+        else:
+            assert "decode step:" in out and "aten::_weight_int8pack_mm" in out, out
