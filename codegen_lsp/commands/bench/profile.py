@@ -26,7 +26,7 @@ HELP = "profile one decode step (or a prefill) of a checkpoint with torch.profil
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments of ``bench profile``."""
-    p.add_argument("--model", default="default", help="checkpoint dir, hub id or 'default'")
+    p.add_argument("--model", help="checkpoint directory or hub id (default: the shipped model)")
     p.add_argument("--context", type=int, default=1024, help="tokens before the decode steps")
     p.add_argument("--steps", type=int, default=16, help="decode steps profiled")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: the server's)")
