@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from codegen_lsp.codegen.config import CodeGenConfig
 from codegen_lsp.commands.bench.kernels import kernel_rates
 from codegen_lsp.commands.bench.report import _speed_lines
 from tests.support import tiny_model
@@ -44,3 +45,12 @@ def test_bench_profile_prints_the_operators_of_a_decode_step(tiny_checkpoint: Pa
             assert "prefill:" in out and "aten::addmm" in out, out
         else:
             assert "decode step:" in out and "aten::_weight_int8pack_mm" in out, out
+
+
+def test_kernel_rates_leave_out_int4_where_its_groups_do_not_fit() -> None:
+    config = CodeGenConfig(vocab_size=512, n_embd=48, n_layer=1, n_head=3, rotary_dim=8)
+    rates = kernel_rates(config, context=16, repeats=1)
+    assert "int4_gemv" not in rates and "floor_int4_ms" not in rates
+    assert rates["int8_gemv"]["bytes"] == 4 * 48 * 48 + 2 * 48 * 4 * 48
+    lines = _speed_lines({"kernel_rates": rates})
+    assert any(line.endswith(f"int8 {rates['floor_int8_ms']:.1f} ms") for line in lines), lines

@@ -39,6 +39,27 @@ def _entry(ms: float, nbytes: int) -> dict[str, float]:
     return {"ms": round(ms, 3), "bytes": nbytes, "gbs": round(nbytes / ms / 1e6, 2)}
 
 
+def _int4_entry(
+    shapes: list[tuple[int, int]],
+    rows: dict[int, torch.Tensor],
+    gen: torch.Generator,
+    repeats: int,
+) -> dict[str, float]:
+    """``_weight_int4pack_mm_for_cpu`` over ``shapes`` (packed weights, bf16 scale and zero)."""
+    packed = []
+    for n, k in shapes:
+        q = torch.randint(0, 16, (n, k), dtype=torch.int32, generator=gen)
+        scale_zero = torch.rand(k // 32, n, 2, generator=gen).to(torch.bfloat16)
+        packed.append((torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, 8), scale_zero, k))
+
+    def run() -> None:
+        for w, sz, k in packed:
+            torch.ops.aten._weight_int4pack_mm_for_cpu(rows[k], w, 32, sz)
+
+    nbytes = sum(n * k // 2 + (k // 32) * n * 4 for n, k in shapes)
+    return _entry(_best_ms(run, repeats), nbytes)
+
+
 def kernel_rates(config: CodeGenConfig, context: int, repeats: int = 5) -> dict[str, object]:
     """Best-of-``repeats`` time and read rate of each decode kernel, and the kernel floors."""
     gen = torch.Generator().manual_seed(0)
@@ -64,22 +85,8 @@ def kernel_rates(config: CodeGenConfig, context: int, repeats: int = 5) -> dict[
     del layer_weights
     out["int8_head"] = _entry(_best_ms(run_int8([int8((vocab, d))]), repeats), vocab * d)
 
-    packed = []
-    for n, k in [*blocks, (vocab, d)]:
-        q = torch.randint(0, 16, (n, k), dtype=torch.int32, generator=gen)
-        scale_zero = torch.rand(k // 32, n, 2, generator=gen).to(torch.bfloat16)
-        packed.append((torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, 8), scale_zero, k))
-
-    def run_int4(weights: list[tuple[torch.Tensor, torch.Tensor, int]]) -> Callable[[], None]:
-        def run() -> None:
-            for w, sz, k in weights:
-                torch.ops.aten._weight_int4pack_mm_for_cpu(rows[k], w, 32, sz)
-
-        return run
-
-    nbytes4 = sum(n * k // 2 + (k // 32) * n * 4 for n, k in [*blocks, (vocab, d)])
-    out["int4_gemv"] = _entry(_best_ms(run_int4(packed), repeats), nbytes4)
-    packed.clear()
+    if all(k % 32 == 0 for _, k in blocks):  # int4 groups of 32 inputs (else int8 is used)
+        out["int4_gemv"] = _int4_entry([*blocks, (vocab, d)], rows, gen, repeats)
 
     heads, head_dim = config.n_head, config.head_dim
     kv_shape = (1, heads, context, head_dim)
@@ -97,6 +104,7 @@ def kernel_rates(config: CodeGenConfig, context: int, repeats: int = 5) -> dict[
     out["attention"] = _entry(_best_ms(run_attention, repeats), kv_bytes)
     ms = {name: entry["ms"] for name, entry in out.items() if isinstance(entry, dict)}
     out["floor_int8_ms"] = round(ms["int8_gemv"] + ms["int8_head"] + ms["attention"], 2)
-    out["floor_int4_ms"] = round(ms["int4_gemv"] + ms["attention"], 2)
+    if "int4_gemv" in ms:
+        out["floor_int4_ms"] = round(ms["int4_gemv"] + ms["attention"], 2)
     out["context"] = context
     return out

@@ -156,9 +156,10 @@ def _speed_lines(model: dict[str, Any]) -> list[str]:
             if isinstance(v, dict)
         )
         lines.append(f"decode kernels alone at ctx {kernels['context']}: {rates}")
+        int4 = kernels.get("floor_int4_ms")
         lines.append(
-            f"kernel floor per decode step: int8 {kernels['floor_int8_ms']:.1f} ms, "
-            f"int4 {kernels['floor_int4_ms']:.1f} ms"
+            f"kernel floor per decode step: int8 {kernels['floor_int8_ms']:.1f} ms"
+            + (f", int4 {int4:.1f} ms" if int4 is not None else "")
         )
     verify = model.get("verify_cost")
     if verify:
