@@ -331,21 +331,18 @@ def test_status_command_and_no_errors_so_far(editor: Any) -> None:
     # Everything the earlier tests did left no error or deprecation warning behind.
     so_far = messages()
     assert not re.search(r"error|E\d+:|deprecated|stack traceback", so_far, re.I), so_far
-    editor.command("messages clear")
-    editor.command("CodegenStatus")
-    wait_until(lambda: "codegen-lsp:" in messages(), 10, ":CodegenStatus output")
-    first = messages()
-    # An earlier test's early answer may still be decoding its rest in the background
-    # (answerEarly), which the status names honestly; once it ends, the status is "ready".
-    assert re.search(r"codegen-lsp: (ready|generating) - default_model: CodeGen", first), first
 
-    def ready_now() -> bool:
+    def status_line() -> str:
         editor.command("messages clear")
         editor.command("CodegenStatus")
         wait_until(lambda: "codegen-lsp:" in messages(), 10, ":CodegenStatus output")
-        return "codegen-lsp: ready" in messages()
+        return messages()
 
-    wait_until(ready_now, 60, ":CodegenStatus saying ready")
+    first = status_line()
+    # An earlier test's early answer may still be decoding its rest in the background
+    # (answerEarly), which the status names honestly; once it ends, the status is "ready".
+    assert re.search(r"codegen-lsp: (ready|generating) - default_model: CodeGen", first), first
+    wait_until(lambda: "codegen-lsp: ready" in status_line(), 60, ":CodegenStatus saying ready")
 
 
 def test_generate_function_command(editor: Any) -> None:
