@@ -14,6 +14,7 @@ with ``weights_only=True`` (the project's one reader of them) and copied tensor 
 
 from __future__ import annotations
 
+import ctypes
 import json
 import struct
 from dataclasses import dataclass
@@ -95,7 +96,7 @@ class WeightFiles:
         for start in range(0, dst.numel(), per_chunk):
             part = dst[start : start + per_chunk]
             target = part if buffer is None else buffer[: part.numel()]
-            view = memoryview(target.view(torch.uint8).numpy())  # type: ignore[arg-type]
+            view = _byte_view(target)
             if handle.readinto(view) != view.nbytes:
                 raise WeightFileError(where)
             if buffer is not None:
@@ -126,6 +127,13 @@ class WeightFiles:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _byte_view(tensor: Tensor) -> memoryview:
+    """A writable byte view of a contiguous CPU tensor's storage (no numpy: the package does
+    not depend on it, and torch's CPU wheels do not bring it)."""
+    nbytes = tensor.numel() * tensor.element_size()
+    return memoryview((ctypes.c_char * nbytes).from_address(tensor.data_ptr())).cast("B")
 
 
 def safetensors_entries(file: Path) -> dict[str, TensorEntry]:
