@@ -29,7 +29,9 @@ from codegen_lsp.engine.healing import TokenPrefixIndex, advance
 
 
 def logits_to_probs(logits: Tensor, params: SamplingParams) -> Tensor:
-    """Temperature, top-k and top-p applied to ``[B, V]`` logits; returns probabilities."""
+    """Temperature, top-k and top-p applied to ``[B, V]`` logits; returns probabilities.
+    Top-p keeps the most likely tokens up to mass ``top_p``, and always the first one (a top-p
+    too small for float32, such as 1e-300, keeps that token alone)."""
     logits = logits / max(params.temperature, 1e-5)
     if params.top_k > 0:
         k = min(params.top_k, logits.shape[-1])
@@ -39,7 +41,9 @@ def logits_to_probs(logits: Tensor, params: SamplingParams) -> Tensor:
     if params.top_p < 1.0:
         sorted_probs, order = torch.sort(probs, dim=-1, descending=True)
         before = sorted_probs.cumsum(dim=-1) - sorted_probs  # mass strictly above each token
-        sorted_probs = sorted_probs.masked_fill(before >= params.top_p, 0.0)
+        drop = before >= params.top_p  # a top_p below float32's smallest compares as 0 ...
+        drop[..., 0] = False  # ... and the most likely token is kept whatever top_p is
+        sorted_probs = sorted_probs.masked_fill(drop, 0.0)
         probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
         probs = probs / probs.sum(dim=-1, keepdim=True)
     return probs
