@@ -12,7 +12,8 @@ pygls dispatches well-formed messages; what a client gets for the rest is decide
   dropped, except ``exit``. A second ``initialize`` answers -32600.
 - After ``shutdown``: requests answer -32600, notifications are dropped, except ``exit``.
 - ``exit`` ends the session at once: exit code 0 after ``shutdown``, 1 without.
-- Unknown methods: -32601 for requests (pygls), ignored for notifications.
+- Unknown methods: -32601 for requests (pygls), ignored for notifications; an unknown
+  ``workspace/executeCommand`` command: -32601 too (pygls says -32602).
 
 Open documents are kept by the server's own documents (LSP line breaks, cheap
 incremental edits) instead of pygls' workspace copies.
@@ -30,7 +31,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from lsprotocol import types
-from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams
+from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams, JsonRpcMethodNotFound
 from pygls.protocol import (
     JsonRPCNotification,
     JsonRPCRequestMessage,
@@ -206,6 +207,14 @@ class CodegenProtocol(LanguageServerProtocol):
     def lsp_exit(self, *args: Any) -> None:
         """End the session: exit code 0 after ``shutdown``, 1 without."""
         self.end_session(0 if self._shutdown else 1)
+
+    @lsp_method(types.WORKSPACE_EXECUTE_COMMAND)
+    def lsp_workspace__execute_command(self, params: types.ExecuteCommandParams) -> Any:
+        """A command this server does not have: -32601 (pygls answers -32602); else pygls'."""
+        if params.command not in self.fm.commands:
+            known = ", ".join(sorted(self.fm.commands))
+            raise JsonRpcMethodNotFound(f"unknown command {params.command!r} (known: {known})")
+        return (yield from super().lsp_workspace__execute_command(params))
 
     # --- documents --------------------------------------------------------------------------
     @lsp_method(types.TEXT_DOCUMENT_DID_OPEN)
