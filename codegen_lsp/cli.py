@@ -15,13 +15,24 @@ from collections.abc import Sequence
 
 from codegen_lsp import __version__
 
+# Each subcommand: its module and what it does, in one line (shown by ``codegen-lsp --help``
+# without importing the module; its ``HELP`` is the longer text of its own ``-h``).
 COMMANDS = {
-    "serve": "codegen_lsp.commands.serve",
-    "complete": "codegen_lsp.commands.complete",
-    "generate": "codegen_lsp.commands.generate",
-    "bench": "codegen_lsp.commands.bench.cli",
-    "demo": "codegen_lsp.commands.demo",
-    "export": "codegen_lsp.commands.export",
+    "serve": (
+        "codegen_lsp.commands.serve",
+        "run the language server for an editor (stdio, or --tcp --port N)",
+    ),
+    "complete": (
+        "codegen_lsp.commands.complete",
+        "print the suggestion at FILE --line L --character C (0-based), no editor needed",
+    ),
+    "generate": ("codegen_lsp.commands.generate", "print PROMPT and the model's continuation"),
+    "bench": ("codegen_lsp.commands.bench.cli", "measure speed and quality against baselines"),
+    "demo": (
+        "codegen_lsp.commands.demo",
+        "start the server, ask it for one suggestion as an editor would, print it",
+    ),
+    "export": ("codegen_lsp.commands.export", "export a checkpoint as GPT-J for vLLM"),
 }
 
 
@@ -30,15 +41,17 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="codegen-lsp",
         description="A language server running CodeGen models locally, in its own process.",
+        epilog="Run 'codegen-lsp COMMAND -h' for a command's options; -v shows details "
+        "(tracebacks) where a command fails.",
     )
     parser.add_argument("--version", action="version", version=f"codegen-lsp {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, module_name in COMMANDS.items():
+    for name, (module_name, help_text) in COMMANDS.items():
         if only is not None and name != only:
-            sub.add_parser(name, help=f"(run 'codegen-lsp {name} -h')", add_help=False)
+            sub.add_parser(name, help=help_text, add_help=False)
             continue
         module = importlib.import_module(module_name)
-        p = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        p = sub.add_parser(name, help=help_text, description=module.HELP)
         module.add_arguments(p)
         p.set_defaults(_module=module)
     return parser

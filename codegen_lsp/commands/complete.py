@@ -11,9 +11,13 @@ import argparse
 import asyncio
 import dataclasses
 import json
+import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from codegen_lsp.completion.context import Cursor
 
 HELP = "print the completion at FILE:LINE:CHARACTER (the server's code path, no editor)"
 
@@ -21,8 +25,15 @@ HELP = "print the completion at FILE:LINE:CHARACTER (the server's code path, no 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments of ``complete``."""
     p.add_argument("file", help="source file ('-' reads standard input)")
-    p.add_argument("--line", type=int, required=True, help="0-based line")
-    p.add_argument("--character", type=int, default=None, help="0-based column (default: EOL)")
+    p.add_argument(
+        "--line", type=int, required=True, help="0-based line (an editor's line 42 is --line 41)"
+    )
+    p.add_argument(
+        "--character",
+        type=int,
+        default=None,
+        help="0-based column in code points (default: the end of the line)",
+    )
     p.add_argument("--model", help="checkpoint directory or hub id (default: the shipped model)")
     p.add_argument("--candidates", type=int, default=1)
     p.add_argument("--max-new-tokens", type=int, default=64)
@@ -36,6 +47,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--language", help="LSP languageId (default: from the file extension)")
     p.add_argument("--allow-download", action="store_true")
     p.add_argument("--json", action="store_true", help="print a JSON list of suggestions")
+    p.add_argument("-v", "--verbose", action="store_true", help="log details, with tracebacks")
 
 
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -60,12 +72,12 @@ def _fail(message: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Load the model, complete once through the suggestion service, print."""
-    from codegen_lsp.completion.context import Cursor
+    """Load the model, complete once through the suggestion service, print. Exits 1 with the
+    reason on standard error when there is no suggestion, 2 on bad input."""
+    # Everything that can be checked without torch is checked first: a mistake costs no wait.
+    from codegen_lsp.codegen.locate import CheckpointError, check_local
+    from codegen_lsp.completion.context import Cursor  # noqa: F811 - the runtime import
     from codegen_lsp.completion.languages import language_for, language_id_for_path
-    from codegen_lsp.completion.service import SuggestionService
-    from codegen_lsp.engine.loader import load_engine
-    from codegen_lsp.engine.worker import Worker
     from codegen_lsp.server.documents import split_lines
     from codegen_lsp.server.settings import parse_settings
 
@@ -78,11 +90,30 @@ def run(args: argparse.Namespace) -> int:
         return _fail(f"{args.file}: {exc}")
     lines = split_lines(text)
     if not 0 <= args.line < len(lines):
-        return _fail(f"--line {args.line} is outside the file (0..{len(lines) - 1})")
+        return _fail(f"--line {args.line} is outside the file (0..{len(lines) - 1}, 0-based)")
+    width = len(lines[args.line].rstrip("\r\n"))
+    character = width if args.character is None else args.character
+    if not 0 <= character <= width:
+        return _fail(
+            f"--character {character} is outside line {args.line} (0..{width}, 0-based code points)"
+        )
+    if args.model:
+        try:
+            check_local(args.model)
+        except CheckpointError as exc:
+            return _fail(f"cannot load model: {exc}")
+    if args.verbose:
+        logging.basicConfig(level=logging.DEBUG, format="%(levelname)s %(name)s: %(message)s")
     path = "stdin" if args.file == "-" else Path(args.file).name
     language = language_for(args.language or language_id_for_path(path), path)
-    character = len(lines[args.line]) if args.character is None else args.character
-    cursor = Cursor.at(lines, args.line, max(character, 0), language, path)
+    return _complete(args, settings, Cursor.at(lines, args.line, character, language, path))
+
+
+def _complete(args: argparse.Namespace, settings: Any, cursor: Cursor) -> int:
+    """Load the engine (the part that imports torch) and run the suggestion service once."""
+    from codegen_lsp.completion.service import SuggestionService
+    from codegen_lsp.engine.loader import load_engine
+    from codegen_lsp.engine.worker import Worker
 
     worker = Worker(load_engine)
     try:
@@ -95,18 +126,20 @@ def run(args: argparse.Namespace) -> int:
         service.ready = lambda: ""
         options = settings.completion_options(engine.info)  # one answer, whole: not early
         service.configure(dataclasses.replace(options, answer_early=False))
-        out = asyncio.run(service.suggest(path, lambda: cursor))
+        out = asyncio.run(service.suggest(cursor.path, lambda: cursor))
     finally:
         worker.close()
     if out.reason and out.source != "model":
         return _fail(out.reason)
-    _print(out.texts, args.json)
     s = out.stats
     figures = f"prompt {s.prompt_tokens} tokens, generated {s.generated_tokens}, " if s else ""
-    print(
-        f"[{out.mode}-line; {figures}{s.total_ms if s else 0:.0f} ms; {engine.description}]",
-        file=sys.stderr,
-    )
+    summary = f"[{out.mode}-line; {figures}{s.total_ms if s else 0:.0f} ms; {engine.description}]"
+    if not any(t.strip() for t in out.texts):
+        print(summary, file=sys.stderr)
+        print(f"codegen-lsp: no suggestion here: {out.reason or 'empty'}", file=sys.stderr)
+        return 1
+    _print(out.texts, args.json)
+    print(summary, file=sys.stderr)
     return 0
 
 

@@ -12,6 +12,9 @@ import asyncio
 import sys
 import time
 from pathlib import Path
+from typing import Any
+
+SHUTDOWN_S = 5.0  # how long the server gets to exit after shutdown before it is stopped
 
 HELP = "start the server, ask it for one inline completion like an editor would, print it"
 
@@ -29,7 +32,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="checkpoint directory or hub id (default: the shipped model)")
     p.add_argument("--candidates", type=int, default=1)
     p.add_argument("--max-new-tokens", type=int, default=64)
-    p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the server")
+    p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for a suggestion")
+    p.add_argument("-v", "--verbose", action="store_true", help="print the server's messages")
 
 
 async def _demo(args: argparse.Namespace) -> int:
@@ -38,7 +42,11 @@ async def _demo(args: argparse.Namespace) -> int:
 
     if args.file:
         path = Path(args.file).resolve()
-        text = path.read_text(encoding="utf-8")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            print(f"codegen-lsp: error: {args.file}: {exc}", file=sys.stderr)
+            return 2
     else:
         path = Path.cwd() / "demo_sample.py"
         text = SAMPLE
@@ -50,32 +58,31 @@ async def _demo(args: argparse.Namespace) -> int:
     }
     if args.model:
         settings["model"] = args.model
-    messages: list[str] = []
+    failed: list[str] = []  # the server's error messages: stop asking at the first
     client = LanguageClient("codegen-lsp-demo", "0.1")
 
     @client.feature(types.WINDOW_SHOW_MESSAGE)
     def _show(params: types.ShowMessageParams) -> None:
-        messages.append(params.message)
-        print(f"[server] {params.message}", file=sys.stderr)
+        if params.type == types.MessageType.Error:
+            failed.append(params.message)
+        elif args.verbose:
+            print(f"[server] {params.message}", file=sys.stderr)
 
     @client.feature(types.WINDOW_LOG_MESSAGE)
     def _log(params: types.LogMessageParams) -> None:
-        messages.append(params.message)
+        if args.verbose:
+            print(f"[server log] {params.message}", file=sys.stderr)
 
     @client.feature("codegen/status")
-    def _status(params: object) -> None:  # the server's status-bar notifications
-        return None
+    def _status(params: Any) -> None:  # the server's status-bar notifications
+        state = getattr(params, "state", None)
+        if state == "error" and not failed:
+            failed.append(str(getattr(params, "message", "the server reported an error")))
 
-    await client.start_io(sys.executable, "-m", "codegen_lsp", "serve")
+    serve = [sys.executable, "-m", "codegen_lsp", "serve"] + (["-v"] if args.verbose else [])
+    await client.start_io(*serve)
     try:
-        await client.initialize_async(
-            types.InitializeParams(
-                capabilities=types.ClientCapabilities(),
-                initialization_options={"codegen": settings},
-                root_uri=path.parent.as_uri(),
-            )
-        )
-        client.initialized(types.InitializedParams())
+        await asyncio.wait_for(_initialize(client, path, settings), args.timeout)
         uri = path.as_uri()
         client.text_document_did_open(
             types.DidOpenTextDocumentParams(
@@ -94,9 +101,12 @@ async def _demo(args: argparse.Namespace) -> int:
         start = time.perf_counter()
         deadline = start + args.timeout
         items: list[types.InlineCompletionItem] = []
-        while time.perf_counter() < deadline:  # the first answer may come while the model loads
+        # The first answers may come while the model loads: ask again until a suggestion,
+        # an error from the server, or the deadline.
+        while not failed and time.perf_counter() < deadline:
+            left = max(0.1, deadline - time.perf_counter())
             result = await asyncio.wait_for(
-                client.text_document_inline_completion_async(params), args.timeout
+                client.text_document_inline_completion_async(params), left
             )
             items = list(
                 result.items if isinstance(result, types.InlineCompletionList) else result or []
@@ -105,6 +115,12 @@ async def _demo(args: argparse.Namespace) -> int:
                 break
             await asyncio.sleep(0.5)
         elapsed = time.perf_counter() - start
+        if failed:
+            print(f"codegen-lsp: error: {failed[0]}", file=sys.stderr)
+            return 1
+        if not items:
+            print(f"codegen-lsp: error: no suggestion within {args.timeout:g} s", file=sys.stderr)
+            return 1
         print(text, end="")
         for i, item in enumerate(items):
             insert = item.insert_text
@@ -112,16 +128,57 @@ async def _demo(args: argparse.Namespace) -> int:
             header = f"--- suggestion {i + 1}" if len(items) > 1 else "--- suggestion"
             print(f"{header} (after {elapsed:.2f}s) ---")
             print(insert)
-        if not items:
-            print("--- no suggestion ---", file=sys.stderr)
-            return 1
-        await client.shutdown_async(None)
-        client.exit(None)
         return 0
+    except asyncio.TimeoutError:
+        print(f"codegen-lsp: error: no answer within {args.timeout:g} s", file=sys.stderr)
+        return 1
+    except RuntimeError as exc:  # pygls fails pending requests this way when the server dies
+        print(f"codegen-lsp: error: the server stopped: {exc}", file=sys.stderr)
+        return 1
     finally:
-        await client.stop()
+        await _close(client)
+
+
+async def _initialize(client: Any, path: Path, settings: dict[str, object]) -> None:
+    from lsprotocol import types
+
+    await client.initialize_async(
+        types.InitializeParams(
+            capabilities=types.ClientCapabilities(),
+            initialization_options={"codegen": settings},
+            root_uri=path.parent.as_uri(),
+        )
+    )
+    client.initialized(types.InitializedParams())
+
+
+async def _close(client: Any) -> None:
+    """Always end the server: shutdown and exit when it answers, else stop it by force."""
+    try:
+        await asyncio.wait_for(client.shutdown_async(None), SHUTDOWN_S)
+        client.exit(None)
+    except Exception:  # noqa: BLE001 - a server that cannot shut down is stopped below
+        pass
+    process = getattr(client, "_server", None)
+    if process is not None:
+        try:
+            await asyncio.wait_for(process.wait(), SHUTDOWN_S)
+        except asyncio.TimeoutError:
+            process.kill()
+    try:
+        await asyncio.wait_for(client.stop(), SHUTDOWN_S)
+    except Exception:  # noqa: BLE001 - the process is gone either way
+        pass
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the demo round trip."""
+    if args.model:
+        from codegen_lsp.codegen.locate import CheckpointError, check_local
+
+        try:
+            check_local(args.model)
+        except CheckpointError as exc:
+            print(f"codegen-lsp: error: cannot load model: {exc}", file=sys.stderr)
+            return 2
     return asyncio.run(_demo(args))

@@ -177,7 +177,7 @@ class SuggestionService:
             texts, stats = await self._generate(prepared, ticket, label or key, early)
             if ticket.superseded:
                 return Suggestions.none("superseded by a newer request", cursor)
-            reason = "" if texts else "no suggestion"
+            reason = "" if texts else "the model's continuation was empty after the stop rules"
             self.counts["shown"] += bool(texts)
             return Suggestions(texts, cursor, reason, "model", prepared.mode, stats)
 

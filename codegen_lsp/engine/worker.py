@@ -140,7 +140,10 @@ class Worker:
                 if job.future.set_running_or_notify_cancel():
                     job.future.set_result(self._run(job))
             except BaseException as exc:  # noqa: BLE001 - a job's failure is its own
-                log.exception("worker job %s failed", job.kind)
+                if job.kind == "load":  # the caller reports it in one line; details on -v
+                    log.debug("model load failed", exc_info=exc)
+                else:
+                    log.exception("worker job %s failed", job.kind)
                 if not job.future.done():
                     job.future.set_exception(exc)
             finally:

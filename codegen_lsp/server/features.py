@@ -13,7 +13,7 @@ import logging
 from typing import Any
 
 from lsprotocol import types
-from pygls.exceptions import JsonRpcInvalidParams
+from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams
 from pygls.uris import to_fs_path
 
 from codegen_lsp.completion.functions import find_stub
@@ -168,7 +168,11 @@ async def generate_function(ls: CodegenServer, *args: Any) -> dict[str, Any]:
         return {"applied": False, "reason": found if isinstance(found, str) else "closed"}
     edit = convert.body_edit(doc, found.stub, found.text, ls.encoding)
     params = types.ApplyWorkspaceEditParams(edit=edit, label="Generate function body")
-    result = await ls.workspace_apply_edit_async(params)
+    try:
+        result = await ls.workspace_apply_edit_async(params)
+    except JsonRpcException as exc:  # an editor that declines answers with an error (eglot)
+        log.info("the editor declined the generated edit: %s", exc)
+        return {"applied": False, "reason": f"the editor declined the edit: {exc}"}
     return {"applied": bool(result.applied), "reason": result.failure_reason or ""}
 
 

@@ -254,7 +254,8 @@ class CodegenServer(LanguageServer):
             progress.end("failed")
             if spec is self._spec:
                 self.set_model_state("error", f"model load failed: {exc}")
-                self.show(f"codegen: cannot load {name}: {exc}", types.MessageType.Error)
+                said = str(exc) if str(spec.model) in str(exc) else f"{name}: {exc}"
+                self.show(f"codegen: cannot load the model: {said}", types.MessageType.Error)
             return
         progress.end("loaded")
         if spec is self._spec:
