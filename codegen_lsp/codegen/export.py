@@ -1,7 +1,8 @@
 """Export a CodeGen checkpoint as GPT-J, the architecture serving engines (vLLM) run natively.
 
-CodeGen is GPT-J with one fused ``qkv_proj`` whose rows are 4 model-parallel shards, each
-holding that shard's q, v and k rows in that order. Splitting them out gives GPT-J's
+CodeGen is GPT-J with one fused ``qkv_proj`` whose rows are model-parallel shards (4 in
+CodeGen1, 8 in CodeGen2-1B/3.7B: the checkpoint's ``qkv_shards``, read as the loader reads it),
+each holding that shard's q, v and k rows in that order. Splitting them out gives GPT-J's
 ``q_proj``, ``k_proj`` and ``v_proj``; every other tensor keeps its name and values, so the
 exported model computes the same logits. The export reads and writes one tensor at a time
 (safetensors are opened lazily, ``.bin`` files memory-mapped with ``weights_only=True``) and
@@ -39,12 +40,13 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 Lazy = Iterator[tuple[str, Callable[[], Tensor]]]
 
 
-def split_qkv(weight: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """q, k and v ``[E, E]`` from a published ``qkv_proj.weight`` ``[3E, E]``."""
+def split_qkv(weight: Tensor, shards: int = MP_SHARDS) -> tuple[Tensor, Tensor, Tensor]:
+    """q, k and v ``[E, E]`` from a published ``qkv_proj.weight`` ``[3E, E]`` laid out in
+    ``shards`` model-parallel shards."""
     out_dim, in_dim = weight.shape
-    local = out_dim // (3 * MP_SHARDS)
-    shards = weight.reshape(MP_SHARDS, 3, local, in_dim)  # [shard, (q, v, k), local, in]
-    q, v, k = (shards[:, i].reshape(in_dim, in_dim).contiguous() for i in range(3))
+    local = out_dim // (3 * shards)
+    parts = weight.reshape(shards, 3, local, in_dim)  # [shard, (q, v, k), local, in]
+    q, v, k = (parts[:, i].reshape(in_dim, in_dim).contiguous() for i in range(3))
     return q, k, v
 
 
@@ -167,12 +169,17 @@ def _convert(
                 f"{source}: {name} is {tuple(tensor.shape)} {tensor.dtype}, "
                 f"the config implies {expected[name]} floating point"
             )
+        if not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(
+                f"{source}: {name} holds NaN or infinite values: the checkpoint is broken "
+                "(download or export it again)"
+            )
         dtypes.add(tensor.dtype)
         tensor = tensor if dtype == "keep" else tensor.to(_DTYPES[dtype])
         seen.add(name)
         if name.endswith("attn.qkv_proj.weight"):
             stem = name.removesuffix("qkv_proj.weight")
-            for part, value in zip("qkv", split_qkv(tensor), strict=True):
+            for part, value in zip("qkv", split_qkv(tensor, config.qkv_shards), strict=True):
                 writer.add(f"{stem}{part}_proj.weight", value)
         else:
             writer.add(name, tensor)
@@ -197,13 +204,18 @@ def embedding_dtype(dtypes: set[torch.dtype]) -> torch.dtype:
 
 
 def export_gptj(
-    source: Path, target: Path, dtype: str = "keep", shard_mb: int = 4096
+    source: Path,
+    target: Path,
+    dtype: str = "keep",
+    shard_mb: int = 4096,
+    qkv_shards: int | None = None,
 ) -> dict[str, object]:
-    """Write the CodeGen checkpoint in ``source`` to ``target`` as GPT-J; a summary."""
+    """Write the CodeGen checkpoint in ``source`` to ``target`` as GPT-J; a summary.
+    ``qkv_shards`` overrides the checkpoint's own qkv shard count, as in ``load_model``."""
     if dtype != "keep" and dtype not in _DTYPES:
         raise CheckpointError(f"dtype {dtype!r}: expected keep, {', '.join(_DTYPES)}")
     try:
-        config = CodeGenConfig.from_file(source / "config.json")
+        config = CodeGenConfig.from_file(source / "config.json", qkv_shards=qkv_shards)
     except ConfigError as exc:
         raise CheckpointError(str(exc)) from None
     if target.exists() and any(target.iterdir()):
@@ -243,4 +255,9 @@ def export_gptj(
             "model_max_length": config.n_positions,
         }
         (target / "tokenizer_config.json").write_text(json.dumps(tok_config, indent=2) + "\n")
-    return {"shards": shards, "dtype": out_dtype, "target": str(target)}
+    return {
+        "shards": shards,
+        "dtype": out_dtype,
+        "target": str(target),
+        "qkv_shards": config.qkv_shards,
+    }

@@ -5,9 +5,10 @@ parallel residual); rotary position embedding on the first ``rotary_dim`` dims o
 rotating interleaved pairs; ``gelu_new`` MLP; final ``ln_f``; untied ``lm_head`` with bias.
 
 Parameter names are Hugging Face's, so a published state dict loads nearly as is. One quirk is
-fixed at load time, not here: published ``qkv_proj`` weights are laid out as 4 model-parallel
-shards each holding (q, v, k); :func:`qkv_from_hf` permutes them once into plain q|k|v, so
-``forward`` is a plain split. :func:`qkv_to_hf` is the inverse, for writing checkpoints.
+fixed at load time, not here: published ``qkv_proj`` weights are laid out as model-parallel
+shards each holding (q, v, k) (4 shards in CodeGen1, 8 in CodeGen2-1B/3.7B: the config's
+``qkv_shards``); :func:`qkv_from_hf` permutes them once into plain q|k|v, so ``forward`` is a
+plain split. :func:`qkv_to_hf` is the inverse, for writing checkpoints.
 
 The KV cache is static (gpt-fast style): per-layer buffers ``[B, H, S, D]`` written by absolute
 position. Attention looks at positions ``0..max(positions)`` and a causal mask built from the
@@ -33,25 +34,26 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from codegen_lsp.codegen.config import CodeGenConfig
+from codegen_lsp.codegen.config import DEFAULT_QKV_SHARDS, CodeGenConfig
 
-MP_SHARDS = 4  # CodeGen's qkv_proj was trained split over 4 model-parallel shards
+MP_SHARDS = DEFAULT_QKV_SHARDS  # CodeGen1's shard count; a checkpoint's own is config.qkv_shards
 
 
-def qkv_from_hf(weight: Tensor) -> Tensor:
-    """Permute a published ``qkv_proj.weight`` (4 shards of q, v, k) into plain q|k|v rows."""
+def qkv_from_hf(weight: Tensor, shards: int = MP_SHARDS) -> Tensor:
+    """Permute a published ``qkv_proj.weight`` (``shards`` shards of q, v, k) into plain
+    q|k|v rows."""
     out_dim, in_dim = weight.shape
-    local = out_dim // (3 * MP_SHARDS)
-    w = weight.reshape(MP_SHARDS, 3, local, in_dim)  # [shard, (q, v, k), local, in]
+    local = out_dim // (3 * shards)
+    w = weight.reshape(shards, 3, local, in_dim)  # [shard, (q, v, k), local, in]
     w = w[:, [0, 2, 1]]  # [shard, (q, k, v), local, in]
     return w.transpose(0, 1).reshape(out_dim, in_dim).contiguous()  # [(q|k|v), in]
 
 
-def qkv_to_hf(weight: Tensor) -> Tensor:
+def qkv_to_hf(weight: Tensor, shards: int = MP_SHARDS) -> Tensor:
     """Inverse of :func:`qkv_from_hf`: plain q|k|v rows back to the published shard layout."""
     out_dim, in_dim = weight.shape
-    local = out_dim // (3 * MP_SHARDS)
-    w = weight.reshape(3, MP_SHARDS, local, in_dim).transpose(0, 1)  # [shard, (q, k, v), ...]
+    local = out_dim // (3 * shards)
+    w = weight.reshape(3, shards, local, in_dim).transpose(0, 1)  # [shard, (q, k, v), ...]
     return w[:, [0, 2, 1]].reshape(out_dim, in_dim).contiguous()
 
 

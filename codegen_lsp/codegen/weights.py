@@ -69,28 +69,32 @@ class WeightFiles:
         """A new CPU tensor holding ``name`` converted to ``dtype`` (shares nothing with the
         file). ``blocks`` reorders rows as they are read: the rows split into
         ``len(blocks)`` equal blocks, and block ``i`` of the result is block ``blocks[i]``
-        of the file's tensor (a permutation applied without a second copy)."""
+        of the file's tensor (a permutation applied without a second copy). A floating
+        tensor holding NaN or infinity is refused, naming it: each chunk is checked while it
+        is in cache, so a broken checkpoint costs no second pass over its weights."""
         entry = self.entries[name]
         if not isinstance(entry.dtype, torch.dtype):
             raise WeightFileError(f"{entry.file}: {name} has dtype {entry.dtype}")
         out = torch.empty(entry.shape, dtype=dtype)
         order = blocks or [0]
         dst = out.view(len(order), -1)  # [blocks, elements per block]
+        where = f"{entry.file}: {name}"
         if entry.offset < 0:
             src = self._bins[entry.file][name].reshape(len(order), -1)
             for i, j in enumerate(order):
                 dst[i].copy_(src[j])
+                _check_finite(dst[i], src[j], where)
             return out
         itemsize = torch.empty((), dtype=entry.dtype).element_size()
         handle = self._handle(entry.file)
         for i, j in enumerate(order):
             handle.seek(entry.offset + j * dst.shape[1] * itemsize)
-            self._read_span(handle, dst[i], entry.dtype, f"{entry.file}: truncated at {name}")
+            self._read_span(handle, dst[i], entry.dtype, where)
         return out
 
     def _read_span(self, handle: BinaryIO, dst: Tensor, src_dtype: torch.dtype, where: str) -> None:
         """Read ``dst.numel()`` values of ``src_dtype`` from ``handle`` into the flat ``dst``,
-        converting a bounded chunk at a time."""
+        converting (and checking) a bounded chunk at a time."""
         per_chunk = max(1, CHUNK_BYTES // torch.empty((), dtype=src_dtype).element_size())
         buffer = None if src_dtype == dst.dtype else self._buffer(src_dtype, per_chunk)
         for start in range(0, dst.numel(), per_chunk):
@@ -98,9 +102,10 @@ class WeightFiles:
             target = part if buffer is None else buffer[: part.numel()]
             view = _byte_view(target)
             if handle.readinto(view) != view.nbytes:
-                raise WeightFileError(where)
+                raise WeightFileError(f"{where}: the file ends inside this tensor (truncated)")
             if buffer is not None:
                 part.copy_(target)
+            _check_finite(part, target, where)
 
     def _buffer(self, dtype: torch.dtype, size: int) -> Tensor:
         """The one conversion buffer for ``dtype`` (reused: a fresh one per tensor would
@@ -127,6 +132,22 @@ class WeightFiles:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _check_finite(loaded: Tensor, source: Tensor, where: str) -> None:
+    """Refuse NaN or infinity in ``loaded`` (a chunk just read into ``source``'s values, in
+    the load dtype), saying whether the file holds them or the conversion made them."""
+    if not loaded.is_floating_point() or bool(torch.isfinite(loaded).all()):
+        return
+    if source.dtype != loaded.dtype and bool(torch.isfinite(source).all()):
+        raise WeightFileError(
+            f"{where} has values beyond the range of {str(loaded.dtype).removeprefix('torch.')}"
+            " (the file's values are finite): load it in float32 or bfloat16"
+        )
+    raise WeightFileError(
+        f"{where} holds NaN or infinite values: the checkpoint is broken (download or "
+        "export it again)"
+    )
 
 
 def _byte_view(tensor: Tensor) -> memoryview:
