@@ -13,6 +13,11 @@ of a fixed shape (see :mod:`codegen_lsp.engine.kv_cache`), reused keys and value
 :class:`Int4Linear` (groups of 32, ``_weight_int4pack_mm_for_cpu``) halves the bytes again, at
 some cost in accuracy; it is an option, never the default, and always keeps its bf16 copy
 (its packed layout has no cheap per-call dequantization). See ``docs/memory.md``.
+
+Which code computes the few-row calls is the kernel table's choice (:mod:`.kernels`), made
+once per layer from its shape: the native kernels (each output row summed alone in a fixed
+order), ATen's op where it is right for the shape, or the dequantized weights one row at a
+time. All three keep a k-row call equal to k one-row calls.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from codegen_lsp.engine import kernels
 
 DEFAULT_SMALL_ROWS = 8
 CHUNK_ELEMENTS = 2**20  # rows quantized at a time: about this many weights (4 MiB in fp32)
@@ -59,6 +66,7 @@ class Int8Linear(nn.Module):
     ) -> None:
         super().__init__()
         q, scales = quantize_weight(linear.weight)
+        n, k = q.shape
         self.in_features = linear.in_features
         self.out_features = linear.out_features
         self.small_rows = small_rows
@@ -67,6 +75,12 @@ class Int8Linear(nn.Module):
         bias = linear.bias.detach().to(act_dtype) if linear.bias is not None else None
         self.register_buffer("bias", bias)
         self.register_buffer("dense", self.dequantized() if keep_dense else None)  # [N, K]
+        self.route = kernels.route("gemv_q8", k, n, act_dtype, q.device)
+        native = self.route == "native"
+        # the native kernel's float32 copies of the same (bf16-rounded) scales and bias
+        self.register_buffer("scale32", self.scales.float() if native else None, persistent=False)
+        bias32 = self.bias.float() if native and self.bias is not None else None
+        self.register_buffer("bias32", bias32, persistent=False)
 
     def dequantized(self) -> Tensor:
         """The bf16 (activation dtype) weights ``q * scales`` ``[N, K]``, in one pass."""
@@ -76,9 +90,13 @@ class Int8Linear(nn.Module):
         shape = x.shape
         x2 = x.reshape(-1, self.in_features)  # [M, K]
         if x2.shape[0] <= self.small_rows:
-            y = torch.ops.aten._weight_int8pack_mm(x2, self.qweight, self.scales)  # [M, N]
-            if self.bias is not None:
-                y = y + self.bias
+            if self.route == "native":
+                y = kernels.gemv_q8(x2, self.qweight, self.scale32, self.bias32)  # [M, N]
+            elif self.route == "aten":
+                y = kernels.gemv_q8_aten(x2, self.qweight, self.scales, self.bias)
+            else:
+                weight = self.dense if self.dense is not None else self.dequantized()
+                y = kernels.gemv_rowwise(x2, weight, self.bias)
         else:
             weight = self.dense if self.dense is not None else self.dequantized()
             y = F.linear(x2, weight, self.bias)
@@ -87,7 +105,7 @@ class Int8Linear(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"in={self.in_features}, out={self.out_features}, small_rows={self.small_rows}, "
-            f"dense={'kept' if self.dense is not None else 'per call'}"
+            f"dense={'kept' if self.dense is not None else 'per call'}, kernel={self.route}"
         )
 
 
@@ -114,25 +132,42 @@ class Int4Linear(nn.Module):
         q = torch.round((groups - low[..., None]) / scale[..., None]).clamp(0, 15)  # [N, G, gs]
         zero = low + 8 * scale
         dense = ((q - 8) * scale[..., None] + zero[..., None]).view(n, k).to(act_dtype)
-        packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q.view(n, k).to(torch.int32), 8)
         self.in_features, self.out_features = k, n
         self.small_rows, self.group_size = small_rows, group_size
+        self.route = kernels.route("gemv_q4", k, n, act_dtype, w.device)
+        sz = torch.stack([scale, zero], dim=-1)  # [N, G, 2]
+        packed: Tensor | None = None
+        if self.route == "native":  # the native layout (see kernels.pack_q4), bf16 (scale, zero)
+            packed = kernels.pack_q4(q.view(n, k))
+            sz = sz.to(torch.bfloat16).contiguous()
+        elif self.route == "aten":
+            packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(
+                q.view(n, k).to(torch.int32), 8
+            )
+            sz = sz.transpose(0, 1).contiguous().to(act_dtype)  # [G, N, 2]
         self.register_buffer("qweight", packed)
-        sz = torch.stack([scale, zero], dim=-1).transpose(0, 1).contiguous()  # [G, N, 2]
-        self.register_buffer("scale_zero", sz.to(act_dtype))
+        self.register_buffer("scale_zero", sz if packed is not None else None)
         bias = linear.bias.detach().to(act_dtype) if linear.bias is not None else None
         self.register_buffer("bias", bias)
-        self.register_buffer("dense", dense if keep_dense else None)  # [N, K]
+        native_bias = bias.float() if self.route == "native" and bias is not None else None
+        self.register_buffer("bias32", native_bias, persistent=False)
+        keep = keep_dense or self.route == "dense"  # the dense route computes from this copy
+        self.register_buffer("dense", dense if keep else None)  # [N, K]
 
     def forward(self, x: Tensor) -> Tensor:
         shape = x.shape
         x2 = x.reshape(-1, self.in_features)  # [M, K]
         if x2.shape[0] <= self.small_rows or self.dense is None:
-            y = torch.ops.aten._weight_int4pack_mm_for_cpu(
-                x2, self.qweight, self.group_size, self.scale_zero
-            )  # [M, N]
-            if self.bias is not None:
-                y = y + self.bias
+            if self.route == "native":
+                y = kernels.gemv_q4(x2, self.qweight, self.scale_zero, self.bias32)  # [M, N]
+            elif self.route == "aten":
+                y = torch.ops.aten._weight_int4pack_mm_for_cpu(
+                    x2, self.qweight, self.group_size, self.scale_zero
+                )  # [M, N]
+                if self.bias is not None:
+                    y = y + self.bias
+            else:
+                y = kernels.gemv_rowwise(x2, self.dense, self.bias)
         else:
             y = F.linear(x2, self.dense, self.bias)
         return y.reshape(*shape[:-1], self.out_features)

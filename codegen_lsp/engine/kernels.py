@@ -1,0 +1,319 @@
+"""The kernel table: which implementation computes each decode kernel, and on which shapes.
+
+One place between the engine and the code that does the arithmetic (see ``codegen_lsp/native``
+for the C side). For each kernel (``gemv_q8``, ``gemv_q4``, ``attend``) the table says whether
+it runs natively or in torch, the instruction set in use, why native is not used, and each
+implementation's shape contract as data (:class:`Contract`). Layers ask :func:`route` once, at
+load, which implementation serves their shape; shapes no native kernel handles, and shapes on
+which ATen's private int8/int4 ops are wrong, take the torch reference path instead (logged
+once per reason). Every route computes each output row alone, so a k-row call equals k one-row
+calls on every route.
+
+Environment: ``CODEGEN_NATIVE=0`` forces torch; ``CODEGEN_NATIVE_LIB`` names the library file
+(a missing file means torch); ``CODEGEN_CPU_ISA=generic|avx2|avx512`` forces an instruction set
+(read by the library when it loads; an error if this CPU lacks it).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from codegen_lsp.native import build as native_build
+
+log = logging.getLogger(__name__)
+
+ABI_VERSION = 1  # codegen_native.h's CG_ABI_VERSION
+Q4_GROUP = 32
+KERNELS = ("gemv_q8", "gemv_q4", "attend")
+NATIVE_DTYPES = {torch.float32: 0, torch.bfloat16: 1}  # CG_F32, CG_BF16
+ISAS = ("generic", "avx2", "avx512")
+
+
+class NativeKernelError(RuntimeError):
+    """The native library is unusable as configured (a forced ISA this CPU lacks, a bad
+    call); the message says why."""
+
+
+@dataclass(frozen=True)
+class Contract:
+    """The shapes an implementation computes right: ``k`` (inputs) and ``n`` (outputs)
+    multiples, the activation dtypes, and whether each output row is computed alone."""
+
+    k_multiple: int = 1
+    n_multiple: int = 1
+    dtypes: tuple[torch.dtype, ...] = (torch.float32, torch.bfloat16)
+    row_exact: bool = True
+
+    def accepts(self, k: int, n: int, dtype: torch.dtype) -> bool:
+        """True when a call with ``k`` inputs, ``n`` outputs and ``dtype`` activations is right."""
+        return (
+            k >= 1
+            and n >= 1
+            and k % self.k_multiple == 0
+            and n % self.n_multiple == 0
+            and (dtype in self.dtypes)
+        )
+
+
+# what each implementation handles (ATen's int8 op reads out of bounds when k % 16 != 0; its
+# int4 op raises when n % 16 != 0)
+CONTRACTS: dict[tuple[str, str], Contract] = {
+    ("gemv_q8", "native"): Contract(),
+    ("gemv_q4", "native"): Contract(k_multiple=Q4_GROUP),
+    ("gemv_q8", "aten"): Contract(k_multiple=16, dtypes=(torch.bfloat16, torch.float32)),
+    ("gemv_q4", "aten"): Contract(k_multiple=Q4_GROUP, n_multiple=16, dtypes=(torch.bfloat16,)),
+    ("gemv_q8", "dense"): Contract(dtypes=(torch.bfloat16, torch.float32, torch.float16)),
+    ("gemv_q4", "dense"): Contract(k_multiple=Q4_GROUP, dtypes=(torch.bfloat16, torch.float32)),
+}
+
+
+@dataclass(frozen=True)
+class KernelEntry:
+    """One kernel's line of the table: ``impl`` is "native" or "torch"."""
+
+    name: str
+    impl: str
+    isa: str
+    reason: str  # why not native ("" when native)
+
+
+@dataclass(frozen=True)
+class KernelTable:
+    """The loaded library (None: torch only) and each kernel's entry."""
+
+    lib: ctypes.CDLL | None
+    isa: str  # the instruction set in use ("" without the library)
+    reason: str  # why there is no library ("" when there is)
+    entries: dict[str, KernelEntry]
+
+    def describe(self) -> str:
+        """One line: e.g. ``native avx512: gemv_q8, gemv_q4; attend torch``."""
+        native = [e.name for e in self.entries.values() if e.impl == "native"]
+        torch_only = [e.name for e in self.entries.values() if e.impl != "native"]
+        if not native:
+            return f"torch kernels ({self.reason})"
+        line = f"native {self.isa}: {', '.join(native)}"
+        return f"{line}; {', '.join(torch_only)} torch" if torch_only else line
+
+
+def _bind(lib: ctypes.CDLL) -> None:
+    ptr, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
+    gemv = [ptr, i64, i64, ptr, ptr, ptr, i64, ptr, i32]
+    for name in ("cg_gemv_q8", "cg_gemv_q4"):
+        getattr(lib, name).argtypes = gemv
+        getattr(lib, name).restype = i32
+        getattr(lib, f"{name}_isa").argtypes = [i32, *gemv]
+        getattr(lib, f"{name}_isa").restype = i32
+    for name in ("cg_abi_version", "cg_isa"):
+        getattr(lib, name).restype = i32
+    lib.cg_cpu_supports.argtypes = [i32]
+    lib.cg_cpu_supports.restype = i32
+    lib.cg_isa_name.argtypes = [i32]
+    lib.cg_isa_name.restype = ctypes.c_char_p
+    lib.cg_init_error.restype = ctypes.c_char_p
+
+
+def cache_library() -> Path:
+    """Where a lazily built library goes: the user's cache folder, named by the sources."""
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return root / "codegen-lsp" / "native" / native_build.source_hash() / native_build.LIBRARY
+
+
+def _find_library(env: Mapping[str, str]) -> tuple[Path | None, str]:
+    """The library's path, or None and why. Builds it into the cache folder when neither the
+    installed one nor a cached one exists and a C compiler does."""
+    if env.get("CODEGEN_NATIVE_LIB"):
+        path = Path(env["CODEGEN_NATIVE_LIB"])
+        return (path, "") if path.is_file() else (None, f"no native library at {path}")
+    installed = native_build.HERE / native_build.LIBRARY
+    if installed.is_file():
+        return installed, ""
+    cached = cache_library()
+    if cached.is_file():
+        return cached, ""
+    try:
+        native_build.build(cached)
+    except (native_build.BuildError, OSError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return None, f"native library not built: {first}"
+    log.info("built the native kernels into %s", cached)
+    return cached, ""
+
+
+def load_table(env: Mapping[str, str]) -> KernelTable:
+    """The table for the environment ``env`` (see the module docstring)."""
+    attend = KernelEntry("attend", "torch", "", "no native attention kernel yet")
+    if env.get("CODEGEN_NATIVE", "1").strip().lower() in ("0", "false", "off", "no"):
+        return _torch_table("native kernels off (CODEGEN_NATIVE=0)", attend)
+    path, reason = _find_library(env)
+    if path is None:
+        return _torch_table(reason, attend)
+    try:
+        lib = ctypes.CDLL(str(path))
+        _bind(lib)
+    except (OSError, AttributeError) as exc:
+        return _torch_table(f"native library {path} did not load ({exc})", attend)
+    if lib.cg_abi_version() != ABI_VERSION:
+        return _torch_table(f"native library {path} is from another version", attend)
+    error = lib.cg_init_error().decode()
+    if error:
+        raise NativeKernelError(error)
+    isa = lib.cg_isa_name(lib.cg_isa()).decode()
+    entries = {name: KernelEntry(name, "native", isa, "") for name in ("gemv_q8", "gemv_q4")}
+    return KernelTable(lib, isa, "", {**entries, "attend": attend})
+
+
+def _torch_table(reason: str, attend: KernelEntry) -> KernelTable:
+    entries = {name: KernelEntry(name, "torch", "", reason) for name in ("gemv_q8", "gemv_q4")}
+    return KernelTable(None, "", reason, {**entries, "attend": attend})
+
+
+@functools.cache
+def table() -> KernelTable:
+    """The process's kernel table (built once, from ``os.environ``)."""
+    built = load_table(os.environ)
+    log.info("kernels: %s", built.describe())
+    return built
+
+
+def describe() -> str:
+    """Which kernels run, in one line (for the load log line, status and bench)."""
+    return table().describe()
+
+
+@functools.cache
+def _note_once(message: str) -> None:
+    log.warning("%s", message)
+
+
+def route(kernel: str, k: int, n: int, dtype: torch.dtype, device: torch.device) -> str:
+    """How a layer of ``k`` inputs and ``n`` outputs computes its few-row calls: "native",
+    "aten" (today's ATen op) or "dense" (the torch reference: dequantized weights, one row
+    at a time). Decided once per layer; a shape ATen gets wrong is logged once."""
+    if device.type == "cpu" and table().lib is not None:
+        if CONTRACTS[(kernel, "native")].accepts(k, n, dtype):
+            return "native"
+    if CONTRACTS[(kernel, "aten")].accepts(k, n, dtype):
+        return "aten"
+    _note_once(
+        f"{kernel}: ATen's op is not right for {k} inputs x {n} outputs ({dtype}); "
+        "using dequantized weights for such layers"
+    )
+    return "dense"
+
+
+def _call(name: str, rc: int) -> None:
+    if rc != 0:
+        raise NativeKernelError(f"{name} rejected its arguments (code {rc})")
+
+
+def _ptr(t: Tensor | None) -> int | None:
+    return None if t is None else t.data_ptr()
+
+
+def gemv_q8(x: Tensor, qweight: Tensor, scale: Tensor, bias: Tensor | None) -> Tensor:
+    """Native ``x @ (qweight * scale[:, None]).T + bias``: x ``[m, k]`` float32/bf16, qweight
+    int8 ``[n, k]``, scale and bias float32 ``[n]``; ``[m, n]`` in x's dtype."""
+    lib = table().lib
+    assert lib is not None, "gemv_q8 called without the native library"
+    x = x.contiguous()
+    (m, k), n = x.shape, qweight.shape[0]
+    y = torch.empty((m, n), dtype=x.dtype)
+    rc = lib.cg_gemv_q8(
+        x.data_ptr(), m, k, qweight.data_ptr(), scale.data_ptr(), _ptr(bias), n, y.data_ptr(),
+        NATIVE_DTYPES[x.dtype],
+    )  # fmt: skip
+    _call("gemv_q8", rc)
+    return y
+
+
+def gemv_q4(x: Tensor, packed: Tensor, sz: Tensor, bias: Tensor | None) -> Tensor:
+    """Native int4 GEMV on :func:`pack_q4`'s layout: packed uint8 ``[n, k/2]``, sz bf16
+    ``[n, k/32, 2]`` (scale, zero), bias float32 ``[n]``; ``[m, n]`` in x's dtype."""
+    lib = table().lib
+    assert lib is not None, "gemv_q4 called without the native library"
+    x = x.contiguous()
+    (m, k), n = x.shape, packed.shape[0]
+    y = torch.empty((m, n), dtype=x.dtype)
+    rc = lib.cg_gemv_q4(
+        x.data_ptr(), m, k, packed.data_ptr(), sz.data_ptr(), _ptr(bias), n, y.data_ptr(),
+        NATIVE_DTYPES[x.dtype],
+    )  # fmt: skip
+    _call("gemv_q4", rc)
+    return y
+
+
+def pack_q4(q: Tensor) -> Tensor:
+    """int4 values 0..15 ``[n, k]`` as the native layout uint8 ``[n, k/2]``: in each group of
+    32 inputs, byte t holds input t (low nibble) and input 16 + t (high nibble)."""
+    n, k = q.shape
+    groups = q.to(torch.uint8).view(n, k // Q4_GROUP, 2, 16)
+    return (groups[:, :, 0] | (groups[:, :, 1] << 4)).reshape(n, k // 2).contiguous()
+
+
+def unpack_q4(packed: Tensor) -> Tensor:
+    """The int4 values ``[n, k]`` (uint8 0..15) of :func:`pack_q4`'s layout."""
+    n, half = packed.shape
+    groups = packed.view(n, half // 16, 1, 16)
+    return torch.cat([groups & 15, groups >> 4], dim=2).reshape(n, 2 * half)
+
+
+def dequantize_q4(packed: Tensor, sz: Tensor) -> Tensor:
+    """float32 ``(q - 8) * scale + zero`` ``[n, k]`` of the native int4 layout."""
+    q = unpack_q4(packed).float()
+    n, k = q.shape
+    scale, zero = sz.float().unbind(-1)  # [n, G] each
+    groups = (q.view(n, k // Q4_GROUP, Q4_GROUP) - 8) * scale[..., None] + zero[..., None]
+    return groups.view(n, k)
+
+
+def gemv_rowwise(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """The torch reference path: ``F.linear`` one row at a time (a k-row call then equals k
+    one-row calls, which one multi-row matmul does not promise)."""
+    return torch.cat([F.linear(x[r : r + 1], weight, bias) for r in range(x.shape[0])])
+
+
+def gemv_q8_aten(x: Tensor, qweight: Tensor, scales: Tensor, bias: Tensor | None) -> Tensor:
+    """ATen's ``_weight_int8pack_mm`` (only where :data:`CONTRACTS` says it is right)."""
+    y = torch.ops.aten._weight_int8pack_mm(x, qweight, scales)
+    return y + bias if bias is not None else y
+
+
+def gemv_q8_reference(x: Tensor, qweight: Tensor, scale: Tensor, bias: Tensor | None) -> Tensor:
+    """The float64 oracle of :func:`gemv_q8`."""
+    y = (x.double() @ qweight.double().T) * scale.double()
+    return y + bias.double() if bias is not None else y
+
+
+def gemv_q4_reference(x: Tensor, packed: Tensor, sz: Tensor, bias: Tensor | None) -> Tensor:
+    """The float64 oracle of :func:`gemv_q4`."""
+    q = unpack_q4(packed).double()
+    n, k = q.shape
+    scale, zero = sz.double().unbind(-1)
+    w = ((q.view(n, -1, Q4_GROUP) - 8) * scale[..., None] + zero[..., None]).view(n, k)
+    y = x.double() @ w.T
+    return y + bias.double() if bias is not None else y
+
+
+def native_isa_call(kernel: str, isa: int, *args: int | None) -> int:
+    """``cg_<kernel>_isa`` on the loaded library (tests: every instruction set, or -1 for the
+    scalar reference); returns the C return code."""
+    lib = table().lib
+    assert lib is not None
+    return int(getattr(lib, f"cg_{kernel}_isa")(isa, *args))
+
+
+def cpu_isas() -> list[str]:
+    """The instruction sets this CPU and OS run (with the library; [] without)."""
+    lib = table().lib
+    return [] if lib is None else [ISAS[i] for i in range(len(ISAS)) if lib.cg_cpu_supports(i)]

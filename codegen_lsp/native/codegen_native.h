@@ -1,0 +1,93 @@
+/* codegen_native.h: the C ABI of the engine's CPU kernels and their packed layouts.
+ *
+ * No torch headers: the Python side (codegen_lsp/engine/kernels.py) calls these through
+ * ctypes on tensors' data pointers. Every kernel is single-threaded and computes each output
+ * alone, in a fixed order that does not depend on the number of rows in the call, so a call
+ * of m rows gives, bit for bit, what m one-row calls give.
+ *
+ * Activations and outputs (`dtype`): CG_F32 (float) or CG_BF16 (uint16 bfloat16, rounded to
+ * nearest even on output). Activations are converted to float32 first (exact for bf16).
+ *
+ * Layouts (all row-major, contiguous):
+ *   gemv_q8: x [m, k]; w int8 [n, k]; scale float32 [n]; bias float32 [n] or NULL; y [m, n]
+ *            y[i, j] = (sum_t x[i, t] * w[j, t]) * scale[j] + bias[j]
+ *   gemv_q4: k a multiple of 32 (groups of 32 inputs); w uint8 [n, k / 2]: the 16 bytes of
+ *            group g of row j hold input 32g + t in the low nibble and 32g + 16 + t in the
+ *            high nibble of byte t; sz bf16 [n, k / 32, 2]: (scale, zero) per group;
+ *            weight = (q - 8) * scale + zero; bias float32 [n] or NULL
+ *            y[i, j] = sum_t x[i, t] * weight[j, t] + bias[j]
+ *
+ * Return value: 0, or CG_EBADARG when a shape breaks the contract (nothing is written), or
+ * CG_ENOMEM, or CG_EISA when the requested instruction set is not available.
+ */
+#ifndef CODEGEN_NATIVE_H
+#define CODEGEN_NATIVE_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define CG_F32 0
+#define CG_BF16 1
+
+#define CG_ISA_GENERIC 0
+#define CG_ISA_AVX2 1
+#define CG_ISA_AVX512 2
+#define CG_ISA_COUNT 3
+
+#define CG_OK 0
+#define CG_EBADARG 1
+#define CG_ENOMEM 2
+#define CG_EISA 3
+
+#define CG_Q4_GROUP 32
+#define CG_ABI_VERSION 1
+
+typedef int (*cg_gemv_q8_fn)(const void *x, int64_t m, int64_t k, const int8_t *w,
+                             const float *scale, const float *bias, int64_t n, void *y,
+                             int dtype);
+typedef int (*cg_gemv_q4_fn)(const void *x, int64_t m, int64_t k, const uint8_t *w,
+                             const uint16_t *sz, const float *bias, int64_t n, void *y,
+                             int dtype);
+
+/* dispatch.c: the exported entry points */
+int cg_abi_version(void);
+int cg_isa(void);                  /* the instruction set in use (after CODEGEN_CPU_ISA) */
+int cg_cpu_supports(int isa);      /* 1 when this CPU and OS run `isa` */
+const char *cg_isa_name(int isa);  /* "generic", "avx2", "avx512" */
+const char *cg_init_error(void);   /* "" or why CODEGEN_CPU_ISA could not be honoured */
+int cg_gemv_q8(const void *x, int64_t m, int64_t k, const int8_t *w, const float *scale,
+               const float *bias, int64_t n, void *y, int dtype);
+int cg_gemv_q4(const void *x, int64_t m, int64_t k, const uint8_t *w, const uint16_t *sz,
+               const float *bias, int64_t n, void *y, int dtype);
+/* the same on a named instruction set (tests): CG_EISA when this CPU lacks it; isa -1 is the
+ * scalar reference */
+int cg_gemv_q8_isa(int isa, const void *x, int64_t m, int64_t k, const int8_t *w,
+                   const float *scale, const float *bias, int64_t n, void *y, int dtype);
+int cg_gemv_q4_isa(int isa, const void *x, int64_t m, int64_t k, const uint8_t *w,
+                   const uint16_t *sz, const float *bias, int64_t n, void *y, int dtype);
+
+/* one per instruction set file (ref.c, generic.c, avx2.c, avx512.c) */
+int cg_gemv_q8_ref(const void *x, int64_t m, int64_t k, const int8_t *w, const float *scale,
+                   const float *bias, int64_t n, void *y, int dtype);
+int cg_gemv_q4_ref(const void *x, int64_t m, int64_t k, const uint8_t *w, const uint16_t *sz,
+                   const float *bias, int64_t n, void *y, int dtype);
+int cg_gemv_q8_generic(const void *x, int64_t m, int64_t k, const int8_t *w,
+                       const float *scale, const float *bias, int64_t n, void *y, int dtype);
+int cg_gemv_q4_generic(const void *x, int64_t m, int64_t k, const uint8_t *w,
+                       const uint16_t *sz, const float *bias, int64_t n, void *y, int dtype);
+int cg_gemv_q8_avx2(const void *x, int64_t m, int64_t k, const int8_t *w, const float *scale,
+                    const float *bias, int64_t n, void *y, int dtype);
+int cg_gemv_q4_avx2(const void *x, int64_t m, int64_t k, const uint8_t *w, const uint16_t *sz,
+                    const float *bias, int64_t n, void *y, int dtype);
+int cg_gemv_q8_avx512(const void *x, int64_t m, int64_t k, const int8_t *w,
+                      const float *scale, const float *bias, int64_t n, void *y, int dtype);
+int cg_gemv_q4_avx512(const void *x, int64_t m, int64_t k, const uint8_t *w,
+                      const uint16_t *sz, const float *bias, int64_t n, void *y, int dtype);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

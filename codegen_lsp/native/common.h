@@ -1,0 +1,66 @@
+/* common.h: helpers every kernel file shares (argument checks, bf16 conversion, the padded
+ * float32 copy of the activations). Everything here is static: each instruction-set file gets
+ * its own copy compiled with its own flags. */
+#ifndef CODEGEN_NATIVE_COMMON_H
+#define CODEGEN_NATIVE_COMMON_H
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "codegen_native.h"
+
+#define CG_PAD 32 /* activations are copied into rows of k rounded up to this, zero padded */
+#define CG_PREFETCH_AHEAD 2 /* row blocks ahead that each block's loop prefetches */
+
+static inline float cg_bf16_to_f32(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+/* round to nearest even, as torch does; NaN stays NaN */
+static inline uint16_t cg_f32_to_bf16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+static inline void cg_store(void *y, int64_t index, float v, int dtype) {
+    if (dtype == CG_BF16)
+        ((uint16_t *)y)[index] = cg_f32_to_bf16(v);
+    else
+        ((float *)y)[index] = v;
+}
+
+static inline int64_t cg_padded(int64_t k) { return (k + CG_PAD - 1) / CG_PAD * CG_PAD; }
+
+static inline int cg_check(const void *x, int64_t m, int64_t k, const void *w, const void *s,
+                           int64_t n, const void *y, int dtype, int64_t k_multiple) {
+    if (m < 0 || n < 0 || k < 1 || k % k_multiple) return CG_EBADARG;
+    if (dtype != CG_F32 && dtype != CG_BF16) return CG_EBADARG;
+    if (m > 0 && n > 0 && (!x || !w || !s || !y)) return CG_EBADARG;
+    return CG_OK;
+}
+
+/* x [m, k] (float32 or bf16) as float32 rows of cg_padded(k), zeros after k; free() it */
+static inline float *cg_padded_x(const void *x, int64_t m, int64_t k, int dtype) {
+    int64_t kp = cg_padded(k);
+    float *out = (float *)aligned_alloc(64, (size_t)(m * kp) * sizeof(float));
+    if (!out) return NULL;
+    for (int64_t i = 0; i < m; i++) {
+        float *row = out + i * kp;
+        if (dtype == CG_BF16) {
+            const uint16_t *src = (const uint16_t *)x + i * k;
+            for (int64_t t = 0; t < k; t++) row[t] = cg_bf16_to_f32(src[t]);
+        } else {
+            memcpy(row, (const float *)x + i * k, (size_t)k * sizeof(float));
+        }
+        for (int64_t t = k; t < kp; t++) row[t] = 0.0f;
+    }
+    return out;
+}
+
+#endif

@@ -1,0 +1,54 @@
+/* ref.c: the scalar reference of every kernel: one sequential sum per output, no SIMD, no
+ * prefetch. The oracle the instruction-set files are tested against (with a float64 bound),
+ * reachable as instruction set -1. */
+#include "common.h"
+
+int cg_gemv_q8_ref(const void *x, int64_t m, int64_t k, const int8_t *w, const float *scale,
+                   const float *bias, int64_t n, void *y, int dtype) {
+    int rc = cg_check(x, m, k, w, scale, n, y, dtype, 1);
+    if (rc || m == 0 || n == 0) return rc;
+    float *xf = cg_padded_x(x, m, k, dtype);
+    if (!xf) return CG_ENOMEM;
+    int64_t kp = cg_padded(k);
+    for (int64_t i = 0; i < m; i++) {
+        for (int64_t j = 0; j < n; j++) {
+            float acc = 0.0f;
+            for (int64_t t = 0; t < k; t++) acc += xf[i * kp + t] * (float)w[j * k + t];
+            float v = acc * scale[j];
+            if (bias) v += bias[j];
+            cg_store(y, i * n + j, v, dtype);
+        }
+    }
+    free(xf);
+    return CG_OK;
+}
+
+int cg_gemv_q4_ref(const void *x, int64_t m, int64_t k, const uint8_t *w, const uint16_t *sz,
+                   const float *bias, int64_t n, void *y, int dtype) {
+    int rc = cg_check(x, m, k, w, sz, n, y, dtype, CG_Q4_GROUP);
+    if (rc || m == 0 || n == 0) return rc;
+    float *xf = cg_padded_x(x, m, k, dtype);
+    if (!xf) return CG_ENOMEM;
+    int64_t kp = cg_padded(k), groups = k / CG_Q4_GROUP;
+    for (int64_t i = 0; i < m; i++) {
+        for (int64_t j = 0; j < n; j++) {
+            float acc = 0.0f;
+            for (int64_t g = 0; g < groups; g++) {
+                const uint8_t *b = w + j * (k / 2) + g * 16;
+                float s = cg_bf16_to_f32(sz[(j * groups + g) * 2]);
+                float z = cg_bf16_to_f32(sz[(j * groups + g) * 2 + 1]);
+                const float *xs = xf + i * kp + g * CG_Q4_GROUP;
+                for (int t = 0; t < CG_Q4_GROUP; t++) {
+                    int q = t < 16 ? (b[t] & 15) : (b[t - 16] >> 4);
+                    float weight = (float)(q - 8) * s + z;
+                    acc += xs[t] * weight;
+                }
+            }
+            float v = acc;
+            if (bias) v += bias[j];
+            cg_store(y, i * n + j, v, dtype);
+        }
+    }
+    free(xf);
+    return CG_OK;
+}
