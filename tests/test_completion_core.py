@@ -112,7 +112,7 @@ def test_context_tokens_setting_caps_the_prompt(marked) -> None:
 
 def test_header_is_prepended(marked) -> None:
     engine = ScriptedEngine("x")
-    complete(Completer(), engine, marked("x = █"), header=True)
+    complete(Completer(), engine, marked("x = █"), header_mode="on")
     text = "".join(chr(i) for i in engine.prompts[0])
     assert text == "# language: python\n# path: t.py\nx = "
 

@@ -118,7 +118,7 @@ def test_draft_model_setting_loads_and_refuses(tmp_path, tiny_checkpoint) -> Non
     with pytest.raises(EngineConfigError, match=r"draftModel .* cannot draft .*token \d+"):
         load_engine(EngineSpec(**{**vars(spec), "draft_model": str(other)}))
     parsed, problems, _ = parse_settings({"speculation": "draft"})
-    assert parsed.generation.speculation == "lookup" and problems == [DRAFT_NEEDS_MODEL]
+    assert parsed.completion.speculation == "lookup" and problems == [DRAFT_NEEDS_MODEL]
     parsed, problems, _ = parse_settings({"speculation": "draft", "draftModel": "x"})
-    assert parsed.generation.speculation == "draft" and not problems
+    assert parsed.completion.speculation == "draft" and not problems
     assert parsed.engine_spec().draft_model == "x"

@@ -229,9 +229,9 @@ def test_speculation_setting() -> None:
     parsed, problems, _ = parse_settings({"speculation": "off"})
     assert parsed.completion_options().speculation == "off" and not problems
     parsed, problems, _ = parse_settings({"speculation": "draft"})
-    assert parsed.generation.speculation == "lookup" and problems == [DRAFT_NEEDS_MODEL]
+    assert parsed.completion.speculation == "lookup" and problems == [DRAFT_NEEDS_MODEL]
     parsed, problems, _ = parse_settings({"speculation": "sometimes"})
-    assert parsed.generation.speculation == "auto" and "speculation" in problems[0]
+    assert parsed.completion.speculation == "auto" and "speculation" in problems[0]
 
 
 def test_status_and_log_count_drafts(tmp_path: Path, cycle_checkpoint: Path) -> None:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from codegen_lsp.completion.options import CompletionOptions
 from codegen_lsp.engine.api import ModelInfo
 from codegen_lsp.server.settings import (
-    PromptSettings,
     Settings,
     parse_settings,
     section,
@@ -16,8 +16,8 @@ def test_defaults() -> None:
     settings, problems, unknown = parse_settings({})
     assert settings == Settings()
     assert problems == unknown == []
-    assert settings.generation.max_new_tokens == 64
-    assert settings.prompt.multiline == "auto"
+    assert settings.completion.max_new_tokens == 64
+    assert settings.completion.multiline == "auto"
 
 
 def test_values_are_read_from_flat_camel_case_keys() -> None:
@@ -65,10 +65,10 @@ def test_values_are_read_from_flat_camel_case_keys() -> None:
 def test_invalid_values_name_the_key_and_fall_back() -> None:
     raw = {"temperature": "hot", "maxNewTokens": 0, "candidates": 2, "multiline": "sometimes"}
     settings, problems, _ = parse_settings(raw)
-    assert settings.generation.temperature == 0.0
-    assert settings.generation.max_new_tokens == 64
-    assert settings.generation.candidates == 2  # valid keys keep their values
-    assert settings.prompt.multiline == "auto"
+    assert settings.completion.temperature == 0.0
+    assert settings.completion.max_new_tokens == 64
+    assert settings.completion.candidates == 2  # valid keys keep their values
+    assert settings.completion.multiline == "auto"
     assert len(problems) == 3
     assert any("codegen.temperature" in p and "'hot'" in p for p in problems)
     assert any("codegen.maxNewTokens" in p for p in problems)
@@ -95,7 +95,7 @@ def test_section_and_header_auto() -> None:
     assert settings.completion_options(ModelInfo("m", "codegen", "multi")).header
     assert not settings.completion_options(ModelInfo("m", "codegen", "mono")).header
     assert not settings.completion_options(None).header
-    assert Settings(prompt=PromptSettings(header="on")).completion_options(None).header
+    assert Settings(completion=CompletionOptions(header_mode="on")).completion_options(None).header
 
 
 def test_every_setting_is_documented() -> None:

@@ -1,25 +1,40 @@
-"""The editors' copies of the server settings match the one declaration in settings.py.
+"""One declaration per setting: the code's defaults and the editors' copies follow it.
 
-Checked copies: VS Code's ``contributes.configuration`` (type, default, range, enum, pattern),
-the extension's ``SERVER_SETTING_KEYS`` / ``CLIENT_SETTING_KEYS`` (settings.ts), the Neovim
-plugin's ``server_types`` / ``SERVER_ENUMS`` (config.lua) and the defaults table of its help
-file. Each checker returns a list of differences; the drift tests feed them altered copies.
+Each setting is declared once, as a field of :class:`EngineSpec`, :class:`CompletionOptions`
+or :class:`Settings`; the default of that field is the default users get, and the tests here
+check it (``CompletionOptions()`` in a test is the users' configuration).
+
+The editors' copies are written by ``tools/gen_editor_settings.py``; a test checks that the
+files are current (else: run the script). Independently of the script, checkers read the copies
+and compare them with the declaration: VS Code's ``contributes.configuration`` (type, default,
+range, enum, pattern), the extension's ``SERVER_SETTING_KEYS`` / ``CLIENT_SETTING_KEYS``
+(settings.ts), the Neovim plugin's ``server_types`` / ``SERVER_ENUMS`` (config.lua) and the
+defaults table of its help file. Each checker returns a list of differences; the drift tests
+feed them altered copies.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
+import importlib.util
 import json
 import math
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from codegen_lsp.server.settings import parse_settings, schema, setting_fields, specs
+from codegen_lsp.completion.options import CompletionOptions
+from codegen_lsp.engine.api import SamplingParams
+from codegen_lsp.engine.setting_spec import declared
+from codegen_lsp.engine.spec import EngineSpec
+from codegen_lsp.server.settings import Settings, parse_settings, schema, setting_fields, specs
 
 REPO = Path(__file__).resolve().parent.parent
+GENERATOR = REPO / "tools" / "gen_editor_settings.py"
 PACKAGE_JSON = REPO / "editors" / "vscode" / "package.json"
 SETTINGS_TS = REPO / "editors" / "vscode" / "src" / "settings.ts"
 CONFIG_LUA = REPO / "editors" / "neovim" / "lua" / "codegen_lsp" / "config.lua"
@@ -222,7 +237,7 @@ def test_the_checkers_catch_drift() -> None:
     lua = lua.replace('  { "header", "string" },\n', "")
     assert any("server_types keys" in p for p in lua_drift(lua, declared, kinds()))
 
-    help_text = HELP_TXT.read_text().replace("maxNewTokens    64 ", "maxNewTokens    32 ")
+    help_text = re.sub(r"(\n    maxNewTokens +)64 ", r"\g<1>32 ", HELP_TXT.read_text())
     assert help_drift(help_text, declared) == [
         "help: maxNewTokens default is 32, settings.py says 64"
     ]
@@ -260,6 +275,105 @@ def test_device_and_non_finite_numbers() -> None:
     settings, problems, _ = parse_settings(
         {"temperature": math.nan, "maxNewTokens": math.inf, "topP": -math.inf}
     )
-    assert len(problems) == 3 and settings.generation.max_new_tokens == 64
+    assert (
+        len(problems) == 3
+        and settings.completion.max_new_tokens == CompletionOptions().max_new_tokens
+    )
     assert parse_settings({"prefixReuse": "off"})[0].model.prefix_reuse is False
-    assert parse_settings({"maxNewTokens": 32.0})[0].generation.max_new_tokens == 32
+    assert parse_settings({"maxNewTokens": 32.0})[0].completion.max_new_tokens == 32
+
+
+def generator() -> Any:
+    """tools/gen_editor_settings.py as a module."""
+    spec = importlib.util.spec_from_file_location("gen_editor_settings", GENERATOR)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_generated_files_are_current() -> None:
+    assert generator().stale() == [], "run tools/gen_editor_settings.py"
+
+
+def test_the_generator_writes_a_new_declaration_and_keeps_hand_written_text(
+    tmp_path: Path,
+) -> None:
+    gen = generator()
+    for name in gen.WRITERS:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO / name, tmp_path / name)
+    assert gen.stale(tmp_path) == []
+    declared = schema()
+    declared["maxNewTokens"]["default"] = 32
+    declared["newSetting"] = {"type": "string", "default": "x", "enum": ["x", "y"],
+                              "description": "A setting declared since."}  # fmt: skip
+    kinds_now = {**kinds(), "newSetting": "enum"}
+    assert sorted(gen.stale(tmp_path, declared)) == sorted(gen.WRITERS)
+    for name, (_, new) in gen.generate(tmp_path, declared).items():
+        (tmp_path / name).write_text(new)
+    assert gen.stale(tmp_path, declared) == []
+
+    props = json.loads((tmp_path / gen.PACKAGE_JSON).read_text())
+    props = props["contributes"]["configuration"]["properties"]
+    assert vscode_drift(props, declared) == []
+    assert [p["order"] for p in props.values()] == list(range(len(props)))
+    order = [k.removeprefix("codegen.") for k in props if k.removeprefix("codegen.") in declared]
+    ts = (tmp_path / gen.SETTINGS_TS).read_text()
+    assert ts_drift(ts, list(declared), order) == []
+    lua = (tmp_path / gen.CONFIG_LUA).read_text()
+    assert lua_drift(lua, declared, kinds_now) == []
+    assert help_drift((tmp_path / gen.HELP_TXT).read_text(), declared) == []
+    # the hand-written parts are kept as they were
+    assert lua.split("-- BEGIN GENERATED")[0] == CONFIG_LUA.read_text().split("-- BEGIN")[0]
+    assert lua.split("-- END GENERATED")[1] == CONFIG_LUA.read_text().split("-- END GENERATED")[1]
+    assert ts.split("// END GENERATED")[1] == SETTINGS_TS.read_text().split("// END GENERATED")[1]
+    help_old, help_new = HELP_TXT.read_text(), (tmp_path / gen.HELP_TXT).read_text()
+    assert help_new.split("Key ")[0] == help_old.split("Key ")[0]
+    assert help_new.split("\nExample: >lua")[1] == help_old.split("\nExample: >lua")[1]
+    assert props["codegen.enable"] == package_properties()["codegen.enable"]
+
+    # an edit inside a generated region is seen
+    (tmp_path / gen.CONFIG_LUA).write_text(lua.replace('"y" }', '"y", "z" }'))
+    assert gen.stale(tmp_path, declared) == [gen.CONFIG_LUA]
+
+
+def default_drift(defaults: Any) -> list[str]:
+    """Where the fields of ``defaults`` (an instance built with no arguments, or one to test
+    the checker) differ from the defaults their settings declare."""
+    return [
+        f"{type(defaults).__name__}.{name}: {getattr(defaults, name)!r}, declared "
+        f"{spec.json_default!r} ({spec.key})"
+        for name, spec in declared(type(defaults))
+        if not same(json.loads(json.dumps(getattr(defaults, name))), spec.json_default)
+    ]
+
+
+def test_code_defaults_are_the_declared_ones() -> None:
+    for cls in (EngineSpec, CompletionOptions, Settings):
+        assert default_drift(cls()) == [], cls
+    assert len(specs()) == sum(len(declared(c)) for c in (EngineSpec, CompletionOptions, Settings))
+    # what code and tests build with no arguments is what a user without settings gets
+    users, _, _ = parse_settings({})
+    assert users.engine_spec() == EngineSpec()
+    assert users.completion_options(None) == CompletionOptions()
+    want = schema()
+    options = CompletionOptions()
+    assert options.sampling == SamplingParams(
+        want["temperature"]["default"], want["topP"]["default"], want["topK"]["default"]
+    )
+    assert options.time_limit_s == want["timeLimitMs"]["default"] / 1000
+    assert options.header is False and want["header"]["default"] == "auto"
+
+
+def test_the_default_check_catches_drift() -> None:
+    drifted = dataclasses.replace(CompletionOptions(), top_p=1.0, answer_early=False)
+    problems = default_drift(drifted)
+    assert len(problems) == 2
+    assert "top_p: 1.0, declared 0.95 (topP)" in problems[0]
+    assert "answer_early: False, declared True (answerEarly)" in problems[1]
+    assert default_drift(EngineSpec(cache_memory_mb=8)) == [
+        "EngineSpec.cache_memory_mb: 8, declared 512 (cacheMemoryMB)"
+    ]
+    with pytest.raises(ValueError, match="top_p"):
+        CompletionOptions(top_p=0.0)  # the sampling fields are checked when built

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from codegen_lsp.completion.context import (
     Cursor,
@@ -23,10 +23,11 @@ from codegen_lsp.completion.context import (
 )
 from codegen_lsp.completion.functions import Stub
 from codegen_lsp.completion.neighbors import Neighbor, NeighborContext
+from codegen_lsp.completion.options import CompletionOptions as CompletionOptions  # re-exported
 from codegen_lsp.completion.postprocess import Around, postprocess
 from codegen_lsp.completion.stopping import MULTI, StopRule, choose_mode, make_stop_rule
 from codegen_lsp.completion.typeahead import ANCHOR_CHARS, TypeAhead
-from codegen_lsp.engine.api import Engine, GenerateRequest, GenerateResult, SamplingParams
+from codegen_lsp.engine.api import Engine, GenerateRequest, GenerateResult
 
 AFTER_CHARS = 2000  # text after the cursor compared against suggestions
 FIM_SUFFIX_TOKENS = 128  # most suffix tokens in an infill prompt (all re-prefilled per keystroke)
@@ -74,25 +75,6 @@ def infill_prompt(
 
 class CompletionSkipped(Exception):
     """No request can be made for this cursor; the message says why (it is logged)."""
-
-
-@dataclass(frozen=True)
-class CompletionOptions:
-    """Per-request knobs, taken from the server settings or the command line."""
-
-    max_new_tokens: int = 64
-    sampling: SamplingParams = field(default_factory=SamplingParams)
-    candidates: int = 1
-    stop_sequences: tuple[str, ...] = ()
-    context_tokens: int = 0  # 0: as much as the model's context allows
-    multiline: str = "auto"  # auto | always | never
-    answer_early: bool = False  # multi-line: answer with the first line, decode on behind it
-    header: bool = False  # prepend "# language: ...\n# path: ...\n"
-    time_limit_s: float | None = None
-    fim: str = "auto"  # auto (when text follows the cursor) | on | off; CodeGen2 tokens only
-    context_files: int = 0  # snippets from other open files of the language; 0: none
-    context_file_tokens: int = 256  # their token budget
-    speculation: str = "auto"  # auto | off | lookup (exact: greedy text never changes)
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,9 @@
 The completion and server layers build :class:`GenerateRequest` objects, hand them to an
 :class:`Engine` (through the worker) and read :class:`GenerateResult` objects; they never
 touch tensors, caches or checkpoints. An engine is made by an :data:`EngineFactory` from an
-:class:`EngineSpec`. The local engine (``engine/local.py``) implements this protocol; so can
-one that streams tokens from another process, without changes above this layer.
+:class:`EngineSpec` (defined in ``engine/spec.py``, where the model's settings are declared).
+The local engine (``engine/local.py``) implements this protocol; so can one that streams
+tokens from another process, without changes above this layer.
 
 Stopping is incremental: a request carries a :class:`StopRule`, the engine starts one
 :class:`StopCheck` per candidate and feeds it each new piece of text, so the cost of a stop
@@ -17,6 +18,8 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
+
+from codegen_lsp.engine.spec import EngineSpec as EngineSpec  # part of the contract
 
 # progress(message, percentage) while an engine loads
 ProgressFn = Callable[[str, int], None]
@@ -176,35 +179,6 @@ class CacheStats:
     held_bytes: int = 0
     budget_bytes: int = 0
     evictions: int = 0
-
-
-@dataclass
-class EngineSpec:
-    """What model to load and how to run it (the server's ``codegen`` settings)."""
-
-    model: str | None = None  # checkpoint dir or hub id; None means the shipped default model
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    dtype: str = "auto"  # auto | float32 | bfloat16 | float16
-    quantize: str = "auto"  # auto | none | int8 (weight-only) | int4 (weight-only, opt-in)
-    threads: int = 0  # torch threads; 0 keeps torch's default
-    allow_download: bool = False
-    cache_memory_mb: int = 512
-    prefix_reuse: bool = True
-    memory_limit_mb: int = 0  # weights plus cache budget must fit; 0: no limit
-    draft_model: str = ""  # a smaller CodeGen, same tokenizer, drafting for speculation
-    compile: bool = False
-    kv_dtype: str = "auto"  # auto (float32 on CPU, where attention is fastest in it) | ...
-    # int8 weights: keep a bf16 copy beside them for prefill (~10% faster prefill, 2 more
-    # bytes per weight; the same results); off: one copy, dequantized per call (docs/memory.md)
-    dense_prefill: bool = False
-    # begin a prompt at a file's start with <|endoftext|>; None: as the checkpoint says
-    file_start_bos: bool | None = None
-    # remote mode: the base URL of an OpenAI-compatible server (vLLM); "" runs locally
-    endpoint: str = ""
-    remote_model: str = ""  # the served model's name; "": the first the server lists
-    api_key_env: str = ""  # the environment variable holding the API key (never the key)
-    request_timeout_ms: int = 30_000
-    ca_bundle: str = ""  # a CA file for TLS; "": the system's
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,12 @@
 """Declaring a setting: :class:`SettingSpec` (JSON key, kind, default, range, doc) and
-the check of a value and its JSON schema, both derived from it. ``settings.py`` declares
-every setting with :func:`declare`.
+the check of a value and its JSON schema, both derived from it.
+
+A setting is declared once, as a field of the dataclass that uses it (:func:`declare`):
+:class:`~codegen_lsp.engine.spec.EngineSpec` declares the model's settings,
+:class:`~codegen_lsp.completion.options.CompletionOptions` the generation and prompt settings,
+and ``server/settings.py`` gathers them, parses them and derives the JSON schema (from which
+``tools/gen_editor_settings.py`` writes the editors' copies). This module sits in the engine
+layer, the lowest that declares settings, and imports nothing of the package.
 """
 
 from __future__ import annotations
@@ -9,7 +15,7 @@ import copy
 import math
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 Kind = Literal["bool", "int", "float", "string", "enum", "strings", "object"]
@@ -30,6 +36,12 @@ class SettingSpec:
     pattern: str = ""  # strings: a regular expression the whole value must match
     pattern_doc: str = ""  # strings: the pattern in words, for the error message
     aliases: tuple[tuple[str, Any], ...] = ()  # words also accepted, e.g. ("on", True)
+    enum_docs: tuple[str, ...] = ()  # enums: one line per value, in ``enum`` order (editors)
+
+    @property
+    def json_default(self) -> Any:
+        """The default as JSON has it (a tuple of strings is a list)."""
+        return _json(self.default)
 
     def check(self, value: Any) -> Any:
         """``value`` as this setting's Python value; ValueError saying what was expected."""
@@ -39,11 +51,13 @@ class SettingSpec:
         """The JSON-schema description of this setting (as in VS Code's ``package.json``)."""
         out: dict[str, Any] = {
             "type": _KINDS[self.kind][0],
-            "default": copy.deepcopy(self.default),
+            "default": self.json_default,
             "description": self.doc,
         }
         if self.enum:
             out["enum"] = list(self.enum)
+        if self.enum_docs:
+            out["enumDescriptions"] = list(self.enum_docs)
         if self.pattern:
             out["pattern"] = f"^({self.pattern})$"
         if self.minimum is not None:
@@ -98,10 +112,10 @@ def _check_enum(spec: SettingSpec, value: Any) -> str:
     return value
 
 
-def _check_strings(spec: SettingSpec, value: Any) -> list[str]:
-    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+def _check_strings(spec: SettingSpec, value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) and v for v in value):
         raise ValueError("expected a list of non-empty strings")
-    return list(value)
+    return tuple(value)
 
 
 def _check_object(spec: SettingSpec, value: Any) -> dict[str, bool]:
@@ -112,8 +126,17 @@ def _check_object(spec: SettingSpec, value: Any) -> dict[str, bool]:
     return dict(value)
 
 
-# Each kind's JSON schema type and check ("strings": a list of non-empty strings; "object": a
-# map of string keys to booleans).
+def _json(value: Any) -> Any:
+    """``value`` with tuples as lists (a fresh copy: defaults are never shared)."""
+    if isinstance(value, list | tuple):
+        return [_json(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _json(v) for k, v in value.items()}
+    return value
+
+
+# Each kind's JSON schema type and check ("strings": a tuple of non-empty strings, a list in
+# JSON; "object": a map of string keys to booleans).
 _KINDS: dict[str, tuple[str, Callable[[SettingSpec, Any], Any]]] = {
     "bool": ("boolean", _check_bool),
     "int": ("integer", _check_number),
@@ -126,12 +149,19 @@ _KINDS: dict[str, tuple[str, Callable[[SettingSpec, Any], Any]]] = {
 
 
 def declare(key: str, kind: Kind, default: Any, doc: str, **limits: Any) -> Any:
-    """A dataclass field carrying its :class:`SettingSpec` (``limits``: range, enum, ...)."""
+    """A dataclass field carrying its :class:`SettingSpec` (``limits``: range, enum, ...).
+
+    The field's default is the setting's default; :func:`declared` lists the specs."""
     spec = SettingSpec(key, kind, default, doc, **limits)
     meta = {"spec": spec}
     if isinstance(default, list | dict):
         return field(default_factory=lambda: copy.deepcopy(spec.default), metadata=meta)
     return field(default=default, metadata=meta)
+
+
+def declared(cls: type) -> list[tuple[str, SettingSpec]]:
+    """(attribute name, spec) of each setting a dataclass declares, in declaration order."""
+    return [(f.name, f.metadata["spec"]) for f in fields(cls) if "spec" in f.metadata]
 
 
 ON_OFF = (("on", True), ("off", False))
