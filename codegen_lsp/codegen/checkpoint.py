@@ -24,7 +24,8 @@ from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
 from codegen_lsp.codegen.config import CodeGenConfig, ConfigError
-from codegen_lsp.codegen.modeling import MP_SHARDS, CodeGenForCausalLM, qkv_to_hf
+from codegen_lsp.codegen.locate import CheckpointError, check_local
+from codegen_lsp.codegen.modeling import CodeGenForCausalLM, qkv_to_hf
 from codegen_lsp.codegen.weights import (
     TensorEntry,
     WeightFileError,
@@ -50,35 +51,19 @@ TOKENIZER_FILES = (
 )
 
 
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be found or loaded; the message names the file and problem."""
-
-
-def is_hub_id(ref: str) -> bool:
-    """True for ``owner/name`` references that are not an existing local path."""
-    if os.path.exists(os.path.expanduser(ref)):
-        return False
-    parts = ref.split("/")
-    return (
-        len(parts) == 2 and all(parts) and not ref.startswith((".", "~", "/")) and "\\" not in ref
-    )
-
-
 def resolve(ref: str | os.PathLike[str], allow_download: bool = False) -> Path:
     """Turn a model reference into a local checkpoint directory."""
     text = os.fspath(ref)
     path = Path(os.path.expanduser(text))
     if path.is_dir():
         return path
-    if path.exists():
-        raise CheckpointError(f"{path}: expected a checkpoint directory, found a file")
-    if not is_hub_id(text):
-        raise CheckpointError(f"{path}: model directory not found")
+    check_local(text)  # a missing path or a file: one message with what a model folder holds
     try:
         from huggingface_hub import snapshot_download
     except ImportError:  # pragma: no cover - huggingface_hub comes with tokenizers
         raise CheckpointError(f"{text}: huggingface_hub is not installed") from None
-    patterns = ["*.json", "*.safetensors", "*.txt", "*.bin"]
+    # modeling_*.py: read as text for its qkv shard count (config.qkv_shards_of), never run
+    patterns = ["*.json", "*.safetensors", "*.txt", "*.bin", "modeling_*.py"]
     try:
         return Path(snapshot_download(text, allow_patterns=patterns, local_files_only=True))
     except Exception as exc:  # noqa: BLE001 - any cache miss is reported the same way
@@ -166,9 +151,13 @@ def open_weights(directory: Path) -> tuple[WeightFiles, Path]:
     return WeightFiles(entries, bins), source
 
 
-# qkv_from_hf as a block order for reading: published qkv rows are [shard, (q, v, k), rows];
-# block i of plain q|k|v rows ([(q, k, v), shard, rows]) is the published block QKV_BLOCKS[i]
-QKV_BLOCKS = [shard * 3 + part for part in (0, 2, 1) for shard in range(MP_SHARDS)]
+def qkv_blocks(shards: int) -> list[int]:
+    """:func:`~codegen_lsp.codegen.modeling.qkv_from_hf` as a block order for reading:
+    published qkv rows are ``[shard, (q, v, k), rows]``; block ``i`` of plain q|k|v rows
+    (``[(q, k, v), shard, rows]``) is the published block ``qkv_blocks(shards)[i]``."""
+    return [shard * 3 + part for part in (0, 2, 1) for shard in range(shards)]
+
+
 # how a parameter is filled: a tensor's name in the checkpoint, or "" for zeros
 Plan = dict[str, str]
 
@@ -233,18 +222,21 @@ def load_model(
     dtype: torch.dtype = torch.float32,
     device: torch.device | str = "cpu",
     on_linear: LinearHook | None = None,
+    qkv_shards: int | None = None,
 ) -> CodeGenForCausalLM:
     """Load a CodeGen checkpoint directory into :class:`CodeGenForCausalLM` (eval mode).
 
     The model is built on the meta device and filled one tensor at a time, each read straight
     into ``dtype``; ``on_linear(name, layer)`` (for example a quantizer) sees every
     ``nn.Linear`` as soon as its weights are in, before the next layer is read, and may
-    return a module to put in its place, so the full-precision layer is freed at once."""
+    return a module to put in its place, so the full-precision layer is freed at once.
+    ``qkv_shards`` overrides the checkpoint's own qkv shard count (``config.qkv_shards_of``).
+    A tensor holding NaN or infinity is refused, naming it (checked as it is read)."""
     directory = Path(directory)
     if not directory.is_dir():
         raise CheckpointError(f"{directory}: model directory not found")
     try:
-        config = CodeGenConfig.from_file(directory / "config.json")
+        config = CodeGenConfig.from_file(directory / "config.json", qkv_shards=qkv_shards)
     except ConfigError as exc:
         raise CheckpointError(str(exc)) from None
     weights, source = open_weights(directory)
@@ -269,7 +261,7 @@ def load_model(
 
 def _fill(
     weights: WeightFiles,
-    model: nn.Module,
+    model: CodeGenForCausalLM,
     key: str,
     name: str,
     param: Tensor,
@@ -281,7 +273,8 @@ def _fill(
         return torch.zeros(param.shape, dtype=dtype)
     if key != name:
         return model.get_parameter(key).detach()
-    blocks = QKV_BLOCKS if name.endswith("attn.qkv_proj.weight") else None
+    shards = model.config.qkv_shards
+    blocks = qkv_blocks(shards) if name.endswith("attn.qkv_proj.weight") else None
     try:
         return weights.read(key, dtype, blocks)
     except WeightFileError as exc:
@@ -289,9 +282,11 @@ def _fill(
 
 
 def hf_state_dict(model: CodeGenForCausalLM) -> dict[str, Tensor]:
-    """The model's weights in the published layout (shard-ordered qkv)."""
+    """The model's weights in the published layout (qkv rows in ``config.qkv_shards``
+    shards, which ``save_checkpoint`` records in ``config.json``)."""
+    shards = model.config.qkv_shards
     return {
-        k: (qkv_to_hf(v) if k.endswith("attn.qkv_proj.weight") else v).detach().contiguous()
+        k: (qkv_to_hf(v, shards) if k.endswith("attn.qkv_proj.weight") else v).detach().contiguous()
         for k, v in model.state_dict().items()
     }
 

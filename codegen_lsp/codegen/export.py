@@ -34,6 +34,7 @@ from codegen_lsp.codegen.checkpoint import (
 )
 from codegen_lsp.codegen.config import CodeGenConfig, ConfigError
 from codegen_lsp.codegen.modeling import MP_SHARDS, CodeGenForCausalLM
+from codegen_lsp.codegen.weights import finite
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # (name, load) for every tensor of a checkpoint, loaded only when ``load()`` is called
@@ -169,7 +170,7 @@ def _convert(
                 f"{source}: {name} is {tuple(tensor.shape)} {tensor.dtype}, "
                 f"the config implies {expected[name]} floating point"
             )
-        if not bool(torch.isfinite(tensor).all()):
+        if tensor.is_floating_point() and not finite(tensor):
             raise CheckpointError(
                 f"{source}: {name} holds NaN or infinite values: the checkpoint is broken "
                 "(download or export it again)"
