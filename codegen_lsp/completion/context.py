@@ -55,25 +55,30 @@ class Cursor:
 
     def text_before(self, limit: int) -> str:
         """The last ``limit`` characters before the cursor."""
-        parts = [self.before]
-        size = len(self.before)
+        if limit <= 0:
+            return ""
+        parts = [self.before[-limit:]]  # each piece cut to the limit: no long line is copied
+        size = len(parts[0])
         i = self.line - 1
         while size < limit and i >= 0:
-            parts.append(self.lines[i])
-            size += len(self.lines[i])
+            parts.append(self.lines[i][-(limit - size) :])
+            size += len(parts[-1])
             i -= 1
-        return "".join(reversed(parts))[-limit:] if limit > 0 else ""
+        return "".join(reversed(parts))
 
     def text_after(self, limit: int) -> str:
         """The first ``limit`` characters after the cursor (line breaks as in the document)."""
-        parts = [self.after]
-        size = len(self.after)
+        if limit <= 0:
+            return ""
+        parts = [self.after[:limit]]
+        size = len(parts[0])
         i = self.line + 1
         if i < len(self.lines):
             parts.append("\n")
+            size += 1
         while size < limit and i < len(self.lines):
-            parts.append(self.lines[i])
-            size += len(self.lines[i])
+            parts.append(self.lines[i][: limit - size])
+            size += len(parts[-1])
             i += 1
         return "".join(parts)[:limit]
 

@@ -22,6 +22,7 @@ _ONE_LINE_STUB = re.compile(r":([ \t]*(?:pass|\.\.\.)[ \t]*(?:#.*)?)$")
 _DOCSTRING = re.compile(r"^[rRuUbB]{0,2}(\"\"\"|'''|\"|')")
 _CONTROL = {"if", "for", "while", "switch", "catch", "else", "do", "try", "return", "match"}
 _SCAN_LINES = 40
+_BLANK_LINES = 400  # lines (blank ones included) looked at below a signature for its body
 
 
 @dataclass(frozen=True)
@@ -139,7 +140,7 @@ def find_python_stub(lines: Sequence[str], line: int) -> Stub | None:
         )  # fmt: skip
     body: list[int] = []
     i = h + 1
-    while i < len(lines):
+    while i < min(len(lines), h + 1 + _BLANK_LINES):  # blank lines too: the scan is bounded
         content = _content(lines, i)
         if content.strip():
             if indent_width(content) <= indent_width(indent):

@@ -89,7 +89,9 @@ def inline_loop(line: str) -> int | None:
     a longer one three times, and a group without a letter never counts (``0x00, 0x00, ...``
     is a table). Lexemes are compared without their leading whitespace. The answer is the
     offset of the group's second copy."""
-    spans = [(m.start(), m.group().strip()) for m in _LEXEME.finditer(line)]
+    # trailing whitespace matches no lexeme: left in, each of its positions would start a
+    # scan to the end of the line (quadratic in the run)
+    spans = [(m.start(), m.group().strip()) for m in _LEXEME.finditer(line.rstrip())]
     words = [w for _, w in spans]
     for i in range(len(words)):
         for period in range(1, INLINE_MAX_PERIOD + 1):

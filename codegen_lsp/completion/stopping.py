@@ -22,7 +22,7 @@ SINGLE = "single"
 MULTI = "multi"
 TAB_SIZE = 4
 
-_PY_COMMENT = re.compile(r"\s+#[^'\"]*$")
+_SPACE_HASH = re.compile(r"\s#")
 
 
 def indent_width(text: str) -> int:
@@ -31,13 +31,22 @@ def indent_width(text: str) -> int:
     return len(lead.expandtabs(TAB_SIZE))
 
 
+def strip_python_comment(text: str) -> str:
+    """``text`` without a trailing ``#`` comment: from the first ``#`` after whitespace that
+    no quote follows (the match of ``\\s+#[^'"]*$``, found in one pass: that regex is
+    quadratic on a long run of spaces or of `` #``)."""
+    last_quote = max(text.rfind("'"), text.rfind('"'))
+    found = _SPACE_HASH.search(text, last_quote + 1)
+    return text if found is None else text[: found.start()].rstrip()
+
+
 def opens_block(before: str, language: Language) -> bool:
     """True when the text before the cursor ends with a block opener (``:`` or ``{``)."""
     if not language.openers:
         return False
     text = before.rstrip()
     if language.name == "python":
-        text = _PY_COMMENT.sub("", text).rstrip()
+        text = strip_python_comment(text)
     return text.endswith(language.openers)
 
 

@@ -25,21 +25,24 @@ class Entry:
     suggestions: tuple[str, ...]
 
 
-def _anchored(head: str, anchor: str) -> bool:
-    # A short anchor is the whole text before the suggestion (start of a document).
-    return head.endswith(anchor) if len(anchor) >= ANCHOR_CHARS else head == anchor
+def _anchored(before: str, end: int, anchor: str) -> bool:
+    """Whether ``before[:end]`` ends with the anchor (compared in place, without a copy).
+    A short anchor is the whole text before the suggestion (start of a document)."""
+    if len(anchor) >= ANCHOR_CHARS:
+        return before.endswith(anchor, 0, end)
+    return end == len(anchor) and before.startswith(anchor)
 
 
 def remaining(entry: Entry, before: str, line_after: str) -> list[str]:
     """What is left of the entry's suggestions when ``before`` is the text now before the
-    cursor; empty when the user has typed something else (or all of it)."""
+    cursor; empty when the user has typed something else (or all of it). Each length typed
+    costs one anchor comparison, not a copy of ``before``."""
     if line_after != entry.line_after:
         return []
     longest = max((len(s) for s in entry.suggestions), default=0)
     out: list[str] = []
     for typed_len in range(0, min(longest, len(before)) + 1):
-        head = before[: len(before) - typed_len]
-        if not _anchored(head, entry.anchor):
+        if not _anchored(before, len(before) - typed_len, entry.anchor):
             continue
         typed = before[len(before) - typed_len :]
         for s in entry.suggestions:

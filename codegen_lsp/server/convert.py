@@ -21,18 +21,31 @@ COMMAND_STATUS = "codegen.status"
 COMMAND_ACCEPTED = "codegen.accepted"  # an inline item's command: run when it is accepted
 ACCEPT_KINDS = ("all", "word", "line")
 LABEL_CHARS = 60
-_WORD = re.compile(r"\w*$")
+WORD_MAX_CHARS = 256  # a longer run of word characters is not a word: items insert at the cursor
+_WORD = re.compile(r"\w*")
 
 
 def word_before(before: str) -> str:
-    """The identifier characters just before the cursor (Unicode-aware)."""
-    match = _WORD.search(before)
-    return match.group(0) if match else ""
+    """The identifier characters just before the cursor (Unicode-aware); "" when there are more
+    than WORD_MAX_CHARS of them (a hash or a blob, not a word being typed).
+
+    Matched on the reversed tail of the text, anchored: the cost is bounded whatever the line
+    (a search for ``\\w*$`` restarts at every word character and is quadratic in the run)."""
+    tail = before[-(WORD_MAX_CHARS + 1) :][::-1]
+    match = _WORD.match(tail)
+    size = match.end() if match else 0
+    return "" if size > WORD_MAX_CHARS else before[len(before) - size :]
 
 
 def _word_range(doc: Document, line: int, column: int, encoding: str) -> tuple[str, types.Range]:
-    text = doc.lines[line].rstrip("\r\n")
-    word = word_before(text[:column])
+    """The word before (line, column) and its range; an empty range at the end of the document
+    when the line is no longer there (callers check the document first: this never raises)."""
+    if not 0 <= line < len(doc.lines):
+        last = len(doc.lines) - 1
+        end = doc.position(last, len(doc.lines[last]), encoding)
+        return "", types.Range(end, end)
+    text = doc.lines[line]
+    word = word_before(text[max(0, column - WORD_MAX_CHARS - 1) : column])
     start = doc.position(line, column - len(word), encoding)
     return word, types.Range(start, doc.position(line, column, encoding))
 

@@ -32,6 +32,17 @@ def to_codepoints(text: str, units: int, encoding: str) -> int:
         return 0
     if encoding == UTF32 or text.isascii():
         return min(units, len(text))
+    head = text[:units]  # a code point takes at least one unit: the column lies in here
+    codec, width = ("utf-16-le", 2) if encoding == UTF16 else ("utf-8", 1)
+    try:
+        data = head.encode(codec)[: width * units]
+    except UnicodeEncodeError:  # lone surrogates: counted one by one
+        return _count_to(text, units, encoding)
+    # a character cut by the column is dropped: the column rounds down to its start
+    return len(data.decode(codec, "ignore"))
+
+
+def _count_to(text: str, units: int, encoding: str) -> int:
     count = 0
     for i, ch in enumerate(text):
         count += _units(ch, encoding)
