@@ -35,15 +35,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="0-based column in code points (default: the end of the line)",
     )
     p.add_argument("--model", help="checkpoint directory or hub id (default: the shipped model)")
-    p.add_argument("--candidates", type=int, default=1)
-    p.add_argument("--max-new-tokens", type=int, default=64)
-    p.add_argument("--temperature", type=float, default=0.0)
-    p.add_argument("--multiline", default="auto", choices=["auto", "always", "never"])
-    p.add_argument("--context-tokens", type=int, default=1024)
-    p.add_argument("--header", default="auto", choices=["auto", "on", "off"])
-    p.add_argument("--device", default="auto")
-    p.add_argument("--dtype", default="auto")
-    p.add_argument("--quantize", default="auto")
+    # Left out: the server's default (the settings' declaration), as for an editor.
+    p.add_argument("--candidates", type=int)
+    p.add_argument("--max-new-tokens", type=int)
+    p.add_argument("--temperature", type=float)
+    p.add_argument("--multiline", choices=["auto", "always", "never"])
+    p.add_argument("--context-tokens", type=int)
+    p.add_argument("--header", choices=["auto", "on", "off"])
+    p.add_argument("--device")
+    p.add_argument("--dtype")
+    p.add_argument("--quantize")
     p.add_argument("--language", help="LSP languageId (default: from the file extension)")
     p.add_argument("--allow-download", action="store_true")
     p.add_argument("--json", action="store_true", help="print a JSON list of suggestions")
@@ -51,7 +52,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
-    return {
+    """The ``codegen`` settings the arguments give (those left out keep their defaults)."""
+    given = {
         "model": args.model or "",
         "device": args.device,
         "dtype": args.dtype,
@@ -64,6 +66,7 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
         "contextTokens": args.context_tokens,
         "header": args.header,
     }
+    return {key: value for key, value in given.items() if value is not None}
 
 
 def _fail(message: str) -> int:
