@@ -254,7 +254,7 @@ class CodegenServer(LanguageServer):
             progress.end("failed")
             if spec is self._spec:
                 self.set_model_state("error", f"model load failed: {exc}")
-                said = str(exc) if str(spec.model) in str(exc) else f"{name}: {exc}"
+                said = str(exc) if spec.model and spec.model in str(exc) else f"{name}: {exc}"
                 self.show(f"codegen: cannot load the model: {said}", types.MessageType.Error)
             return
         progress.end("loaded")
