@@ -132,3 +132,26 @@ def test_bf16_close_to_fp32(pair):
         b = bf16(tokens, torch.arange(50))
     assert b.dtype == torch.float32
     assert (a - b).abs().max().item() < 0.1 * a.abs().max().item()
+
+
+def test_eight_shard_layout_round_trips(pair, tmp_path):
+    """A model saved with qkv_shards 8 says so in config.json and loads back the same; the
+    file's qkv rows really are in another order than the 4-shard file's."""
+    from dataclasses import replace
+
+    from safetensors.torch import load_file
+
+    _, ours, _ = pair
+    save_checkpoint(ours, tmp_path / "four")
+    eight = type(ours)(replace(ours.config, qkv_shards=8))
+    eight.load_state_dict(ours.state_dict())
+    save_checkpoint(eight, tmp_path / "eight")
+    assert '"qkv_shards": 8' in (tmp_path / "eight" / "config.json").read_text()
+    again = load_model(tmp_path / "eight")
+    assert again.config.qkv_shards == 8
+    for (name, p), q in zip(ours.state_dict().items(), again.state_dict().values(), strict=True):
+        assert torch.equal(p, q), name
+    key = "transformer.h.0.attn.qkv_proj.weight"
+    four_file = load_file(str(tmp_path / "four" / "model.safetensors"))[key]
+    eight_file = load_file(str(tmp_path / "eight" / "model.safetensors"))[key]
+    assert not torch.equal(four_file, eight_file)
