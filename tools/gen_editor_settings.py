@@ -14,7 +14,7 @@ In the source files the generated text sits between ``BEGIN GENERATED`` and ``EN
 comment lines; in the help file it is the table under the ``Key  Default  Meaning ~`` line, up
 to the first blank line. Everything else in these files is written by hand and kept.
 
-Usage::
+Usage (with the package importable, e.g. ``pip install -e .``)::
 
     python tools/gen_editor_settings.py          # rewrite the files that are out of date
     python tools/gen_editor_settings.py --check  # list them and exit 1, writing nothing
