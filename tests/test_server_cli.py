@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import socket
 import subprocess
 from pathlib import Path
@@ -100,7 +101,11 @@ def test_serve_tcp_on_loopback(tiny_checkpoint: Path) -> None:
             assert reply["result"]["capabilities"]["inlineCompletionProvider"] is not None
             sock.sendall(frame({"jsonrpc": "2.0", "id": 2, "method": "shutdown"}))
             sock.sendall(frame({"jsonrpc": "2.0", "method": "exit"}))
-            server.wait(timeout=30)
+            while sock.recv(4096):  # exit ends this client's session: the server closes
+                pass
+            assert server.poll() is None  # and goes on listening (tests/test_tcp_clients.py)
+            server.send_signal(signal.SIGTERM)
+            assert server.wait(timeout=30) == 0
     finally:
         if server.poll() is None:
             server.kill()

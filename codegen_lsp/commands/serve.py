@@ -54,20 +54,21 @@ def _is_loopback(host: str) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Start the server and serve until the client exits; then end the process at once with
-    the LSP exit code (0 after ``shutdown``, 1 without)."""
+    """Serve until the client exits (stdio) or until SIGINT/SIGTERM (TCP: one session per
+    connection); then end the process at once with the exit code (stdio: LSP's, 0 after
+    ``shutdown``, 1 without; TCP: 0)."""
     setup_logging(args.log_file, args.verbose)
     log = logging.getLogger("codegen_lsp.server")
     from codegen_lsp.engine.loader import load_engine
     from codegen_lsp.server.features import create_server
     from codegen_lsp.server.transport import serve_stdio, serve_tcp
 
-    server = create_server(load_engine)
     if args.tcp:
         if not _is_loopback(args.host):
             log.warning("listening on %s: reachable from other machines", args.host)
-        code = serve_tcp(server, args.host, args.port)
+        code = serve_tcp(lambda: create_server(load_engine), args.host, args.port)
     else:
+        server = create_server(load_engine)
         protocol_out = sys.stdout.buffer
         sys.stdout = sys.stderr  # stray prints must not corrupt the protocol stream
         code = serve_stdio(server, sys.stdin.buffer, protocol_out)

@@ -183,6 +183,15 @@ class CodegenProtocol(LanguageServerProtocol):
         except Exception as exc:  # noqa: BLE001 - cattrs raises many types
             raise JsonRpcInvalidParams() from exc
 
+    def get_message_type(self, method: str) -> Any:  # type: ignore[override]
+        """lsprotocol's params type for ``method``. Not cached: pygls' class-wide
+        ``lru_cache`` on this kept finished TCP sessions (and their models) alive."""
+        return types.METHOD_TO_TYPES.get(method, (None,))[0]
+
+    def get_result_type(self, method: str) -> Any:  # type: ignore[override]
+        """lsprotocol's result type for ``method`` (not cached, as above)."""
+        return types.METHOD_TO_TYPES.get(method, (None, None))[1]
+
     # --- lifecycle --------------------------------------------------------------------------
     def _refused(self, method: str, msg_id: Any) -> bool:
         """Answer or drop what the lifecycle does not allow now; True if it was refused."""

@@ -16,21 +16,29 @@ resynchronises on the next ``Content-Length`` header:
 
 :func:`serve_stdio` reads standard input on a thread (parsing there too, so a 5 MB
 ``didOpen`` never stalls the event loop) and hands messages to the event loop;
-:func:`serve_tcp` serves the first client to connect (on loopback unless told otherwise).
-Both return when the client sends ``exit`` or goes away, close the model worker and return
-the process exit code: 0 after ``shutdown``, 1 otherwise (LSP's rule for ``exit``; a
-vanished client is treated alike).
+:func:`serve_stdio` returns when the client sends ``exit`` or goes away, closes the model
+worker and returns the process exit code: 0 after ``shutdown``, 1 otherwise (LSP's rule for
+``exit``; a vanished client is treated alike).
+
+:func:`serve_tcp` (loopback unless told otherwise) serves every client that connects, at
+the same time, each in a session of its own made by ``new_session`` when its first bytes
+arrive: ``exit`` or a vanished client ends that session (its worker is closed, the
+connection too), never the listener. A connection that closes without sending anything (a
+port check) is no session at all. The process runs until SIGINT or SIGTERM (exit code 0).
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
+import itertools
 import json
 import logging
 import os
 import re
+import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Protocol
 
@@ -279,40 +287,73 @@ def serve_stdio(server: Session, stdin: BinaryIO, stdout: BinaryIO) -> int:
     return asyncio.run(run())
 
 
-def serve_tcp(server: Session, host: str, port: int) -> int:
-    """Listen on ``host:port`` and serve the first client; return the exit code."""
+def serve_tcp(new_session: Callable[[], Session], host: str, port: int) -> int:
+    """Listen on ``host:port`` until SIGINT or SIGTERM; every connection is a session of its
+    own (its own documents, settings, lifecycle and model); return the exit code (0)."""
 
     async def run() -> int:
-        done = asyncio.Event()
-        server.protocol.on_exit = done.set
-        busy = False
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        open_connections: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
+        numbers = itertools.count(1)
 
         async def connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            nonlocal busy
-            if busy:  # one client per server, as over stdio
-                writer.close()
-                return
-            busy = True
-            log.info("client connected from %s", writer.get_extra_info("peername"))
-            server.protocol.set_writer(_Writer(writer.write, done.set))
-            parser = FrameParser()
+            task = asyncio.current_task()
+            assert task is not None
+            open_connections[task] = writer
             try:
-                while not done.is_set():
-                    data = await reader.read(READ_CHUNK)
-                    if not data:
-                        break
-                    parser, events = _feed(parser, data)
-                    await _deliver(server, events)
-            except (OSError, asyncio.IncompleteReadError) as exc:
-                log.warning("connection lost: %s", exc)
+                await _serve_connection(new_session, numbers, reader, writer)
             finally:
-                done.set()
+                del open_connections[task]
 
         listener = await asyncio.start_server(connection, host, port)
         bound = listener.sockets[0].getsockname()
         log.info("listening on %s:%d", bound[0], bound[1])
         async with listener:
-            await done.wait()
-        return server.finish()
+            await stop.wait()
+            log.info("stopping: %d connection(s) open", len(open_connections))
+            listener.close()
+            for writer in list(open_connections.values()):
+                writer.close()  # their reads end; each session finishes
+            await asyncio.gather(*open_connections, return_exceptions=True)
+        return 0
 
     return asyncio.run(run())
+
+
+async def _serve_connection(
+    new_session: Callable[[], Session],
+    numbers: Iterator[int],
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+) -> None:
+    """One TCP client from connect to close. The session starts with the first bytes (a
+    port check that connects and closes costs nothing); it ends with ``exit`` (the
+    connection is closed) or when the client goes away."""
+    peer = writer.get_extra_info("peername")
+    session: Session | None = None
+    name = f"a connection from {peer}"
+    parser = FrameParser()
+    try:
+        while data := await reader.read(READ_CHUNK):
+            if session is None:
+                session, name = new_session(), f"client {next(numbers)}"
+                session.protocol.set_writer(_Writer(writer.write, writer.close))
+                session.protocol.on_exit = writer.close  # the read below then ends
+                log.info("%s connected from %s", name, peer)
+            parser, events = _feed(parser, data)
+            await _deliver(session, events)
+    except (OSError, asyncio.IncompleteReadError) as exc:
+        log.warning("%s: connection lost: %s", name, exc)
+    finally:
+        writer.close()
+    if session is None:
+        log.info("%s closed before sending anything", name)
+        return
+    # Stopping the worker may wait for a decode step: not on the loop other clients share.
+    code = await asyncio.get_running_loop().run_in_executor(None, session.finish)
+    del session
+    gc.collect()  # a server and its model hold reference cycles: free the model now
+    log.info("%s: session over (exit code %d); still listening", name, code)
