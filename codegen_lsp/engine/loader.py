@@ -21,6 +21,7 @@ from torch import nn
 from codegen_lsp.codegen.checkpoint import CheckpointError, LinearHook, load_model, resolve
 from codegen_lsp.codegen.default import default_model_dir
 from codegen_lsp.codegen.tokenizer import CodeGenTokenizer
+from codegen_lsp.engine import kernels
 from codegen_lsp.engine.api import EngineSpec, ModelInfo, ProgressFn
 from codegen_lsp.engine.draft import same_vocabulary
 from codegen_lsp.engine.head import LogitsHead
@@ -160,7 +161,7 @@ def load_engine(
         spec.memory_limit_mb,
         spec.dense_prefill,
     )
-    packed = f", {quantize} weights" if quantize != "none" else ""
+    packed = f", {quantize} weights, {kernels.describe()}" if quantize != "none" else ""
     report(f"loading {directory.name} ({dtype_name(dtype)}{packed}, {device})", 10)
     layers: dict[str, nn.Module] = {}  # the unquantized head, kept for refinement
     hook = (
@@ -169,7 +170,13 @@ def load_engine(
         else quantize_on_load(quantize, dtype, spec.dense_prefill, layers)
     )
     try:
-        model = load_model(directory, dtype=dtype, device=device, on_linear=hook)
+        model = load_model(
+            directory,
+            dtype=dtype,
+            device=device,
+            on_linear=hook,
+            qkv_shards=spec.qkv_shards or None,  # 0: the checkpoint's own count
+        )
     except (MemoryError, torch.OutOfMemoryError) as exc:
         raise EngineConfigError(f"{directory.name}: out of memory while loading ({exc})") from None
     report("loading tokenizer", 60)

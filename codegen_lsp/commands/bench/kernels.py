@@ -11,7 +11,15 @@ these ATen kernels can be on this CPU, whatever the code around them does.
 - ``int8_head``: the same over the ``lm_head`` (vocabulary x embedding);
 - ``int4_gemv``: ``_weight_int4pack_mm_for_cpu`` (groups of 32) over the blocks and the head;
 - ``attention``: ``scaled_dot_product_attention`` of one query over every layer's float32 keys
-  and values at ``context`` positions.
+  and values at ``context`` positions;
+- ``int8_gemv_native``, ``int8_head_native``, ``int4_gemv_native``: the same matrices through
+  the engine's native kernels (:mod:`codegen_lsp.engine.kernels`), when they are built;
+  ``kernels`` says which kernels the engine runs.
+
+ATen's ops are timed only on shapes the kernel table says they compute right (its int8 op
+reads out of bounds when the inputs are not a multiple of 16). The floors add the ATen
+entries, else the native ones; ``floor_int8_native_ms`` / ``floor_int4_native_ms`` add the
+native ones.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from codegen_lsp.codegen.config import CodeGenConfig
+from codegen_lsp.engine import kernels
 
 
 def _best_ms(run: Callable[[], None], repeats: int) -> float:
@@ -44,20 +53,46 @@ def _int4_entry(
     rows: dict[int, torch.Tensor],
     gen: torch.Generator,
     repeats: int,
+    native: bool,
 ) -> dict[str, float]:
-    """``_weight_int4pack_mm_for_cpu`` over ``shapes`` (packed weights, bf16 scale and zero)."""
+    """int4 GEMV over ``shapes`` (groups of 32, bf16 scale and zero): ATen's
+    ``_weight_int4pack_mm_for_cpu`` on its layout, or the native kernel on its own."""
     packed = []
     for n, k in shapes:
         q = torch.randint(0, 16, (n, k), dtype=torch.int32, generator=gen)
-        scale_zero = torch.rand(k // 32, n, 2, generator=gen).to(torch.bfloat16)
-        packed.append((torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, 8), scale_zero, k))
+        if native:
+            sz = torch.rand(n, k // 32, 2, generator=gen).to(torch.bfloat16)
+            packed.append((kernels.pack_q4(q), sz, k))
+        else:
+            scale_zero = torch.rand(k // 32, n, 2, generator=gen).to(torch.bfloat16)
+            packed.append((torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, 8), scale_zero, k))
 
     def run() -> None:
         for w, sz, k in packed:
-            torch.ops.aten._weight_int4pack_mm_for_cpu(rows[k], w, 32, sz)
+            if native:
+                kernels.gemv_q4(rows[k], w, sz, None)
+            else:
+                torch.ops.aten._weight_int4pack_mm_for_cpu(rows[k], w, 32, sz)
 
     nbytes = sum(n * k // 2 + (k // 32) * n * 4 for n, k in shapes)
     return _entry(_best_ms(run, repeats), nbytes)
+
+
+def _int8_run(
+    weights: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+    rows: dict[int, torch.Tensor],
+    native: bool,
+) -> Callable[[], None]:
+    """One row through every (int8 weights, bf16 scales, float32 scales) of ``weights``."""
+
+    def run() -> None:
+        for w, scales, scale32 in weights:
+            if native:
+                kernels.gemv_q8(rows[w.shape[1]], w, scale32, None)
+            else:
+                torch.ops.aten._weight_int8pack_mm(rows[w.shape[1]], w, scales)
+
+    return run
 
 
 def kernel_rates(config: CodeGenConfig, context: int, repeats: int = 5) -> dict[str, object]:
@@ -66,27 +101,34 @@ def kernel_rates(config: CodeGenConfig, context: int, repeats: int = 5) -> dict[
     d, inner, vocab = config.n_embd, config.inner_dim, config.vocab_size
     blocks = [(3 * d, d), (d, d), (inner, d), (d, inner)] * config.n_layer
     rows = {k: torch.randn(1, k, generator=gen).to(torch.bfloat16) for k in (d, inner)}
+    native = kernels.table().lib is not None
+    aten_q8 = kernels.CONTRACTS[("gemv_q8", "aten")]
+    aten_ok = all(aten_q8.accepts(k, n, torch.bfloat16) for n, k in [*blocks, (vocab, d)])
 
-    def int8(shape: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    def int8(shape: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         w = torch.randint(-127, 128, shape, dtype=torch.int8, generator=gen)
-        return w, torch.rand(shape[0], generator=gen).to(torch.bfloat16)
+        scales = torch.rand(shape[0], generator=gen).to(torch.bfloat16)
+        return w, scales, scales.float()
 
-    def run_int8(weights: list[tuple[torch.Tensor, torch.Tensor]]) -> Callable[[], None]:
-        def run() -> None:
-            for w, s in weights:
-                torch.ops.aten._weight_int8pack_mm(rows[w.shape[1]], w, s)
-
-        return run
-
-    out: dict[str, object] = {}
+    out: dict[str, object] = {"kernels": kernels.describe()}
     layer_weights = [int8(s) for s in blocks]
+    head_weights = [int8((vocab, d))]
     nbytes = sum(n * k for n, k in blocks)
-    out["int8_gemv"] = _entry(_best_ms(run_int8(layer_weights), repeats), nbytes)
-    del layer_weights
-    out["int8_head"] = _entry(_best_ms(run_int8([int8((vocab, d))]), repeats), vocab * d)
+    for suffix, use_native in (("", False), ("_native", True)):
+        if (use_native and not native) or (not use_native and not aten_ok):
+            continue
+        run = _int8_run(layer_weights, rows, use_native)
+        out[f"int8_gemv{suffix}"] = _entry(_best_ms(run, repeats), nbytes)
+        run = _int8_run(head_weights, rows, use_native)
+        out[f"int8_head{suffix}"] = _entry(_best_ms(run, repeats), vocab * d)
+    del layer_weights, head_weights
 
     if all(k % 32 == 0 for _, k in blocks):  # int4 groups of 32 inputs (else int8 is used)
-        out["int4_gemv"] = _int4_entry([*blocks, (vocab, d)], rows, gen, repeats)
+        shapes = [*blocks, (vocab, d)]
+        if all(n % 16 == 0 for n, _ in shapes):  # ATen's int4 op raises otherwise
+            out["int4_gemv"] = _int4_entry(shapes, rows, gen, repeats, native=False)
+        if native:
+            out["int4_gemv_native"] = _int4_entry(shapes, rows, gen, repeats, native=True)
 
     heads, head_dim = config.n_head, config.head_dim
     kv_shape = (1, heads, context, head_dim)
@@ -103,8 +145,17 @@ def kernel_rates(config: CodeGenConfig, context: int, repeats: int = 5) -> dict[
     kv_bytes = 2 * config.n_layer * heads * context * head_dim * 4
     out["attention"] = _entry(_best_ms(run_attention, repeats), kv_bytes)
     ms = {name: entry["ms"] for name, entry in out.items() if isinstance(entry, dict)}
-    out["floor_int8_ms"] = round(ms["int8_gemv"] + ms["int8_head"] + ms["attention"], 2)
-    if "int4_gemv" in ms:
-        out["floor_int4_ms"] = round(ms["int4_gemv"] + ms["attention"], 2)
+    q8 = "" if "int8_gemv" in ms else "_native"
+    out["floor_int8_ms"] = round(
+        ms.get(f"int8_gemv{q8}", 0.0) + ms.get(f"int8_head{q8}", 0.0) + ms["attention"], 2
+    )
+    q4 = "int4_gemv" if "int4_gemv" in ms else "int4_gemv_native"
+    if q4 in ms:
+        out["floor_int4_ms"] = round(ms[q4] + ms["attention"], 2)
+    if native:
+        int8_native = ms["int8_gemv_native"] + ms["int8_head_native"] + ms["attention"]
+        out["floor_int8_native_ms"] = round(int8_native, 2)
+        if "int4_gemv_native" in ms:
+            out["floor_int4_native_ms"] = round(ms["int4_gemv_native"] + ms["attention"], 2)
     out["context"] = context
     return out
