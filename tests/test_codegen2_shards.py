@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import threading
 from pathlib import Path
 
 import pytest
 import torch
 from engine_support import greedy_ids
-from support import TOKENIZER_DIR
+from support import CLI_COMMAND, TOKENIZER_DIR
 
 from codegen_lsp.codegen.checkpoint import CheckpointError, load_model
 from codegen_lsp.codegen.config import CodeGenConfig, ConfigError
@@ -124,18 +125,25 @@ def test_engine_model_matches_eight_shard_reference(tmp_path, declare):
     assert greedy_ids(ours, prompt, 24, vocab=VOCAB) == want
 
 
-def test_local_engine_generates_as_the_reference(tmp_path):
-    """Through ``load_engine`` (the server's path: tokenizer, KV slots, decode loop), float32."""
+@pytest.mark.parametrize("declare", ["modeling file", "setting"])
+def test_local_engine_generates_as_the_reference(tmp_path, declare):
+    """Through ``load_engine`` (the server's path: tokenizer, KV slots, decode loop), float32;
+    the count from the shipped modeling file, or from the ``qkvShards`` setting alone."""
     from codegen_lsp.engine.api import EngineSpec, GenerateRequest
     from codegen_lsp.engine.loader import load_engine
 
     ref = _reference(8, seed=2, vocab=50304)
-    directory = _write(ref, tmp_path / "codegen2", "modeling file")
+    directory = _write(ref, tmp_path / "codegen2", declare)
     for name in ("tokenizer.json", "tokenizer_config.json"):
         if (TOKENIZER_DIR / name).is_file():
             shutil.copyfile(TOKENIZER_DIR / name, directory / name)
     spec = EngineSpec(
-        model=str(directory), dtype="float32", quantize="none", threads=1, cache_memory_mb=8
+        model=str(directory),
+        dtype="float32",
+        quantize="none",
+        threads=1,
+        cache_memory_mb=8,
+        qkv_shards=8 if declare == "setting" else 0,
     )
     engine = load_engine(spec)
     try:
@@ -156,6 +164,23 @@ def test_gptj_export_of_eight_shards_matches_reference(tmp_path):
     shutil.copyfile(TOKENIZER_DIR / "tokenizer.json", source / "tokenizer.json")
     summary = export_gptj(source, tmp_path / "gptj")
     assert summary["qkv_shards"] == 8
+    gptj = transformers.GPTJForCausalLM.from_pretrained(tmp_path / "gptj").eval()
+    tokens = torch.randint(0, VOCAB, (2, 50))
+    assert (_logits(gptj, tokens) - _logits(ref, tokens)).abs().max().item() < 1e-4
+
+
+def test_export_command_with_qkv_shards_matches_reference(tmp_path):
+    """``codegen-lsp export --qkv-shards 8`` on a checkpoint that declares nothing."""
+    ref = _reference(8, seed=5)
+    source = _write(ref, tmp_path / "codegen2", "nothing")
+    shutil.copyfile(TOKENIZER_DIR / "tokenizer.json", source / "tokenizer.json")
+    proc = subprocess.run(
+        [*CLI_COMMAND, "export", str(source), str(tmp_path / "gptj"), "--qkv-shards", "8"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
     gptj = transformers.GPTJForCausalLM.from_pretrained(tmp_path / "gptj").eval()
     tokens = torch.randint(0, VOCAB, (2, 50))
     assert (_logits(gptj, tokens) - _logits(ref, tokens)).abs().max().item() < 1e-4

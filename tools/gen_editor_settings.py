@@ -8,7 +8,9 @@ them:
   server's keys; the extension's own keys, such as ``codegen.enable``, are kept as written)
   and ``SERVER_SETTING_KEYS`` in ``editors/vscode/src/settings.ts``;
 - Neovim: ``SERVER_ENUMS`` and ``M.server_types`` in ``editors/neovim/lua/codegen_lsp/config.lua``
-  and the table of server settings in ``editors/neovim/doc/codegen-lsp.txt``.
+  and the table of server settings in ``editors/neovim/doc/codegen-lsp.txt``;
+- the documents: the settings tables of ``README.md``, ``docs/server.md`` and ``docs/editors.md``
+  (between ``<!-- BEGIN GENERATED ... -->`` and ``<!-- END GENERATED -->``).
 
 In the source files the generated text sits between ``BEGIN GENERATED`` and ``END GENERATED``
 comment lines; in the help file it is the table under the ``Key  Default  Meaning ~`` line, up
@@ -157,11 +159,37 @@ def help_txt(text: str, declared: Schema) -> str:
     return text[: head.start()] + help_table(declared) + text[end + 1 :]
 
 
+MD_BEGIN = re.compile(r"^<!-- BEGIN GENERATED .*-->\n", re.M)
+MD_END = "<!-- END GENERATED -->\n"
+
+
+def markdown_table(declared: Schema) -> str:
+    """The documents' table of server settings: key, default (JSON), meaning."""
+    rows = ["| Setting | Default | Meaning |\n", "| --- | --- | --- |\n"]
+    for key, prop in declared.items():
+        meaning = prop["description"].replace("|", "\\|").replace("\n", " ")
+        rows.append(f"| `{key}` | `{json.dumps(prop['default'])}` | {meaning} |\n")
+    return "".join(rows)
+
+
+def markdown(text: str, declared: Schema, where: str = "a document") -> str:
+    """A Markdown file with the table between its BEGIN/END GENERATED comments rewritten."""
+    begin = MD_BEGIN.search(text)
+    end = text.find(MD_END, begin.end()) if begin else -1
+    if begin is None or end < 0:
+        raise SystemExit(f"{where}: no '<!-- BEGIN GENERATED' ... '{MD_END.strip()}' region")
+    head = f"<!-- BEGIN GENERATED {NOTE} -->\n"
+    return text[: begin.start()] + head + markdown_table(declared) + text[end:]
+
+
 WRITERS: dict[str, Callable[[str, Schema], str]] = {
     PACKAGE_JSON: package_json,
     SETTINGS_TS: settings_ts,
     CONFIG_LUA: config_lua,
     HELP_TXT: help_txt,
+    "README.md": markdown,
+    "docs/server.md": markdown,
+    "docs/editors.md": markdown,
 }
 
 

@@ -34,13 +34,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--allow-download", action="store_true", help="fetch a hub id that is not cached"
     )
+    parser.add_argument(
+        "--qkv-shards",
+        type=int,
+        default=None,
+        help="shards of the fused qkv_proj (default: the checkpoint's own count, else 4)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     """Export; a clear message and exit code 1 on failure."""
     try:
         source = resolve(args.source, allow_download=args.allow_download)
-        summary = export_gptj(source, Path(args.target), args.dtype, args.shard_mb)
+        summary = export_gptj(
+            source, Path(args.target), args.dtype, args.shard_mb, qkv_shards=args.qkv_shards
+        )
     except CheckpointError as exc:
         print(f"codegen-lsp export: {exc}", file=sys.stderr)
         return 1

@@ -99,6 +99,16 @@ class EngineSpec:
         "are the drafts of speculative decoding, e.g. `Salesforce/codegen-350M-mono` for the "
         "2B/6B/16B-mono checkpoints; empty: none (lookup drafts). Local models only.",
     )
+    qkv_shards: int = declare(
+        "qkvShards",
+        "int",
+        0,
+        "Model-parallel shards the checkpoint's fused `qkv_proj` was trained over; 0 reads it "
+        "from the checkpoint (`qkv_shards` in its config.json, else `mp_num` in a shipped "
+        "modeling_codegen.py, read as text, else 4). CodeGen1: 4; codegen2-1B and -3_7B: 8.",
+        minimum=0,
+        maximum=64,
+    )
     compile: bool = False
     kv_dtype: str = "auto"  # auto (float32 on CPU, where attention is fastest in it) | ...
     # int8 weights: keep a bf16 copy beside them for prefill (~10% faster prefill, 2 more

@@ -26,6 +26,7 @@ export const SERVER_SETTING_KEYS = [
   "prefixReuse",
   "memoryLimitMB",
   "draftModel",
+  "qkvShards",
   "endpoint",
   "remoteModel",
   "apiKeyEnv",

@@ -70,6 +70,7 @@ M.server_types = {
   { "prefixReuse", "boolean" },
   { "memoryLimitMB", "number" },
   { "draftModel", "string" },
+  { "qkvShards", "number" },
   { "endpoint", "string" },
   { "remoteModel", "string" },
   { "apiKeyEnv", "string" },
