@@ -32,6 +32,7 @@ from codegen_lsp.engine.api import Engine, GenerateRequest, GenerateResult
 AFTER_CHARS = 2000  # text after the cursor compared against suggestions
 FIM_SUFFIX_TOKENS = 128  # most suffix tokens in an infill prompt (all re-prefilled per keystroke)
 FUNCTION_MIN_TOKENS = 128  # generation budget for a whole function body, at least
+HEAL_CHARS = 256  # whitespace before the cursor encoded to decide on token healing, at most
 
 
 def needs_healing(before: str, encode: Encode) -> bool:
@@ -43,6 +44,7 @@ def needs_healing(before: str, encode: Encode) -> bool:
     """
     if not before or before.strip():
         return True
+    before = before[-HEAL_CHARS:]  # only the end matters: a long indentation is not encoded
     ids = encode(before)
     return encode(before + "x")[: len(ids)] != ids
 
@@ -132,9 +134,11 @@ class Completer:
         engine: EngineInfo,
         options: CompletionOptions,
         neighbors: Sequence[Neighbor] = (),
+        block: str | None = None,
     ) -> Prepared:
         """The generation request for a completion at ``cursor`` (``neighbors``: the other
-        open documents of its language, for the snippet block)."""
+        open documents of its language, for the snippet block; or ``block``, that block made
+        already by :meth:`context_block`)."""
         mode = choose_mode(cursor.before, cursor.after, options.multiline, cursor.language)
         stop = make_stop_rule(
             mode,
@@ -144,8 +148,10 @@ class Completer:
             options.stop_sequences,
             next_line=cursor.next_nonblank_line(),
         )
+        if block is None:
+            block = self.context_block(key, cursor, engine, options, neighbors)
         return self._prepared(
-            key, cursor, engine, options, mode, stop, options.max_new_tokens, neighbors
+            key, cursor, engine, options, mode, stop, options.max_new_tokens, block
         )
 
     def prepare_body(
@@ -188,20 +194,13 @@ class Completer:
         mode: str,
         stop: StopRule,
         max_new_tokens: int,
-        neighbors: Sequence[Neighbor] = (),
+        block: str = "",
     ) -> Prepared:
         max_new_tokens = max(1, min(max_new_tokens, engine.n_ctx - 1))
         budget = token_budget(engine.n_ctx, max_new_tokens, options.context_tokens)
         if budget <= 0:
             raise CompletionSkipped(f"no room for a prompt (n_ctx={engine.n_ctx})")
-        header = header_text(cursor.language, cursor.path) if options.header else ""
-        if neighbors and options.context_files > 0:
-            tokens = min(options.context_file_tokens, budget // 4)
-            count = lambda text: len(engine.encode(text))  # noqa: E731
-            block = self.neighbor_context.block(
-                key, cursor, neighbors, options.context_files, tokens, count
-            )
-            header = block + header
+        header = block + (header_text(cursor.language, cursor.path) if options.header else "")
         suffix = infill_suffix(cursor, engine, options, budget)
         if suffix is not None:
             budget -= len(suffix) + 4  # the suffix and the infill tokens come after the prefix
@@ -237,6 +236,26 @@ class Completer:
         around = Around(cursor.after, cursor.text_after(AFTER_CHARS))
         anchor = cursor.text_before(ANCHOR_CHARS)
         return Prepared(key, cursor, prompt, mode, stop, request, around, anchor)
+
+    def context_block(
+        self,
+        key: str,
+        cursor: Cursor,
+        engine: EngineInfo,
+        options: CompletionOptions,
+        neighbors: Sequence[Neighbor],
+    ) -> str:
+        """The block of other files' snippets for a request at ``cursor`` ("" when off or
+        none). Bounded work (see ``neighbors``); the service runs it off the event loop."""
+        if not neighbors or options.context_files <= 0:
+            return ""
+        max_new_tokens = max(1, min(options.max_new_tokens, engine.n_ctx - 1))
+        budget = token_budget(engine.n_ctx, max_new_tokens, options.context_tokens)
+        tokens = min(options.context_file_tokens, budget // 4)
+        count = lambda text: len(engine.encode(text))  # noqa: E731
+        return self.neighbor_context.block(
+            key, cursor, neighbors, options.context_files, tokens, count
+        )
 
     def _counter(self, encode: Encode, budget: int) -> Callable[[str], int]:
         if encode is not self._encode:

@@ -10,12 +10,18 @@ The block comes first in the prompt, so a change re-prefills everything after it
 change rarely while typing. The query therefore leaves out the cursor's own line (typing in
 a line never changes it), and a new choice replaces the kept one only when it scores clearly
 better (:data:`SWITCH_MARGIN`), so moving down a line or two keeps the same block.
+
+The work per request is bounded whatever the documents: each contributes its first
+:data:`INDEX_LINES` lines, each line its first :data:`LINE_CHARS` characters, at most
+:data:`MAX_DOCUMENTS` documents and :data:`SCAN_LINES` lines in all. Identifiers are read
+once per line text (:class:`LineIndex`, keyed by content): an edit makes only the lines it
+wrote be read again, and a window's set is the union of its lines' sets.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from codegen_lsp.completion.context import Cursor
@@ -25,6 +31,12 @@ WINDOW_STEP = 10  # windows overlap by half
 QUERY_LINES = 20  # lines above the cursor whose identifiers are the query
 MIN_SCORE = 0.05  # a window sharing less than this with the query is not worth its tokens
 SWITCH_MARGIN = 1.25  # a new choice must score this much better than the kept one
+INDEX_LINES = 5_000  # lines of each other document that are looked at (its first ones)
+LINE_CHARS = 200  # characters of a line that are looked at (and shown)
+MAX_DOCUMENTS = 16  # other documents looked at per request (open ones first)
+SCAN_LINES = 40_000  # lines looked at per request, over all documents
+QUERY_CHARS = 4_000  # characters above the cursor line whose identifiers are the query
+INDEX_CACHE_LINES = 60_000  # line texts whose identifiers are kept (then all are dropped)
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _COMMON = frozenset(
     "self cls def return if else elif for in while import from as class pass none true false "
@@ -59,28 +71,110 @@ def identifiers(text: str) -> frozenset[str]:
 
 def jaccard(a: frozenset[str], b: frozenset[str]) -> float:
     """|a & b| / |a | b| (0 for two empty sets)."""
-    union = len(a | b)
-    return len(a & b) / union if union else 0.0
+    common = len(a & b)
+    union = len(a) + len(b) - common
+    return common / union if union else 0.0
+
+
+def clip(line: str) -> str:
+    """A line cut to LINE_CHARS characters (keeping a line break)."""
+    return line if len(line) <= LINE_CHARS else line[:LINE_CHARS].rstrip("\r\n") + "\n"
 
 
 def query_of(cursor: Cursor) -> frozenset[str]:
-    """The identifiers of the lines above the cursor's line (not the line being typed)."""
+    """The identifiers of the lines above the cursor's line (not the line being typed), in
+    their last QUERY_CHARS characters."""
     first = max(0, cursor.line - QUERY_LINES)
-    return identifiers("".join(cursor.lines[first : cursor.line]))
+    parts: list[str] = []
+    size = 0
+    for line in reversed(cursor.lines[first : cursor.line]):
+        if size >= QUERY_CHARS:
+            break
+        parts.append(clip(line))
+        size += len(parts[-1])
+    return identifiers("".join(reversed(parts))[-QUERY_CHARS:])
 
 
-def best_windows(query: frozenset[str], neighbors: Sequence[Neighbor], count: int) -> list[Snippet]:
-    """The ``count`` best windows, at most one per document, best first."""
+class LineIndex:
+    """The identifiers of line texts, read once per text (the incremental part of the
+    index: an edited document only has the lines it changed read again). At most
+    ``size`` texts are kept; beyond that the index starts empty again."""
+
+    def __init__(self, size: int = INDEX_CACHE_LINES) -> None:
+        self._sets: dict[str, frozenset[str]] = {}
+        self._size = size
+
+    def __len__(self) -> int:
+        return len(self._sets)
+
+    def of(self, line: str) -> frozenset[str]:
+        """The identifiers of ``line`` (cut to LINE_CHARS)."""
+        line = clip(line)
+        found = self._sets.get(line)
+        if found is None:
+            if len(self._sets) >= self._size:
+                self._sets.clear()
+            found = self._sets[line] = identifiers(line)
+        return found
+
+    def blocks(self, lines: Sequence[str]) -> list[frozenset[str]]:
+        """The identifiers of each WINDOW_STEP-line block of ``lines``."""
+        return [
+            frozenset().union(*(self.of(line) for line in lines[b : b + WINDOW_STEP]))
+            for b in range(0, len(lines), WINDOW_STEP)
+        ]
+
+
+def windows(blocks: Sequence[frozenset[str]], lines: int) -> Iterator[tuple[int, frozenset[str]]]:
+    """(start, identifiers) of each window of a document of ``lines`` lines, from the sets of
+    its blocks (a window is two blocks)."""
+    per = WINDOW_LINES // WINDOW_STEP
+    for start in range(0, max(1, lines - WINDOW_LINES // 2), WINDOW_STEP):
+        first = start // WINDOW_STEP
+        yield start, frozenset().union(*blocks[first : first + per])
+
+
+def window_text(lines: Sequence[str], start: int) -> str:
+    """The text of the window at ``start`` (lines clipped)."""
+    return "".join(clip(line) for line in lines[start : start + WINDOW_LINES])
+
+
+BlockCache = dict[str, tuple[int, int, list[frozenset[str]]]]  # path -> (version, lines, blocks)
+
+
+def best_windows(
+    query: frozenset[str],
+    neighbors: Sequence[Neighbor],
+    count: int,
+    index: LineIndex | None = None,
+    cache: BlockCache | None = None,
+) -> list[Snippet]:
+    """The ``count`` best windows, at most one per document, best first (within the bounds
+    in the module docstring). ``cache`` keeps each document's block sets per version (only
+    the documents of this call stay in it)."""
+    index = index if index is not None else LineIndex()
+    cache = cache if cache is not None else {}
     best: list[Snippet] = []
-    for doc in neighbors:
-        top: Snippet | None = None
-        for start in range(0, max(1, len(doc.lines) - WINDOW_LINES // 2), WINDOW_STEP):
-            text = "".join(doc.lines[start : start + WINDOW_LINES])
-            score = jaccard(query, identifiers(text))
-            if score >= MIN_SCORE and (top is None or score > top.score):
-                top = Snippet(doc.path, start, text, score)
+    budget = SCAN_LINES
+    seen: set[str] = set()
+    for doc in neighbors[:MAX_DOCUMENTS]:
+        if budget <= 0:
+            break
+        lines = doc.lines[: min(INDEX_LINES, budget)]
+        budget -= len(lines)
+        seen.add(doc.path)
+        kept = cache.get(doc.path)
+        if kept is None or kept[:2] != (doc.version, len(lines)) or not doc.version:
+            kept = cache[doc.path] = (doc.version, len(lines), index.blocks(lines))
+        top: tuple[float, int] | None = None
+        for start, ids in windows(kept[2], len(lines)):
+            score = jaccard(query, ids)
+            if score >= MIN_SCORE and (top is None or score > top[0]):
+                top = (score, start)
         if top is not None:
-            best.append(top)
+            best.append(Snippet(doc.path, top[1], window_text(lines, top[1]), top[0]))
+    for path in [p for p in cache if p not in seen]:
+        del cache[path]
     best.sort(key=lambda s: (-s.score, s.path))
     return best[:count]
 
@@ -111,6 +205,8 @@ class NeighborContext:
     def __init__(self) -> None:
         self._kept: dict[str, list[Snippet]] = {}
         self._blocks: dict[str, tuple[tuple[object, ...], str]] = {}  # key -> (inputs, block)
+        self.index = LineIndex()
+        self._cache: BlockCache = {}
 
     def forget(self, key: str) -> None:
         """The document was closed."""
@@ -134,7 +230,7 @@ class NeighborContext:
         last = self._blocks.get(key)
         if last is not None and last[0] == inputs:
             return last[1]  # typing within a line: nothing the choice depends on changed
-        fresh = best_windows(query, neighbors, snippets)
+        fresh = best_windows(query, neighbors, snippets, self.index, self._cache)
         kept = self._kept.get(key)
         if kept is not None:
             by_path = {n.path: n for n in neighbors}
@@ -152,5 +248,5 @@ class NeighborContext:
 
 def _rescore(snippet: Snippet, query: frozenset[str], doc: Neighbor) -> Snippet:
     """``snippet`` with its text and score as they are now in ``doc``."""
-    text = "".join(doc.lines[snippet.start : snippet.start + WINDOW_LINES])
+    text = window_text(doc.lines, snippet.start)
     return Snippet(snippet.path, snippet.start, text, jaccard(query, identifiers(text)))

@@ -19,8 +19,8 @@ import dataclasses
 import logging
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future
+from collections.abc import Callable, Hashable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -34,7 +34,7 @@ from codegen_lsp.completion.core import (
 )
 from codegen_lsp.completion.faults import FailingStop, Faults
 from codegen_lsp.completion.functions import Stub, find_stub
-from codegen_lsp.completion.neighbors import Neighbor
+from codegen_lsp.completion.neighbors import INDEX_LINES, MAX_DOCUMENTS, Neighbor
 from codegen_lsp.completion.stopping import MULTI
 from codegen_lsp.engine.api import Candidate, EngineUnavailable, GenerateResult, GenerateStats
 from codegen_lsp.engine.worker import Worker
@@ -108,7 +108,10 @@ class SuggestionService:
         self._on_busy = on_busy
         self._latest: dict[str, _Ticket] = {}
         self._waiting: deque[Future[GenerateResult]] = deque()
-        self._bodies: OrderedDict[tuple[str, int, int], str] = OrderedDict()
+        # generated bodies by document key and prompt: the same text before the function,
+        # the same body (never by uri, version and line: a reopened file reuses those)
+        self._bodies: OrderedDict[tuple[str, tuple[int, ...]], str] = OrderedDict()
+        self._context_pool: ThreadPoolExecutor | None = None  # other files' snippets
         self._active = 0
         self._shown_at = -FAILURE_MESSAGE_EVERY_S
         self.dropped = 0  # generations dropped because too many were waiting
@@ -133,6 +136,8 @@ class SuggestionService:
         """A document was closed."""
         self.completer.forget(key)
         self.completer.forget(key + BODY_KEY)
+        for cached in [c for c in self._bodies if c[0] == key]:
+            del self._bodies[cached]
 
     def count_accept(self, kind: str) -> None:
         """A client accepted a suggestion (``all``) or a word or line of one."""
@@ -166,9 +171,14 @@ class SuggestionService:
             if isinstance(cursor, str):
                 return Suggestions.none(cursor)
             try:
-                neighbors = self.neighbors(key) if self.options.context_files else []
+                block = await self._context_block(key, cursor)
+                if ticket.superseded:
+                    return Suggestions.none("superseded by a newer request", cursor)
+                cursor = snapshot()  # again: the block was made off the event loop
+                if isinstance(cursor, str):
+                    return Suggestions.none(cursor)
                 prepared = self.completer.prepare(
-                    key, cursor, self._engine(), self.options, neighbors
+                    key, cursor, self._engine(), self.options, block=block
                 )
             except CompletionSkipped as exc:
                 return Suggestions.none(str(exc), cursor)
@@ -180,6 +190,25 @@ class SuggestionService:
             reason = "" if texts else "the model's continuation was empty after the stop rules"
             self.counts["shown"] += bool(texts)
             return Suggestions(texts, cursor, reason, "model", prepared.mode, stats)
+
+    async def _context_block(self, key: str, cursor: Cursor) -> str:
+        """Other files' snippets for ``cursor``, made on the context thread: the event loop
+        only copies the first lines of each document (their lists change with edits)."""
+        if not self.options.context_files:
+            return ""
+        neighbors = [
+            Neighbor(n.path, n.lines[:INDEX_LINES], n.version)
+            for n in self.neighbors(key)[:MAX_DOCUMENTS]
+        ]
+        if not neighbors:
+            return ""
+        engine = self._engine()
+        if self._context_pool is None:
+            self._context_pool = ThreadPoolExecutor(1, thread_name_prefix="codegen-context")
+        block = self.completer.context_block
+        return await asyncio.get_running_loop().run_in_executor(
+            self._context_pool, block, key, cursor, engine, self.options, neighbors
+        )
 
     async def _model_ready(self, ticket: _Ticket) -> str:
         """Why no model can run (""); a request made while the model loads waits for it (at
@@ -216,10 +245,11 @@ class SuggestionService:
 
     # --- function bodies --------------------------------------------------------------------
     async def function_body(
-        self, key: str, version: Callable[[], int | None], snapshot: Snapshot, label: str = ""
+        self, key: str, version: Callable[[], Hashable], snapshot: Snapshot, label: str = ""
     ) -> Body | str:
         """A generated body for the body-less function at the cursor, or why there is none;
-        ``version()`` is the document's version now (None once it is closed)."""
+        ``version()`` tells the document's text now from any other (its version is not
+        enough: a closed and reopened document starts again at the same one)."""
         started = version()
         cursor = snapshot()
         if isinstance(cursor, str):
@@ -227,15 +257,16 @@ class SuggestionService:
         stub = find_stub(cursor.lines, cursor.line, cursor.language)
         if stub is None:
             return "no function without a body here"
-        cached = (key, started or 0, stub.def_line)
-        if cached in self._bodies:
-            return Body(self._bodies[cached], stub)
         try:
             prepared = self.completer.prepare_body(
                 key + BODY_KEY, stub, cursor, self._engine(), self.options
             )
         except CompletionSkipped as exc:
             return str(exc)
+        cached = (key, tuple(prepared.request.prompt))
+        if cached in self._bodies:
+            self._bodies.move_to_end(cached)
+            return Body(self._bodies[cached], stub)
         with self._ticket(key + BODY_KEY) as ticket:
             bodies, _ = await self._generate(prepared, ticket, label or key + BODY_KEY)
         if version() != started:

@@ -10,12 +10,17 @@ cannot be encoded or tokenized, and U+FFFD has the same width in every position 
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass, field
 
 from lsprotocol import types
 
+from codegen_lsp.completion.neighbors import INDEX_LINES, clip
 from codegen_lsp.server.positions import from_codepoints, to_codepoints
+
+CLOSED_CHARS = 2_000_000  # characters kept of recently closed documents, over all of them
+_serials = itertools.count(1)
 
 _BREAK = re.compile(r"\r\n|\r|\n")
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -59,6 +64,13 @@ class Document:
     language_id: str
     version: int
     lines: list[str] = field(default_factory=lambda: [""])
+    # tells this document from an earlier one opened under the same uri (and version)
+    serial: int = field(default_factory=lambda: next(_serials), compare=False)
+
+    @property
+    def state(self) -> tuple[int, int]:
+        """(serial, version): equal only while the document's text is the same."""
+        return self.serial, self.version
 
     @classmethod
     def open(cls, uri: str, language_id: str, version: int, text: str) -> Document:
@@ -110,10 +122,11 @@ class Document:
 class Documents:
     """The open documents by URI."""
 
-    def __init__(self, remember_closed: int = 8) -> None:
+    def __init__(self, remember_closed: int = 8, closed_chars: int = CLOSED_CHARS) -> None:
         self._docs: dict[str, Document] = {}
         self._closed: dict[str, Document] = {}  # recently closed, oldest first
         self._remember = remember_closed
+        self._closed_chars = closed_chars
 
     def open(self, item: types.TextDocumentItem) -> Document:
         """Add (or replace) a document."""
@@ -133,13 +146,21 @@ class Documents:
 
     def close(self, uri: str) -> None:
         """Close a document; the last few closed ones are remembered (for other files'
-        snippets) until more are closed."""
+        snippets) until more are closed: only what snippets read of them (their first
+        INDEX_LINES lines, clipped), at most ``closed_chars`` characters in all."""
         doc = self._docs.pop(uri, None)
         if doc is not None and self._remember > 0:
             self._closed.pop(uri, None)
-            self._closed[uri] = doc
-            while len(self._closed) > self._remember:
+            kept = Document(
+                uri, doc.language_id, doc.version, [clip(x) for x in doc.lines[:INDEX_LINES]]
+            )
+            self._closed[uri] = kept
+            while len(self._closed) > self._remember or self.closed_chars() > self._closed_chars:
                 self._closed.pop(next(iter(self._closed)))
+
+    def closed_chars(self) -> int:
+        """Characters held for recently closed documents."""
+        return sum(len(line) for doc in self._closed.values() for line in doc.lines)
 
     def others(self, uri: str, language_id: str) -> list[Document]:
         """The other open documents of ``language_id``, then the recently closed ones."""

@@ -16,11 +16,13 @@ from lsprotocol import types
 from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams
 from pygls.uris import to_fs_path
 
+from codegen_lsp.completion.context import Cursor
 from codegen_lsp.completion.functions import find_stub
 from codegen_lsp.completion.languages import language_for
 from codegen_lsp.completion.service import DEBOUNCE_S, Body, Suggestions
 from codegen_lsp.engine.api import EngineFactory
 from codegen_lsp.server import convert
+from codegen_lsp.server.documents import Document
 from codegen_lsp.server.server import CodegenServer
 
 log = logging.getLogger(__name__)
@@ -83,8 +85,7 @@ async def completion(
 ) -> types.CompletionList | None:
     """Completion items whose edit replaces the word being typed; always isIncomplete."""
     uri = params.text_document.uri
-    out = await _suggest(ls, uri, params.position, "completion")
-    doc = ls.documents.get(uri)
+    out, doc = await _suggest(ls, uri, params.position, "completion")
     if doc is None or out.cursor is None:
         return types.CompletionList(is_incomplete=True, items=[])
     markdown = types.MarkupKind.Markdown in _doc_formats(ls)
@@ -103,28 +104,47 @@ async def inline_completion(
 ) -> types.InlineCompletionList:
     """Ghost-text items (LSP 3.18)."""
     uri = params.text_document.uri
-    out = await _suggest(ls, uri, params.position, "inline")
-    doc = ls.documents.get(uri)
+    out, doc = await _suggest(ls, uri, params.position, "inline")
     if doc is None or out.cursor is None:
         return types.InlineCompletionList(items=[])
     line, column = out.cursor.line, len(out.cursor.before)
     return convert.inline_list(doc, line, column, out.texts, ls.encoding)
 
 
-async def _suggest(ls: CodegenServer, uri: str, position: types.Position, kind: str) -> Suggestions:
+async def _suggest(
+    ls: CodegenServer, uri: str, position: types.Position, kind: str
+) -> tuple[Suggestions, Document | None]:
+    """The suggestions and the document they still apply to: None when its text changed
+    after the cursor was taken (edited, shrunk, closed or reopened while generating). The
+    answer's ranges are then not built at all: the client asks again for the new text."""
     label = f"{ls.protocol.msg_id} {kind}"
-    out = await ls.service.suggest(uri, lambda: ls.cursor(uri, position), label)
+    taken: list[tuple[int, int] | None] = [None]
+
+    def snapshot() -> Cursor | str:
+        taken[0] = _state(ls, uri)
+        return ls.cursor(uri, position)
+
+    out = await ls.service.suggest(uri, snapshot, label)
     if out.reason:
         quiet = out.reason.startswith("superseded") or out.source == "model"
         level = logging.DEBUG if quiet else logging.INFO
         log.log(level, "request %s %s: %s", ls.protocol.msg_id, kind, out.reason)
-    return out
+    doc = ls.documents.get(uri)
+    if doc is not None and doc.state != taken[0]:
+        log.info("request %s %s: the document changed while generating", ls.protocol.msg_id, kind)
+        return out, None
+    return out, doc
+
+
+def _state(ls: CodegenServer, uri: str) -> tuple[int, int] | None:
+    """The open document's (serial, version), or None."""
+    doc = ls.documents.get(uri)
+    return doc.state if doc is not None else None
 
 
 async def _body(ls: CodegenServer, uri: str, position: types.Position) -> Body | str:
-    def version() -> int | None:
-        doc = ls.documents.get(uri)
-        return doc.version if doc is not None else None
+    def version() -> tuple[int, int] | None:
+        return _state(ls, uri)
 
     label = f"{ls.protocol.msg_id} body"
     return await ls.service.function_body(uri, version, lambda: ls.cursor(uri, position), label)
