@@ -1,6 +1,13 @@
 """Corpus and tokenizer of the default model: the stdlib's files, the split, the BPE.
 
-Shared by ``train.py`` and ``evaluate.py``; see ``train.py`` for the recipe as a whole.
+    python -m model.corpus          # scan this interpreter's stdlib -> model/manifest.tsv.gz
+
+``scan_stdlib`` walks ``sysconfig.get_paths()["stdlib"]`` (site-packages excluded), keeps the
+``.py`` files, marks exact duplicates (sha256 of the content; the first path in sorted order is
+kept) and files that are not UTF-8, and holds out every file whose relative path hashes into
+the lowest ``HELD_OUT_PERMILLE`` of 1000 buckets. ``train_tokenizer`` is a byte-level BPE in
+CodeGen's style (``<|endoftext|>`` = id 0 as bos/eos, runs of 2..31 spaces and 2..9 tabs as
+added non-special tokens split out before BPE). Used by ``data.py`` and ``evaluate.py``.
 """
 
 from __future__ import annotations
@@ -145,3 +152,15 @@ def encode_stream(tokenizer: Tokenizer, texts: list[str]) -> np.ndarray:
     for enc in tokenizer.encode_batch(texts, add_special_tokens=False):
         parts.append(np.array([EOS_ID, *enc.ids], dtype=np.uint16))
     return np.concatenate(parts)
+
+
+if __name__ == "__main__":
+    scanned = scan_stdlib()
+    write_manifest(scanned)
+    counts: dict[str, list[int]] = {}
+    for f in scanned:
+        counts.setdefault(f.split, [0, 0])
+        counts[f.split][0] += 1
+        counts[f.split][1] += f.size
+    for name, (n, size) in sorted(counts.items()):
+        print(f"{name:10s} {n:6d} files {size:11d} bytes -> {MANIFEST}")

@@ -1,53 +1,52 @@
-"""Held-out evaluation of the default model: loss, bits per byte, compressors, completions.
+"""The one evaluation of a default model, as suites; results merged into a JSON file by name.
 
-Usage::
+Run from the repository root::
 
-    python model/evaluate.py [--model codegen_lsp/default_model] [--out eval.json]
+    python -m model.evaluate --suites v2 --name v2 --out model/runs/v2/eval.json
+    python -m model.evaluate --model DIR --suites v3 --name v3 --out model/runs/v3/eval.json
 
-The held-out files are the ``heldout`` rows of ``model/manifest.tsv.gz`` (checked against
-their sha256). Each file is scored as ``<|endoftext|>`` followed by its tokens, in windows of
-the model's context that advance by ``--stride`` tokens, so every token after the first window
-sees at least ``n_positions - stride`` tokens of context. Loss is nats per token; bits per
-byte is the summed loss over the files' UTF-8 bytes. The same files are compressed with
-``xz -9`` and ``gzip -9 -n``, one by one and concatenated, for comparison.
+Suites (``--suites`` takes names or groups, comma-separated; ``v2`` = ``loss,prompts``, the
+shipped model's card; ``v3`` = ``loss,loss-packages,lines,prompts``, v3's comparison):
 
-Completions: for the first suitable top-level function of each held-out file (at least two
-statements in the body), the prompt is its header and docstring (or header alone); the model
-(after ``<|endoftext|>``, i.e. at the start of a file, as ``codegen-lsp generate`` gives it)
-continues greedily for up to ``--max-new`` tokens; the text is cut at the first blank line or
-at the first line indented no deeper than the ``def`` (the end of the function), or, when the
-token limit ends it first, after its last complete line. ``ast.parse`` of prompt + completion
-says whether the result is valid Python. Nothing generated is executed.
+- ``loss`` -> ``loss_stdlib``: the stdlib held-out split (``heldout`` rows of
+  ``model/manifest.tsv.gz``, 107 files). Each file is scored as ``<|endoftext|>`` followed by
+  its tokens, in windows of the model's context that advance by ``--stride`` tokens, so every
+  token after the first window sees at least ``n_positions - stride`` tokens of context. Loss
+  is nats per token; bits per byte is the summed loss over the files' UTF-8 bytes; ``xz -9``
+  and ``gzip -9 -n`` compress the same files one by one and concatenated.
+- ``loss-packages`` -> ``loss_packages``: the same on the held-out packages
+  (``heldout-package`` rows of ``model/manifest-v3.tsv.gz``) in sha256(path) order, up to
+  ``--package-tokens`` tokens.
+- ``prompts`` -> ``prompts``: 12 held-out function prompts, greedy and best of 8
+  (``completions.py``); the markdown table is printed.
+- ``lines`` -> ``line``, ``infill`` (+ ``*_rows``): held-out lines through the server's
+  suggestion service, with and without the rest of the file (``completions.py``), 2 lines of
+  each of the first 80 files of both held-out splits in sha256(path) order.
+
+Every file is checked against its manifest's sha256 (another Python's stdlib is refused).
 """
 
 from __future__ import annotations
 
 import argparse
-import ast
+import hashlib
 import json
 import math
 import subprocess
-import sys
-import threading
 import time
 from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer
 
-REPO = Path(__file__).resolve().parent.parent
-for extra in (REPO, REPO / "model"):
-    if str(extra) not in sys.path:
-        sys.path.insert(0, str(extra))
+from codegen_lsp.codegen.checkpoint import load_model
+from codegen_lsp.codegen.modeling import CodeGenForCausalLM
+from model import completions
+from model.corpus import EOS_ID, SHIP_DIR
+from model.data import split_texts
 
-from corpus import EOS_ID, SHIP_DIR, read_manifest, read_texts  # noqa: E402
-
-from codegen_lsp.codegen.checkpoint import load_model  # noqa: E402
-from codegen_lsp.codegen.modeling import CodeGenForCausalLM  # noqa: E402
-from codegen_lsp.codegen.tokenizer import CodeGenTokenizer  # noqa: E402
-from codegen_lsp.commands.generate import SAMPLE_TEMPERATURE, parses, rank_key  # noqa: E402
-from codegen_lsp.engine.api import GenerateRequest, SamplingParams  # noqa: E402
-from codegen_lsp.engine.local import CodeGenEngine  # noqa: E402
+SUITES = ("loss", "loss-packages", "prompts", "lines")
+GROUPS = {"v2": ("loss", "prompts"), "v3": ("loss", "loss-packages", "lines", "prompts")}
 
 
 def windows(n_tokens: int, ctx: int, stride: int) -> list[tuple[int, int, int]]:
@@ -93,150 +92,117 @@ def compressed_bits(data: list[bytes], command: list[str]) -> tuple[int, int]:
     return sum(run(d) for d in data), run(b"".join(data))
 
 
-def prompts(texts: dict[str, str], limit: int) -> list[tuple[str, str]]:
-    """``(file, prompt)``: header (+ docstring) of the first suitable function per file."""
-    out = []
-    for rel, text in texts.items():
-        try:
-            tree = ast.parse(text)
-        except SyntaxError:
-            continue
-        lines = text.splitlines(keepends=True)
-        for node in tree.body:
-            if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-                continue
-            if len(node.body) < 2:
-                continue
-            first = node.body[0]
-            has_doc = (
-                isinstance(first, ast.Expr)
-                and isinstance(first.value, ast.Constant)
-                and isinstance(first.value.value, str)
-            )
-            last_line = first.end_lineno if has_doc else first.lineno - 1
-            assert last_line is not None
-            out.append((rel, "".join(lines[node.lineno - 1 : last_line])))
+def loss_suite(
+    model: CodeGenForCausalLM, tokenizer: Tokenizer, texts: list[str], args: argparse.Namespace,
+    max_tokens: int = 0,
+) -> dict[str, float]:  # fmt: skip
+    """Held-out loss, bits per byte and the compressors' bits per byte on ``texts``."""
+    t0 = time.time()
+    ids, kept, total = [], [], 0
+    for text, enc in zip(
+        texts, tokenizer.encode_batch(texts, add_special_tokens=False), strict=True
+    ):
+        if max_tokens and total + len(enc.ids) > max_tokens:
             break
-        if len(out) == limit:
-            break
+        ids.append([EOS_ID, *enc.ids])
+        kept.append(text.encode("utf-8"))
+        total += len(enc.ids)
+    nats = score(model, ids, args.stride, args.batch)
+    n_bytes = sum(map(len, kept))
+    out = {"files": len(ids), "bytes": n_bytes, "tokens": total, "loss": nats / total}
+    out |= {"bits_per_byte": nats / math.log(2) / n_bytes, "stride": args.stride}
+    for name, command in (("xz", ["xz", "-9", "-c"]), ("gzip", ["gzip", "-9", "-n", "-c"])):
+        per_file, joined = compressed_bits(kept, command)
+        out[f"{name}_bpb_per_file"] = per_file / n_bytes
+        out[f"{name}_bpb_concatenated"] = joined / n_bytes
+    out["seconds"] = round(time.time() - t0, 1)
     return out
 
 
-@torch.no_grad()
-def greedy(engine: CodeGenEngine, ids: list[int], max_new: int) -> tuple[str, bool]:
-    """Greedy continuation on the project's one decode loop; (text, hit the token limit)."""
-    request = GenerateRequest("eval", ids, max_new_tokens=max_new, heal=False)
-    cand = engine.generate(request, threading.Event()).candidates[0]
-    return cand.text, cand.finish_reason == "length"
+def by_path_hash(texts: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """In sha256(path) order: a budget of files or tokens takes a spread of the split."""
+    return sorted(texts, key=lambda item: hashlib.sha256(item[0].encode()).digest())
 
 
-def cut(completion: str, hit_limit: bool) -> str:
-    """End a completion at a blank line or a dedent to the ``def``'s level (column 0)."""
-    text = completion.split("\n\n")[0] if "\n\n" in completion else completion
-    lines = text.split("\n")
-    kept = [lines[0]]
-    ended = "\n\n" in completion
-    for line in lines[1:]:
-        if line.strip() and not line[0].isspace():
-            ended = True
-            break
-        kept.append(line)
-    text = "\n".join(kept)
-    if hit_limit and not ended and "\n" in text:
-        text = text[: text.rindex("\n") + 1]
-    return text
+def held_out(split: str, limit: int) -> list[tuple[str, str]]:
+    """``(path, text)`` of a held-out split: ``stdlib`` (manifest order) or ``packages``
+    (sha256(path) order, paths as ``package/rel``)."""
+    if split == "stdlib":
+        texts = split_texts("stdlib", "heldout")
+        return texts[:limit] if limit else texts
+    from model.packages import read_corpus, read_manifest_v3
+
+    rows = [f for f in read_manifest_v3() if f.split == "heldout-package"]
+    texts = [(f"{f.package}/{f.rel}", t) for f, t in read_corpus(rows, ("heldout-package",))]
+    texts = by_path_hash(texts)
+    return texts[:limit] if limit else texts
 
 
-def ranked(engine: CodeGenEngine, ids: list[int], prompt: str, max_new: int, n: int) -> str:
-    """What ``codegen-lsp generate`` prints by default: the best of ``n`` ranked candidates."""
-    sampling = SamplingParams(SAMPLE_TEMPERATURE, 0.95, seed=0)
-    request = GenerateRequest(
-        "eval", ids, max_new_tokens=max_new, n=n, sampling=sampling, greedy_first=True, heal=False
-    )
-    cands = engine.generate(request, threading.Event()).candidates
-    texts = [cut(c.text, hit_limit=c.finish_reason == "length") for c in cands]
-    best = max(range(n), key=lambda i: rank_key(prompt, texts[i], cands[i].mean_logprob))
-    return texts[best]
-
-
-def yes(flag: bool) -> str:
-    """``yes`` / ``no`` for a table cell."""
-    return "yes" if flag else "no"
-
-
-def show(text: str) -> str:
-    """One-line markdown-safe rendering of code: newlines as ``⏎``."""
-    return "`" + text.replace("\n", "⏎").replace("|", "\\|").replace("`", "'") + "`"
+def evaluate(args: argparse.Namespace, suites: list[str]) -> dict:
+    """Run the suites on ``args.model``; the results by key."""
+    torch.set_num_threads(args.threads)
+    model = load_model(args.model, dtype=torch.float32)
+    tokenizer = Tokenizer.from_file(str(Path(args.model) / "tokenizer.json"))
+    stdlib = held_out("stdlib", args.limit_files)
+    result: dict[str, object] = {"model": args.model}
+    if "loss" in suites:
+        result["loss_stdlib"] = loss_suite(model, tokenizer, [t for _, t in stdlib], args)
+        print("loss_stdlib", json.dumps(result["loss_stdlib"]), flush=True)
+    if "loss-packages" in suites or "lines" in suites:
+        packages = held_out("packages", args.limit_files)
+    if "loss-packages" in suites:
+        texts = [t for _, t in packages]
+        result["loss_packages"] = loss_suite(model, tokenizer, texts, args, args.package_tokens)
+        print("loss_packages", json.dumps(result["loss_packages"]), flush=True)
+    if "lines" in suites:
+        samples = []
+        for texts in (by_path_hash([(f"stdlib/{rel}", t) for rel, t in stdlib]), packages):
+            samples += completions.sample_lines(texts, args.files, args.lines_per_file)
+        for kind, infill in (("line", False), ("infill", True)):
+            rows = completions.lines_suite(args.model, samples, infill)
+            result[kind] = completions.summary(rows)
+            result[f"{kind}_rows"] = rows
+            print(kind, json.dumps(result[kind]), flush=True)
+    if "prompts" in suites:
+        rows = completions.prompts_suite(model, args.model, stdlib, args.n_prompts, args.max_new)
+        result["prompts"] = rows
+        print(completions.prompts_table(rows), flush=True)
+    return result
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Command-line entry point."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    """Command-line entry point: evaluate one model, merge into ``--out`` under ``--name``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m model.evaluate", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--model", default=str(SHIP_DIR))
-    parser.add_argument("--out", default="/work/train_state/eval.json", help="results (JSON)")
+    parser.add_argument("--suites", default="v2", help=f"of {SUITES} or groups {list(GROUPS)}")
+    parser.add_argument("--name", default="", help="key in --out (default: the folder's name)")
+    parser.add_argument("--out", default="", help="JSON file to merge into (none: print only)")
+    parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--stride", type=int, default=256)
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--package-tokens", type=int, default=400_000, help="loss-packages budget")
     parser.add_argument("--n-prompts", type=int, default=12)
     parser.add_argument("--max-new", type=int, default=48)
-    parser.add_argument("--candidates", type=int, default=8, help="for the best-of-N column")
-    parser.add_argument("--skip-loss", action="store_true", help="completions only")
-    parser.add_argument("--limit-files", type=int, default=0, help="quick check on N files")
+    parser.add_argument("--files", type=int, default=80, help="lines: files per split")
+    parser.add_argument("--lines-per-file", type=int, default=2)
+    parser.add_argument("--limit-files", type=int, default=0, help="quick check: first N files")
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-
-    model = load_model(args.model, dtype=torch.float32)
-    tokenizer = Tokenizer.from_file(str(Path(args.model) / "tokenizer.json"))
-    files = [f for f in read_manifest() if f.split == "heldout"]
-    if args.limit_files:
-        files = files[: args.limit_files]
-    texts = dict(zip([f.rel for f in files], read_texts(files, "heldout"), strict=True))
-    raw = [t.encode("utf-8") for t in texts.values()]
-    n_bytes = sum(len(b) for b in raw)
-    result: dict[str, object] = {"files": len(texts), "bytes": n_bytes}
-
-    if not args.skip_loss:
-        t0 = time.time()
-        encs = tokenizer.encode_batch(list(texts.values()), add_special_tokens=False)
-        ids = [[EOS_ID, *e.ids] for e in encs]
-        n_tokens = sum(len(s) - 1 for s in ids)
-        nats = score(model, ids, args.stride, args.batch)
-        result.update(
-            tokens=n_tokens,
-            loss=nats / n_tokens,
-            bits_per_byte=nats / math.log(2) / n_bytes,
-            stride=args.stride,
-            seconds=round(time.time() - t0, 1),
-        )
-        for name, command in (("xz", ["xz", "-9", "-c"]), ("gzip", ["gzip", "-9", "-n", "-c"])):
-            per_file, joined = compressed_bits(raw, command)
-            result[f"{name}_bpb_per_file"] = per_file / n_bytes
-            result[f"{name}_bpb_concatenated"] = joined / n_bytes
-        print(json.dumps(result, indent=2), flush=True)
-
-    engine = CodeGenEngine(model, CodeGenTokenizer.from_dir(args.model), prefix_reuse=False)
-    rows = []
-    for rel, prompt in prompts(texts, args.n_prompts):
-        # the prompt stands at the start of a file, as `codegen-lsp generate` presents it
-        ids = [EOS_ID, *tokenizer.encode(prompt).ids]
-        text, hit_limit = greedy(engine, ids, args.max_new)
-        completion = cut(text, hit_limit=hit_limit)
-        ok = parses(prompt + completion)
-        row = {"file": rel, "prompt": prompt, "completion": completion, "parses": ok}
-        row["ranked"] = ranked(engine, ids, prompt, args.max_new, args.candidates)
-        row["ranked_parses"] = parses(prompt + row["ranked"])
-        rows.append(row)
-    result["completions"] = rows
-    Path(args.out).write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
-    print("| file | prompt (first line; +N more lines) | greedy | parses | best of N | parses |")
-    print("|---|---|---|---|---|---|")
-    for row in rows:
-        lines = row["prompt"].rstrip("\n").split("\n")
-        head = show(lines[0]) + (f" +{len(lines) - 1}" if len(lines) > 1 else "")
-        print(
-            f"| {row['file']} | {head} | {show(row['completion'])} | {yes(row['parses'])} "
-            f"| {show(row['ranked'])} | {yes(row['ranked_parses'])} |"
-        )
+    suites: list[str] = []
+    for item in args.suites.split(","):
+        for suite in GROUPS.get(item, (item,)):
+            if suite not in SUITES:
+                parser.error(f"unknown suite {suite!r}: one of {SUITES} or {list(GROUPS)}")
+            suites += [suite] if suite not in suites else []
+    result = evaluate(args, suites)
+    if args.out:
+        out = Path(args.out)
+        merged = json.loads(out.read_text()) if out.exists() else {}
+        name = args.name or Path(args.model).name
+        merged[name] = {**merged.get(name, {}), **result}
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(merged, indent=1, ensure_ascii=False) + "\n")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
 """The v3 corpus: the stdlib (v2's manifest, same split) plus the Python source of the packages
 installed in this environment whose metadata declares a permissive licence.
 
+    python -m model.packages        # scan this environment -> model/manifest-v3.tsv.gz
+
 ``scan()`` walks ``importlib.metadata.distributions()``, keeps each distribution's own ``.py``
 files under site-packages (the editable ``codegen-lsp`` itself is not installed code and is left
 out), and sorts every file into one split:
@@ -31,8 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from corpus import held_out, read_manifest, stdlib_root  # noqa: E402
+from model.corpus import held_out, read_manifest, stdlib_root
 
 MANIFEST_V3 = Path(__file__).resolve().parent / "manifest-v3.tsv.gz"
 HELD_OUT_PACKAGES = frozenset({"networkx", "jinja2", "click", "rich"})

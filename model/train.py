@@ -1,432 +1,395 @@
-"""Recipe for the embedded default model: corpus, tokenizer, training, export.
+"""The one training loop of the default model; a run is a configuration (``model/configs``).
 
-Everything here is reproducible from this interpreter's standard library (PSF licence)::
+Run from the repository root::
 
-    python model/train.py prepare --work /work/train_state      # corpus, manifest, tokenizer
-    python model/train.py bench --work /work/train_state        # 30 s throughput probe
-    python model/train.py train --work /work/train_state ...    # resumable training loop
-    python model/train.py phase2 --work /work/train_state ...   # second phase from state.pt
-    python model/train.py export --work /work/train_state       # -> codegen_lsp/default_model
+    python -m model.train prepare --data stdlib          # token streams -> WORK/stdlib (CPU)
+    python -m model.train train --config v2-B            # -> WORK/runs/v2-B (resumable)
+    python -m model.train train --config v2-B --smoke    # builds everything, 2 tiny steps
+    python -m model.train export --config v2-B --out DIR # fp16 checkpoint (best weights)
+    python -m model.train plot --logs A.log B.log --out loss.png
 
-``prepare`` walks ``sysconfig.get_paths()["stdlib"]`` (site-packages excluded), keeps the
-UTF-8 ``.py`` files, drops exact duplicates (sha256 of the content; the first path in sorted
-order is kept), and holds out every file whose relative path hashes into the lowest
-``HELD_OUT_PERMILLE`` of 1000 buckets. The split and hashes go to ``model/manifest.tsv.gz``.
-It then trains a byte-level BPE in CodeGen's style (``<|endoftext|>`` = id 0 as bos/eos,
-runs of 2..31 spaces and 2..9 tabs as added non-special tokens split out before BPE) and
-tokenizes the training files into one ``uint16`` stream, files separated by ``<|endoftext|>``.
-
-``train`` samples random windows of ``--seq`` tokens from that stream and runs AdamW with a
-linear warm-up and cosine decay that ends at ``--steps``. The full state (model, optimizer,
-step, RNG) is written to ``WORK/state.pt`` every ``--save-every`` seconds; rerunning the same
-command resumes from it.
+``train`` builds the model (from scratch, from another run's state with its AdamW moments, or
+from a checkpoint shipped at a git commit, the vocabulary grown to the data's), then draws
+rows (``data.Batches``), and runs AdamW with bf16 autocast and one learning-rate schedule: a
+linear warm-up over ``warmup`` steps, then a cosine to ``min_lr_frac * lr`` that follows the
+run's progress, the largest of its budget fractions (``steps``, ``passes`` over the stream,
+``minutes`` of wall clock); the run ends when the progress reaches 1. With ``eval_every`` it
+scores the held-out stream now and then and keeps the best weights (early stopping). The full
+state is saved every ``save_every`` seconds to ``RUN/state.pt``; rerunning resumes from it.
+Log lines go to stdout and ``RUN/train.log``, a summary to ``RUN/summary.json``.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
-import sys
+import re
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tokenizers import Tokenizer
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from codegen_lsp.codegen.checkpoint import load_model, save_checkpoint
+from codegen_lsp.codegen.config import CodeGenConfig
+from codegen_lsp.codegen.modeling import CodeGenForCausalLM
+from model.config import TrainConfig, load_config
+from model.corpus import EOS_ID, SHIP_DIR
+from model.data import Batches, git_checkpoint, prepare
+from model.threads import ThreadChooser
 
-from corpus import (  # noqa: E402
-    EOS_ID,
-    SHIP_DIR,
-    encode_stream,
-    read_texts,
-    scan_stdlib,
-    train_tokenizer,
-    write_manifest,
-)
-
-from codegen_lsp.codegen.checkpoint import save_checkpoint  # noqa: E402
-from codegen_lsp.codegen.config import CodeGenConfig  # noqa: E402
-from codegen_lsp.codegen.modeling import CodeGenForCausalLM  # noqa: E402
+WORK = "/work/train_state"
+GENERATION_CONFIG = {"bos_token_id": EOS_ID, "eos_token_id": EOS_ID, "file_start_bos": True}
 
 
-def cmd_prepare(args: argparse.Namespace) -> None:
-    """Scan the corpus, write the manifest, train the tokenizer, encode the training stream."""
-    work = Path(args.work)
-    work.mkdir(parents=True, exist_ok=True)
-    files = scan_stdlib()
-    write_manifest(files)
-    counts: dict[str, list[int]] = {}
-    for f in files:
-        counts.setdefault(f.split, [0, 0])
-        counts[f.split][0] += 1
-        counts[f.split][1] += f.size
-    print("corpus:", json.dumps(counts))
-    train_texts = read_texts(files, "train")
-    t0 = time.time()
-    tokenizer = train_tokenizer(train_texts, args.vocab_size)
-    tokenizer.save(str(work / "tokenizer.json"))
-    stream = encode_stream(tokenizer, train_texts)
-    np.save(work / "train_tokens.npy", stream)
-    heldout = read_texts(files, "heldout")
-    held_bytes = sum(len(t.encode("utf-8")) for t in heldout)
-    held_tokens = sum(len(e.ids) for e in tokenizer.encode_batch(heldout))
-    train_bytes = sum(len(t.encode("utf-8")) for t in train_texts)
-    print(
-        f"tokenizer: {tokenizer.get_vocab_size()} ids in {time.time() - t0:.0f}s; train "
-        f"{len(stream)} tokens ({train_bytes / len(stream):.2f} bytes/token); held-out "
-        f"{held_tokens} tokens ({held_bytes / held_tokens:.2f} bytes/token)"
-    )
+def lr_at(cfg: TrainConfig, step: int, progress: float) -> float:
+    """Linear warm-up over ``cfg.warmup`` steps, then cosine to the floor at progress 1."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    floor = cfg.lr * cfg.min_lr_frac
+    return floor + (cfg.lr - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def model_config(args: argparse.Namespace, tokenizer_size: int) -> CodeGenConfig:
-    """The model shape from the command line; vocab padded to a multiple of 64."""
-    return CodeGenConfig(
-        vocab_size=(tokenizer_size + 63) // 64 * 64,
-        n_positions=args.seq,
-        n_embd=args.n_embd,
-        n_layer=args.n_layer,
-        n_head=args.n_head,
-        rotary_dim=args.rotary_dim,
-        bos_token_id=EOS_ID,
-        eos_token_id=EOS_ID,
-    )
+def progress_of(cfg: TrainConfig, step: int, elapsed: float, stream_tokens: int) -> float:
+    """The largest fraction of the run's budgets used so far (1 = the end)."""
+    parts = [0.0]
+    if cfg.steps:
+        parts.append(step / cfg.steps)
+    if cfg.passes:
+        parts.append(step * cfg.batch * cfg.seq / (cfg.passes * stream_tokens))
+    if cfg.minutes:
+        parts.append(elapsed / (cfg.minutes * 60))
+    return max(parts)
 
 
-def lr_at(step: int, args: argparse.Namespace) -> float:
-    """Linear warm-up, then cosine decay to ``min_lr_frac * lr`` at ``args.steps``."""
-    if step < args.warmup:
-        return args.lr * (step + 1) / args.warmup
-    progress = min(1.0, (step - args.warmup) / max(1, args.steps - args.warmup))
-    floor = args.lr * args.min_lr_frac
-    return floor + (args.lr - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+def grow_vocab(model: CodeGenForCausalLM, vocab: int) -> CodeGenForCausalLM:
+    """A copy of ``model`` with ``vocab`` rows in the embedding and head (new rows: the mean
+    embedding, the mean head row, the lowest head bias)."""
+    config = CodeGenConfig.from_dict({**model.config.to_dict(), "vocab_size": vocab})
+    grown = CodeGenForCausalLM(config)
+    new = grown.state_dict()
+    for name, tensor in model.state_dict().items():
+        if tensor.shape == new[name].shape:
+            new[name] = tensor.float()
+            continue
+        rows = tensor.shape[0]
+        fill = tensor.float().min() if name == "lm_head.bias" else tensor.float().mean(0)
+        new[name] = torch.cat([tensor.float(), fill.expand(vocab - rows, *tensor.shape[1:])])
+    grown.load_state_dict(new)
+    return grown
 
 
-def make_optimizer(model: CodeGenForCausalLM, args: argparse.Namespace) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices only (not biases, LayerNorms)."""
-    decay = [p for n, p in model.named_parameters() if p.ndim == 2]
-    rest = [p for n, p in model.named_parameters() if p.ndim != 2]
-    groups = [{"params": decay, "weight_decay": args.wd}, {"params": rest, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, 0.95), eps=1e-8, fused=True)
+def make_optimizer(model: CodeGenForCausalLM, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW (0.9, 0.95) with weight decay on matrices only (not biases, LayerNorms)."""
+    decay = [p for p in model.parameters() if p.ndim == 2]
+    rest = [p for p in model.parameters() if p.ndim != 2]
+    groups = [
+        {"params": decay, "weight_decay": cfg.weight_decay},
+        {"params": rest, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95), eps=1e-8, fused=True)
 
 
-def batch_at(stream: torch.Tensor, gen: torch.Generator, batch: int, seq: int) -> torch.Tensor:
-    """``batch`` random windows of ``seq + 1`` tokens (inputs and shifted targets)."""
-    starts = torch.randint(0, len(stream) - seq - 1, (batch,), generator=gen)
-    return torch.stack([stream[s : s + seq + 1] for s in starts.tolist()]).long()
-
-
-def train_step(
-    model: CodeGenForCausalLM,
-    opt: torch.optim.Optimizer,
-    window: torch.Tensor,
-    bf16: bool,
-    clip: float,
-) -> float:
-    """One forward/backward/update; returns the mean loss (nats/token)."""
-    inputs, targets = window[:, :-1], window[:, 1:]
-    positions = torch.arange(inputs.shape[1])
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        logits = model(inputs, positions)
-    loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten())
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-    opt.step()
-    return float(loss.detach())
-
-
-def cmd_bench(args: argparse.Namespace) -> None:
-    """Measure training throughput (tokens/s) for a model shape, fp32 and bf16 autocast."""
-    tokenizer = Tokenizer.from_file(str(Path(args.work) / "tokenizer.json"))
-    config = model_config(args, tokenizer.get_vocab_size())
-    stream = torch.from_numpy(np.load(Path(args.work) / "train_tokens.npy").astype(np.int32))
-    for bf16 in (False, True):
-        torch.manual_seed(0)
-        model = CodeGenForCausalLM(config)
-        model.init_weights(0)
-        opt = make_optimizer(model, args)
-        gen = torch.Generator().manual_seed(0)
-        train_step(model, opt, batch_at(stream, gen, args.batch, args.seq), bf16, 1.0)
-        t0, steps = time.time(), 0
-        while time.time() - t0 < args.seconds:
-            loss = train_step(model, opt, batch_at(stream, gen, args.batch, args.seq), bf16, 1.0)
-            steps += 1
-        rate = steps * args.batch * args.seq / (time.time() - t0)
-        n_params = sum(p.numel() for p in model.parameters())
-        print(
-            f"L{config.n_layer} d{config.n_embd} V{config.vocab_size} params {n_params / 1e6:.1f}M "
-            f"bf16={bf16}: {rate:.0f} tok/s ({steps} steps, loss {loss:.2f})",
-            flush=True,
+def build_model(cfg: TrainConfig, work: Path, vocab: int) -> tuple[CodeGenForCausalLM, dict]:
+    """The starting model and, for ``init: run:NAME``, that run's optimizer state."""
+    if cfg.init == "scratch":
+        torch.manual_seed(cfg.seed)
+        model = CodeGenForCausalLM(
+            CodeGenConfig(
+                vocab_size=vocab,
+                n_positions=cfg.seq,
+                n_embd=cfg.n_embd,
+                n_layer=cfg.n_layer,
+                n_head=cfg.n_head,
+                rotary_dim=cfg.rotary_dim,
+                bos_token_id=EOS_ID,
+                eos_token_id=EOS_ID,
+            )
         )
+        model.init_weights(cfg.seed)
+        return model, {}
+    kind, _, ref = cfg.init.partition(":")
+    if kind == "git":
+        return grow_vocab(load_model(git_checkpoint(work, ref), dtype=torch.float32), vocab), {}
+    state = torch.load(work / "runs" / ref / "state.pt", map_location="cpu", weights_only=True)
+    if state["config"]["data"] != cfg.data:
+        raise SystemExit(f"init {cfg.init}: trained on {state['config']['data']}, not {cfg.data}")
+    model = CodeGenForCausalLM(CodeGenConfig.from_dict(state["model_config"]))
+    model.load_state_dict(state["model"])
+    return model, state["opt"]
 
 
-def save_state(path: Path, model: CodeGenForCausalLM, opt: torch.optim.Optimizer, **extra) -> None:
-    """Atomically write the resumable training state."""
+def smoke_config(cfg: TrainConfig) -> TrainConfig:
+    """The same run shrunk to two steps of two short rows, every part exercised."""
+    return dataclasses.replace(
+        cfg,
+        steps=2,
+        passes=0.0,
+        minutes=0.0,
+        batch=2,
+        seq=64,
+        warmup=min(cfg.warmup, 1),
+        eval_every=1e-9 if cfg.eval_every else 0.0,
+        eval_windows=4,
+        log_every=1,
+    )
+
+
+def heldout_windows(data: Path, seq: int, limit: int) -> dict[str, torch.Tensor]:
+    """Each held-out stream of the data cut into non-overlapping ``seq + 1``-token windows."""
+    out = {}
+    for name in ("heldout", "heldout_lib"):
+        path = data / f"{name}_tokens.npy"
+        held = np.load(path).astype(np.int64) if path.is_file() else np.zeros(0, np.int64)
+        n = min(limit, (len(held) - 1) // seq)
+        if n > 0:
+            idx = np.arange(n)[:, None] * seq + np.arange(seq + 1)[None, :]
+            out[name] = torch.from_numpy(held[idx])
+    return out
+
+
+@torch.no_grad()
+def heldout_loss(model: CodeGenForCausalLM, windows: torch.Tensor, bf16: bool) -> float:
+    """Mean loss (nats/token) over the windows (a quick score, not the model card's)."""
+    model.eval()
+    positions = torch.arange(windows.shape[1] - 1, device=windows.device)
+    total, count = 0.0, 0
+    for chunk in windows.split(64):
+        with torch.autocast(windows.device.type, dtype=torch.bfloat16, enabled=bf16):
+            logits = model(chunk[:, :-1], positions)
+        total += float(
+            F.cross_entropy(logits.flatten(0, 1).float(), chunk[:, 1:].flatten(), reduction="sum")
+        )
+        count += chunk[:, 1:].numel()
+    model.train()
+    return total / count
+
+
+def save_state(path: Path, state: dict) -> None:
+    """Atomically write the resumable state."""
     tmp = path.with_suffix(".tmp")
-    state = {"model": model.state_dict(), "opt": opt.state_dict(), **extra}
     torch.save(state, tmp)
     os.replace(tmp, path)
 
 
-class ThreadChooser:
-    """Pick the faster of 1 and 2 intra-op threads, re-probing now and then.
+def train(cfg: TrainConfig, work: Path, run_dir: Path, device: str) -> dict:
+    """Train (or resume) one run; return its summary (also written to ``RUN/summary.json``)."""
+    data = work / cfg.data
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log_file = open(run_dir / "train.log", "a", buffering=1)  # noqa: SIM115
 
-    On a shared 2-core machine two OpenMP threads can be much slower than one when another
-    process holds a core (every parallel region waits for the descheduled thread).
-    """
+    def log(line: str) -> None:
+        print(line, flush=True)
+        log_file.write(line + "\n")
 
-    def __init__(self, setting: str, probe_every: int = 200, probe_len: int = 4) -> None:
-        self.fixed = None if setting == "auto" else int(setting)
-        self.probe_every, self.probe_len = probe_every, probe_len
-        self.count = 0
-        self.times: dict[int, list[float]] = {1: [], 2: []}
-        self.recent: list[float] = []
-        torch.set_num_threads(self.fixed or 2)
-
-    def record(self, seconds: float) -> None:
-        """Note one step's time and maybe switch the thread count for the next step."""
-        self.count += 1
-        self.recent = (self.recent + [seconds])[-100:]
-        if self.fixed:
-            return
-        phase = self.count % self.probe_every
-        if 1 <= phase <= 2 * self.probe_len:
-            n = torch.get_num_threads()
-            if phase > 1:  # the first step after a switch is a warm-up
-                self.times[n].append(seconds)
-            torch.set_num_threads(1 if phase <= self.probe_len else 2)
-            if phase == 2 * self.probe_len:
-                best = min((1, 2), key=lambda k: sorted(self.times[k])[len(self.times[k]) // 2])
-                self.times = {1: [], 2: []}
-                torch.set_num_threads(best)
-
-    def step_time(self) -> float:
-        """Mean of the recent step times."""
-        return sum(self.recent) / len(self.recent)
-
-
-def replan(args: argparse.Namespace, step: int, spent: float, step_time: float) -> None:
-    """Fit the planned step count into ``args.time_budget`` seconds of training.
-
-    The plan is made at step ``args.plan_at`` from the measured step time with a 10% margin,
-    then revised every 25 steps from the mean step time of the last 100 steps (by at most 3%
-    per revision, so the learning-rate curve stays smooth) as the shared machine's load changes.
-    """
-    remaining = args.time_budget - spent
-    if step == args.plan_at:
-        args.steps = step + int(0.9 * remaining / step_time)
-        print(f"planned {args.steps} steps at {step_time:.2f} s/step", flush=True)
-    elif step > args.plan_at and step % 25 == 0 and step < args.steps:
-        target = step + int(remaining / step_time)
-        lo, hi = int(args.steps * 0.97), int(args.steps * 1.03)
-        new = max(step + 1, min(hi, max(lo, target)))
-        if new != args.steps:
-            args.steps = new
-            print(f"re-planned to {args.steps} steps at {step_time:.2f} s/step", flush=True)
-
-
-def phase2_lr(elapsed: float, args: argparse.Namespace) -> float:
-    """Phase 2: warm-up-free cosine from ``lr`` to ``min_lr_frac * lr`` over the time budget.
-
-    The curve is a function of training seconds, not steps, so on a shared machine whose speed
-    varies it still reaches the floor exactly when ``--minutes`` run out.
-    """
-    progress = min(1.0, elapsed / args.time_budget)
-    floor = args.lr * args.min_lr_frac
-    return floor + (args.lr - floor) * 0.5 * (1 + math.cos(math.pi * progress))
-
-
-def cmd_phase2(args: argparse.Namespace) -> None:
-    """Second phase: resume phase 1's weights and AdamW moments from ``WORK/state.pt``, then
-    train for ``--minutes`` on the same split with a fresh sampling seed and a warm-up-free,
-    time-based cosine schedule. Its own state goes to ``WORK/phase2.pt`` (resumable); phase 1's
-    state is left as it was. Export it with ``export --state phase2.pt``.
-    """
-    work = Path(args.work)
-    args.time_budget = args.minutes * 60.0
-    tokenizer = Tokenizer.from_file(str(work / "tokenizer.json"))
-    config = model_config(args, tokenizer.get_vocab_size())
-    stream = torch.from_numpy(np.load(work / "train_tokens.npy").astype(np.int32))
-    model = CodeGenForCausalLM(config)
-    opt = make_optimizer(model, args)
-    gen = torch.Generator().manual_seed(args.seed)
-    state_path = work / "phase2.pt"
-    resume = state_path if state_path.exists() else work / "state.pt"
-    state = torch.load(resume, map_location="cpu", weights_only=True)
-    if state["config"] != config.to_dict():
-        raise SystemExit(f"{resume}: saved config differs from the command line")
-    model.load_state_dict(state["model"])
-    opt.load_state_dict(state["opt"])
-    step, elapsed, start_step = 0, 0.0, state["step"]
-    if resume == state_path:
-        gen.set_state(state["gen"])
-        step, elapsed, start_step = state["step"], state["elapsed"], state["phase1_steps"]
-    print(
-        f"phase 2 from {resume.name} (phase 1: {start_step} steps) at step {step}, "
-        f"{elapsed:.0f}s of {args.time_budget:.0f}s; lr {args.lr:.1e} -> "
-        f"{args.lr * args.min_lr_frac:.1e} (cosine over time), seed {args.seed}",
-        flush=True,
-    )
-    tokens_per_step = args.batch * args.seq
-    model.train()
-    last_save = time.time()
-    t_start, losses = time.time() - elapsed, []
-    threads = ThreadChooser(args.threads)
-    while True:
-        spent = time.time() - t_start
-        if spent >= args.time_budget:
-            break
-        lr = phase2_lr(spent, args)
-        for group in opt.param_groups:
-            group["lr"] = lr
-        window = batch_at(stream, gen, args.batch, args.seq)
-        t_step = time.time()
-        losses.append(train_step(model, opt, window, args.bf16, args.clip))
-        threads.record(time.time() - t_step)
-        step += 1
-        spent = time.time() - t_start
-        done = spent >= args.time_budget
-        if step % args.log_every == 0 or done:
-            print(
-                f"p2 step {step} loss {sum(losses) / len(losses):.4f} lr {lr:.2e} "
-                f"tokens {step * tokens_per_step} elapsed {spent:.0f}s "
-                f"tok/s {step * tokens_per_step / max(spent, 1e-9):.0f} "
-                f"threads {torch.get_num_threads()}",
-                flush=True,
-            )
-            losses = []
-        if time.time() - last_save > args.save_every or done:
-            extra = {"gen": gen.get_state(), "step": step, "elapsed": spent}
-            extra["phase1_steps"] = start_step
-            save_state(state_path, model, opt, config=config.to_dict(), **extra)
-            last_save = time.time()
-    print(f"phase 2 done: {step} steps, {step * tokens_per_step} tokens, {spent:.0f}s")
-
-
-def cmd_train(args: argparse.Namespace) -> None:
-    """Train (or resume) the model; log progress and save state periodically."""
-    work = Path(args.work)
-    tokenizer = Tokenizer.from_file(str(work / "tokenizer.json"))
-    config = model_config(args, tokenizer.get_vocab_size())
-    stream = torch.from_numpy(np.load(work / "train_tokens.npy").astype(np.int32))
-    model = CodeGenForCausalLM(config)
-    model.init_weights(args.seed)
-    opt = make_optimizer(model, args)
-    gen = torch.Generator().manual_seed(args.seed)
-    state_path = work / "state.pt"
-    step, elapsed = 0, 0.0
-    if state_path.exists():
+    tokenizer = Tokenizer.from_file(str(data / "tokenizer.json"))
+    vocab = (tokenizer.get_vocab_size() + 63) // 64 * 64
+    stream = np.load(data / "train_tokens.npy")
+    flags = data / "train_is_test.npy"
+    is_test = np.load(flags) if cfg.lib_weight != 1.0 else None
+    if cfg.lib_weight != 1.0 and not flags.is_file():
+        raise SystemExit(f"lib_weight needs {flags} (data stdlib)")
+    batches = Batches(stream, tokenizer, cfg.seq, cfg.seed, cfg.fim, is_test, cfg.lib_weight)
+    model, opt_state = build_model(cfg, work, vocab)
+    model.to(device)
+    opt = make_optimizer(model, cfg)
+    if opt_state:
+        opt.load_state_dict(opt_state)
+    windows = {k: v.to(device) for k, v in heldout_windows(data, cfg.seq, cfg.eval_windows).items()}
+    state_path = run_dir / "state.pt"
+    step, elapsed, history = 0, 0.0, []
+    best: dict = {"loss": math.inf, "step": 0, "tokens": 0, "model": None}
+    if state_path.is_file():
         state = torch.load(state_path, map_location="cpu", weights_only=True)
-        if state["config"] != config.to_dict():
-            raise SystemExit(f"{state_path}: saved config differs from the command line")
+        if {**state["config"], "note": ""} != {**cfg.to_dict(), "note": ""}:
+            raise SystemExit(f"{state_path}: saved for another configuration")
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
-        gen.set_state(state["gen"])
-        step, elapsed = state["step"], state["elapsed"]
-        args.steps = state.get("planned_steps", args.steps)
-        if args.time_budget and step > args.plan_at:  # re-plan from the average so far
-            args.steps = step + int(0.95 * (args.time_budget - elapsed) * step / elapsed)
-        print(f"resumed at step {step} ({elapsed:.0f}s trained)", flush=True)
+        batches.set_state(state["rng"])
+        step, elapsed, history, best = (
+            state["step"],
+            state["elapsed"],
+            state["history"],
+            state["best"],
+        )
+        log(f"resumed at step {step} ({elapsed:.0f}s trained)")
     n_params = sum(p.numel() for p in model.parameters())
-    tokens_per_step = args.batch * args.seq
-    print(
-        f"config {json.dumps(config.to_dict())}\nparams {n_params} steps {args.steps} "
-        f"tokens/step {tokens_per_step} total {args.steps * tokens_per_step}",
-        flush=True,
-    )
+    tokens_per_step = cfg.batch * cfg.seq
+    log(f"run {cfg.name}: {json.dumps(cfg.to_dict())}")
+    log(f"model {json.dumps(model.config.to_dict())} params {n_params} device {device}")
+    threads = ThreadChooser(cfg.threads) if device == "cpu" else None
     model.train()
-    last_save = time.time()
-    t_start, losses = time.time() - elapsed, []
-    threads = ThreadChooser(args.threads)
-    while step < args.steps:
+    t_start, last_save, last_eval, losses = time.time() - elapsed, time.time(), time.time(), []
+
+    def snapshot() -> dict:
+        return {
+            "config": cfg.to_dict(),
+            "model_config": model.config.to_dict(),
+            "model": model.state_dict(),
+            "opt": opt.state_dict(),
+            "rng": batches.get_state(),
+            "step": step,
+            "elapsed": time.time() - t_start,
+            "history": history,
+            "best": best,
+        }
+
+    while True:
+        elapsed = time.time() - t_start
+        progress = progress_of(cfg, step, elapsed, len(stream))
+        done = progress >= 1.0
+        if windows and cfg.eval_every and (done or time.time() - last_eval >= cfg.eval_every):
+            scores = {k: heldout_loss(model, w, cfg.bf16) for k, w in windows.items()}
+            tokens = step * tokens_per_step
+            row = {"step": step, "tokens": tokens, "passes": tokens / len(stream)}
+            row |= {"elapsed": round(elapsed, 1), **{k: round(v, 4) for k, v in scores.items()}}
+            history.append(row)
+            if scores["heldout"] < best["loss"]:
+                weights = {
+                    k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()
+                }
+                best = {"loss": scores["heldout"], "step": step, "tokens": tokens, "model": weights}
+                best["scores"] = scores
+            log(json.dumps(row))
+            last_eval = time.time()
+        if done:
+            break
+        lr = lr_at(cfg, step, progress)
         for group in opt.param_groups:
-            group["lr"] = lr_at(step, args)
-        window = batch_at(stream, gen, args.batch, args.seq)
+            group["lr"] = lr
+        rows = batches.next(cfg.batch).to(device)
         t_step = time.time()
-        losses.append(train_step(model, opt, window, args.bf16, args.clip))
-        threads.record(time.time() - t_step)
+        with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=cfg.bf16):
+            logits = model(rows[:, :-1], torch.arange(cfg.seq, device=device))
+        loss = F.cross_entropy(logits.flatten(0, 1).float(), rows[:, 1:].flatten())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+        opt.step()
+        losses.append(loss.detach())
+        if threads:
+            threads.record(time.time() - t_step)
         step += 1
-        if args.time_budget:
-            replan(args, step, time.time() - t_start, threads.step_time())
-        if step % args.log_every == 0 or step == args.steps:
-            spent = time.time() - t_start
-            print(
-                f"step {step}/{args.steps} loss {sum(losses) / len(losses):.4f} "
-                f"lr {lr_at(step - 1, args):.2e} tokens {step * tokens_per_step} "
-                f"elapsed {spent:.0f}s tok/s {step * tokens_per_step / max(spent, 1e-9):.0f} "
-                f"threads {torch.get_num_threads()}",
-                flush=True,
+        if step % cfg.log_every == 0:
+            spent, tokens = time.time() - t_start, step * tokens_per_step
+            log(
+                f"step {step} loss {float(torch.stack(losses).mean()):.4f} lr {lr:.2e} "
+                f"tokens {tokens} passes {tokens / len(stream):.2f} "
+                f"elapsed {spent:.0f}s tok/s {tokens / max(spent, 1e-9):.0f}"
+                + (f" threads {torch.get_num_threads()}" if threads else "")
             )
             losses = []
-        if time.time() - last_save > args.save_every or step == args.steps:
-            extra = {"gen": gen.get_state(), "step": step, "elapsed": time.time() - t_start}
-            extra["planned_steps"] = args.steps
-            save_state(state_path, model, opt, config=config.to_dict(), **extra)
+        if time.time() - last_save > cfg.save_every:
+            save_state(state_path, snapshot())
             last_save = time.time()
-    print(f"done: {step} steps, {step * tokens_per_step} tokens, {time.time() - t_start:.0f}s")
+    save_state(state_path, snapshot())
+    elapsed = time.time() - t_start
+    summary = {
+        "run": cfg.name,
+        "config": cfg.to_dict(),
+        "model_config": model.config.to_dict(),
+        "params": n_params,
+        "steps": step,
+        "tokens": step * tokens_per_step,
+        "passes": step * tokens_per_step / len(stream),
+        "seconds": round(elapsed, 1),
+        "tokens_per_s": round(step * tokens_per_step / max(elapsed, 1e-9)),
+        "best_heldout": best.get("scores"),
+        "best_step": best["step"],
+        "device": torch.cuda.get_device_name(device) if device.startswith("cuda") else "cpu",
+        "torch": str(torch.__version__),
+        "history": history,
+    }
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    log(f"done: {step} steps, {step * tokens_per_step} tokens, {elapsed:.0f}s")
+    log_file.close()
+    return summary
 
 
-def cmd_export(args: argparse.Namespace) -> None:
-    """Write the trained weights (fp16) and the tokenizer into the package's default_model/."""
-    work = Path(args.work)
-    state = torch.load(work / args.state, map_location="cpu", weights_only=True)
-    config = CodeGenConfig.from_dict(state["config"])
-    model = CodeGenForCausalLM(config)
-    model.load_state_dict(state["model"])
-    out = Path(args.out)
+def export(run_dir: Path, data: Path, out: Path) -> Path:
+    """Write a run's best weights (its last when it kept none) as an fp16 checkpoint."""
+    state = torch.load(run_dir / "state.pt", map_location="cpu", weights_only=True)
+    model = CodeGenForCausalLM(CodeGenConfig.from_dict(state["model_config"]))
+    model.load_state_dict(state["best"]["model"] or state["model"])
     save_checkpoint(model, out, dtype=torch.float16)
-    tokenizer = Tokenizer.from_file(str(work / "tokenizer.json"))
-    tokenizer.save(str(out / "tokenizer.json"), pretty=False)
-    size = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
-    print(f"exported step {state['step']} to {out} ({size / 1e6:.1f} MB)")
+    Tokenizer.from_file(str(data / "tokenizer.json")).save(
+        str(out / "tokenizer.json"), pretty=False
+    )
+    (out / "generation_config.json").write_text(json.dumps(GENERATION_CONFIG, indent=2) + "\n")
+    return out
+
+
+_STEP = re.compile(r"step (\d+)(?:/\d+)? loss ([\d.]+) .*?tokens (\d+)")
+
+
+def plot(logs: list[str], out: str) -> None:
+    """Training loss against tokens seen, one line per log."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for log in logs:
+        rows = [m.groups() for m in map(_STEP.search, Path(log).read_text().splitlines()) if m]
+        ax.plot(
+            [int(t) / 1e6 for _, _, t in rows], [float(x) for _, x, _ in rows], label=Path(log).stem
+        )
+    ax.set_xlabel("tokens seen (millions)")
+    ax.set_ylabel("training loss, mean of each logged interval (nats/token)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
 
 
 def main(argv: list[str] | None = None) -> None:
     """Command-line entry point."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m model.train", description=__doc__.split("\n\n")[0]
+    )
     sub = parser.add_subparsers(dest="cmd", required=True)
-    cmds = {
-        "prepare": cmd_prepare,
-        "bench": cmd_bench,
-        "train": cmd_train,
-        "phase2": cmd_phase2,
-        "export": cmd_export,
-    }
-    for name in cmds:
+    p = sub.add_parser("prepare", help="token streams of a corpus into WORK/DATA")
+    p.add_argument("--data", choices=("stdlib", "v3"), required=True)
+    p.add_argument("--vocab-size", type=int, default=8192, help="stdlib BPE size")
+    p.add_argument("--limit-files", type=int, default=0, help="smoke: the first N matching files")
+    for name in ("train", "export"):
         p = sub.add_parser(name)
-        p.add_argument("--work", default="/work/train_state", help="state directory (not in git)")
-        p.add_argument("--vocab-size", type=int, default=8192)
-        p.add_argument("--n-layer", type=int, default=4)
-        p.add_argument("--n-embd", type=int, default=256)
-        p.add_argument("--n-head", type=int, default=8)
-        p.add_argument("--rotary-dim", type=int, default=16)
-        p.add_argument("--seq", type=int, default=512, help="training context = n_positions")
-        p.add_argument("--batch", type=int, default=16)
-        p.add_argument("--steps", type=int, default=2000)
-        p.add_argument("--warmup", type=int, default=100)
-        p.add_argument("--lr", type=float, default=2e-3)
-        p.add_argument("--min-lr-frac", type=float, default=0.1)
-        p.add_argument("--wd", type=float, default=0.1)
-        p.add_argument("--clip", type=float, default=1.0)
-        p.add_argument("--bf16", action="store_true", help="bf16 autocast (fp32 master weights)")
-        p.add_argument("--threads", default="auto", help="1, 2 or auto")
-        p.add_argument("--time-budget", type=float, default=0.0, help="seconds; plans --steps")
-        p.add_argument("--plan-at", type=int, default=30, help="step at which to plan")
-        p.add_argument("--seed", type=int, default=0)
-        p.add_argument("--log-every", type=int, default=10)
-        p.add_argument("--save-every", type=float, default=300.0, help="seconds")
-        p.add_argument("--seconds", type=float, default=30.0, help="bench duration per dtype")
-        p.add_argument("--out", default=str(SHIP_DIR), help="export directory")
-        p.add_argument("--state", default="state.pt", help="state file in WORK to export")
-        p.add_argument("--minutes", type=float, default=30.0, help="phase 2 training time")
+        p.add_argument("--config", required=True, help="configs/NAME.json or a path")
+        p.add_argument("--run-dir", default="", help="default WORK/runs/NAME")
+        p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    for p in sub.choices.values():
+        p.add_argument("--work", default=WORK, help="data and run states (not in git)")
+    train_p, export_p = sub.choices["train"], sub.choices["export"]
+    default_device = "cuda" if torch.cuda.is_available() else "cpu"
+    train_p.add_argument("--device", default=default_device)
+    train_p.add_argument("--smoke", action="store_true", help="2 tiny steps, then stop")
+    export_p.add_argument("--out", default=str(SHIP_DIR), help="checkpoint directory")
+    p = sub.add_parser("plot", help="loss curves of train logs")
+    p.add_argument("--logs", nargs="+", required=True)
+    p.add_argument("--out", required=True)
     args = parser.parse_args(argv)
-    cmds[args.cmd](args)
+    if args.cmd == "plot":
+        plot(args.logs, args.out)
+        return
+    work = Path(args.work)
+    if args.cmd == "prepare":
+        prepare(args.data, work, args.vocab_size, args.limit_files)
+        return
+    cfg = load_config(args.config, args.overrides)
+    if args.cmd == "train" and args.smoke:
+        cfg = smoke_config(cfg)
+    run_dir = Path(args.run_dir) if args.run_dir else work / "runs" / cfg.name
+    if args.cmd == "train":
+        train(cfg, work, run_dir, args.device)
+    else:
+        out = export(run_dir, work / cfg.data, Path(args.out))
+        print(f"exported {run_dir} -> {out}")
 
 
 if __name__ == "__main__":

@@ -1,19 +1,16 @@
-"""The default model's v3 recipe (model/): licence rule, manifest, near duplicates, infill rows."""
+"""The default model's v3 corpus and rows (model/): licence rule, manifest, near duplicates,
+infill rows. (``model`` is the repository's recipe package: run pytest as ``python -m pytest``
+from the repository root, as scripts/test does.)"""
 
 from __future__ import annotations
 
-import sys
 from email.message import Message
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-MODEL = Path(__file__).resolve().parent.parent / "model"
-sys.path.insert(0, str(MODEL))
-
-import packages  # noqa: E402
-from corpus import read_manifest  # noqa: E402
+from model import packages
+from model.corpus import read_manifest
 
 
 def metadata(**fields: str | list[str]) -> Message:
@@ -89,19 +86,19 @@ def test_manifest_splits_are_disjoint_and_keep_the_stdlib_split() -> None:
 
 
 def test_infill_rows_have_codegen2_layout() -> None:
-    from train_v3 import SEQ, Batches, fim_tokenizer
-
     from codegen_lsp.codegen.default import default_model_dir
+    from model.data import Batches, fim_tokenizer
 
+    seq = 512
     tokenizer = fim_tokenizer(default_model_dir())
     mask, sep, eom = (tokenizer.token_to_id(t) for t in ("<mask_1>", "<sep>", "<eom>"))
     text = "".join(f"def f{i}(x):\n    return x + {i}\n\n" for i in range(400))
     ids = tokenizer.encode(text).ids
     stream = np.array(([0, *ids] * 3)[: 3 * len(ids)], dtype=np.uint16)
-    batches = Batches(stream, tokenizer, fim=1.0, seed=0)
+    batches = Batches(stream, tokenizer, seq, seed=0, fim=1.0)
     for _ in range(50):
         row = batches.infill().tolist()
-        assert len(row) == SEQ + 1
+        assert len(row) == seq + 1
         assert row.count(sep) == 1 and row.count(mask) == 2 and row.count(eom) == 1
         first, cut, end = row.index(mask), row.index(sep), row.index(eom)
         assert row[cut - 1] == 0 and row[cut + 1] == mask
