@@ -57,6 +57,13 @@ class Int8Linear(nn.Module):
     computed for each call. Either way they are the same numbers, so the choice changes
     speed and memory, never a result."""
 
+    qweight: Tensor
+    scales: Tensor
+    bias: Tensor | None
+    dense: Tensor | None
+    scale32: Tensor | None  # the native route's float32 copies
+    bias32: Tensor | None
+
     def __init__(
         self,
         linear: nn.Linear,
@@ -90,7 +97,7 @@ class Int8Linear(nn.Module):
         shape = x.shape
         x2 = x.reshape(-1, self.in_features)  # [M, K]
         if x2.shape[0] <= self.small_rows:
-            if self.route == "native":
+            if self.route == "native" and self.scale32 is not None:
                 y = kernels.gemv_q8(x2, self.qweight, self.scale32, self.bias32)  # [M, N]
             elif self.route == "aten":
                 y = kernels.gemv_q8_aten(x2, self.qweight, self.scales, self.bias)
@@ -112,6 +119,12 @@ class Int8Linear(nn.Module):
 class Int4Linear(nn.Module):
     """Like :class:`Int8Linear` with 4-bit groups: ``w = (q - 8) * scale + zero`` per
     ``group_size`` inputs. Half the bytes of int8 per decode step, somewhat less exact."""
+
+    qweight: Tensor | None  # None on the dense route
+    scale_zero: Tensor | None
+    bias: Tensor | None
+    bias32: Tensor | None
+    dense: Tensor | None
 
     def __init__(
         self,
@@ -158,7 +171,7 @@ class Int4Linear(nn.Module):
         shape = x.shape
         x2 = x.reshape(-1, self.in_features)  # [M, K]
         if x2.shape[0] <= self.small_rows or self.dense is None:
-            if self.route == "native":
+            if self.route == "native" and self.qweight is not None and self.scale_zero is not None:
                 y = kernels.gemv_q4(x2, self.qweight, self.scale_zero, self.bias32)  # [M, N]
             elif self.route == "aten":
                 y = torch.ops.aten._weight_int4pack_mm_for_cpu(
@@ -167,6 +180,7 @@ class Int4Linear(nn.Module):
                 if self.bias is not None:
                     y = y + self.bias
             else:
+                assert self.dense is not None  # kept on the dense route
                 y = kernels.gemv_rowwise(x2, self.dense, self.bias)
         else:
             y = F.linear(x2, self.dense, self.bias)
