@@ -13,7 +13,8 @@ import re
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "codegen_lsp"
-LAYERS = {"codegen": 0, "engine": 1, "completion": 2, "server": 3, "commands": 4}
+# native: the C kernels and their build (standard library only), beside codegen at the bottom
+LAYERS = {"native": 0, "codegen": 0, "engine": 1, "completion": 2, "server": 3, "commands": 4}
 TOP = {"cli", "__main__"}  # modules at the package root that are commands
 MAX_LINES = 400
 
