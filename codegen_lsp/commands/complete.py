@@ -114,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _complete(args: argparse.Namespace, settings: Any, cursor: Cursor) -> int:
     """Load the engine (the part that imports torch) and run the suggestion service once."""
+    from codegen_lsp.completion.context import generation_note
     from codegen_lsp.completion.service import SuggestionService
     from codegen_lsp.engine.loader import load_engine
     from codegen_lsp.engine.worker import Worker
@@ -129,6 +130,9 @@ def _complete(args: argparse.Namespace, settings: Any, cursor: Cursor) -> int:
         service.ready = lambda: ""
         options = settings.completion_options(engine.info)  # one answer, whole: not early
         service.configure(dataclasses.replace(options, answer_early=False))
+        note = generation_note(options.max_new_tokens, engine.n_ctx, "--max-new-tokens")
+        if note:
+            print(note, file=sys.stderr)
         out = asyncio.run(service.suggest(cursor.path, lambda: cursor))
     finally:
         worker.close()

@@ -117,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
     from codegen_lsp.engine.api import EngineSpec, GenerateRequest, SamplingParams
     from codegen_lsp.engine.loader import load_engine
     from codegen_lsp.engine.machine import EngineConfigError
+    from codegen_lsp.engine.sampling import fit_prompt
 
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
     ranking = args.candidates > 1
@@ -156,6 +157,15 @@ def run(args: argparse.Namespace) -> int:
         greedy_first=ranking,
         heal=False,
     )
+    kept, budget = fit_prompt(request, engine.n_ctx, ids[0])
+    if budget < args.max_new_tokens:  # said, not silently cut (as the engine does)
+        cut = f", from its last {len(kept)} tokens" if len(kept) < len(ids) else ""
+        print(
+            f"codegen-lsp: note: --max-new-tokens={args.max_new_tokens} does not fit the "
+            f"model's context of {engine.n_ctx} tokens with this prompt ({len(ids)} tokens): "
+            f"generating at most {budget}{cut}",
+            file=sys.stderr,
+        )
     start = time.perf_counter()
     candidates = engine.generate(request, threading.Event()).candidates
     elapsed = time.perf_counter() - start

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from codegen_lsp.completion.languages import Language
+from codegen_lsp.engine.sampling import generation_limit
 
 Encode = Callable[[str], list[int]]
 
@@ -109,6 +110,27 @@ def header_text(language: Language, path: str) -> str:
     if path:
         lines.append(f"{language.comment} path: {path}")
     return "\n".join(lines) + "\n"
+
+
+def clamp_generation(max_new_tokens: int, n_ctx: int) -> int:
+    """``maxNewTokens`` as used with a model of ``n_ctx`` positions: at most half the context
+    (:func:`~codegen_lsp.engine.sampling.generation_limit`), so the prompt always keeps the
+    other half. (At ``n_ctx - 1`` the prompt was ``<|endoftext|>`` alone: every document got
+    the same suggestion.)"""
+    return max(1, min(max_new_tokens, generation_limit(n_ctx)))
+
+
+def generation_note(max_new_tokens: int, n_ctx: int, name: str = "maxNewTokens") -> str | None:
+    """What to tell the user when ``max_new_tokens`` (the setting ``name``) is clamped for a
+    model of ``n_ctx`` positions; None when it is not."""
+    limit = clamp_generation(max_new_tokens, n_ctx)
+    if limit >= max_new_tokens:
+        return None
+    return (
+        f"codegen: {name}={max_new_tokens} does not fit the model's context of {n_ctx} "
+        f"tokens with room for the document; generating at most {limit} tokens (half the "
+        "context) per suggestion"
+    )
 
 
 def token_budget(n_ctx: int, max_new_tokens: int, context_tokens: int = 0) -> int:

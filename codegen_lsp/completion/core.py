@@ -17,6 +17,7 @@ from codegen_lsp.completion.context import (
     Encode,
     Prompt,
     build_prompt,
+    clamp_generation,
     count_line,
     header_text,
     token_budget,
@@ -196,7 +197,7 @@ class Completer:
         max_new_tokens: int,
         block: str = "",
     ) -> Prepared:
-        max_new_tokens = max(1, min(max_new_tokens, engine.n_ctx - 1))
+        max_new_tokens = clamp_generation(max_new_tokens, engine.n_ctx)  # half n_ctx at most
         budget = token_budget(engine.n_ctx, max_new_tokens, options.context_tokens)
         if budget <= 0:
             raise CompletionSkipped(f"no room for a prompt (n_ctx={engine.n_ctx})")
@@ -249,7 +250,7 @@ class Completer:
         none). Bounded work (see ``neighbors``); the service runs it off the event loop."""
         if not neighbors or options.context_files <= 0:
             return ""
-        max_new_tokens = max(1, min(options.max_new_tokens, engine.n_ctx - 1))
+        max_new_tokens = clamp_generation(options.max_new_tokens, engine.n_ctx)
         budget = token_budget(engine.n_ctx, max_new_tokens, options.context_tokens)
         tokens = min(options.context_file_tokens, budget // 4)
         count = lambda text: len(engine.encode(text))  # noqa: E731

@@ -59,12 +59,21 @@ def sample(
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
+def generation_limit(n_ctx: int) -> int:
+    """The most tokens one request may generate in a context of ``n_ctx`` positions: half
+    of it, so that the other half is left for the prompt whatever the settings ask."""
+    return max(1, n_ctx // 2)
+
+
 def fit_prompt(req: GenerateRequest, n_ctx: int, empty_id: int) -> tuple[list[int], int]:
-    """The prompt and generation budget of ``req`` within ``n_ctx`` positions: the budget
-    leaves room for one prompt token, the prompt loses its oldest tokens (an empty prompt is
-    ``[empty_id]``)."""
+    """The prompt and generation budget of ``req`` within ``n_ctx`` positions (an empty
+    prompt is ``[empty_id]``). The budget gives way to the prompt, down to
+    :func:`generation_limit`: a prompt that fits in the rest is kept whole; a longer one loses
+    its oldest tokens. (It was the other way round: a budget of ``n_ctx - 1`` cut any prompt
+    to its last token.)"""
     prompt = list(req.prompt) or [empty_id]
-    max_new = min(req.max_new_tokens, n_ctx - 1)
+    room = max(n_ctx - len(prompt), generation_limit(n_ctx))
+    max_new = min(req.max_new_tokens, room, n_ctx - 1)
     if len(prompt) + max_new > n_ctx:
         prompt = prompt[len(prompt) + max_new - n_ctx :]
     return prompt, max_new

@@ -21,7 +21,7 @@ from pygls.lsp.server import LanguageServer
 from pygls.uris import to_fs_path
 
 from codegen_lsp import __version__
-from codegen_lsp.completion.context import Cursor
+from codegen_lsp.completion.context import Cursor, generation_note
 from codegen_lsp.completion.languages import language_for
 from codegen_lsp.completion.neighbors import Neighbor
 from codegen_lsp.completion.service import DEBOUNCE_S, SuggestionService
@@ -64,6 +64,7 @@ class CodegenServer(LanguageServer):
         self._spec: EngineSpec | None = None
         self.load_task: asyncio.Future[None] | None = None
         self._outage_shown_at = -OUTAGE_MESSAGE_EVERY_S  # when an outage was last shown
+        self._fit_note: str | None = None  # the maxNewTokens clamp last shown
 
     # --- documents ---------------------------------------------------------------------------
     @property
@@ -228,7 +229,13 @@ class CodegenServer(LanguageServer):
 
     def _configure_service(self) -> None:
         engine = self.worker.engine
-        self.service.configure(self.settings.completion_options(engine.info if engine else None))
+        options = self.settings.completion_options(engine.info if engine else None)
+        self.service.configure(options)
+        if engine is not None and self.settings.engine_spec() == self._spec:  # not a stale model
+            note = generation_note(options.max_new_tokens, engine.n_ctx)
+            if note is not None and note != self._fit_note:
+                self.show(note)  # once per setting and context; clamped in the completer
+            self._fit_note = note
 
     # --- model loading -----------------------------------------------------------------------
     async def load_model(self) -> None:
