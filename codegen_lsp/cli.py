@@ -1,4 +1,4 @@
-"""The ``codegen-lsp`` command: serve | complete | generate | bench | demo | export.
+"""The ``codegen-lsp`` command: serve | complete | generate | bench | demo | export | pull.
 
 Each subcommand lives in its own module exposing ``HELP``, ``add_arguments(parser)`` and
 ``run(args) -> int``; modules are imported only when their subcommand runs, so
@@ -33,6 +33,10 @@ COMMANDS = {
         "start the server, ask it for one suggestion as an editor would, print it",
     ),
     "export": ("codegen_lsp.commands.export", "export a checkpoint as GPT-J for vLLM"),
+    "pull": (
+        "codegen_lsp.commands.pull",
+        "fetch a hub checkpoint into the Hugging Face cache, with progress (resumable)",
+    ),
 }
 
 

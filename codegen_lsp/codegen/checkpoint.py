@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,8 @@ from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
 from codegen_lsp.codegen.config import CodeGenConfig, ConfigError
+from codegen_lsp.codegen.download import PATTERNS as HUB_PATTERNS
+from codegen_lsp.codegen.download import DownloadError, ProgressCallback, download
 from codegen_lsp.codegen.locate import CheckpointError, check_local
 from codegen_lsp.codegen.modeling import CodeGenForCausalLM, qkv_to_hf
 from codegen_lsp.codegen.weights import (
@@ -51,8 +54,15 @@ TOKENIZER_FILES = (
 )
 
 
-def resolve(ref: str | os.PathLike[str], allow_download: bool = False) -> Path:
-    """Turn a model reference into a local checkpoint directory."""
+def resolve(
+    ref: str | os.PathLike[str],
+    allow_download: bool = False,
+    progress: ProgressCallback | None = None,
+    cancel: threading.Event | None = None,
+) -> Path:
+    """Turn a model reference into a local checkpoint directory; a hub id missing from the
+    cache is downloaded when allowed (:mod:`codegen_lsp.codegen.download`: ``progress`` gets
+    bytes and percent, ``cancel`` stops it, the partial file stays for a later resume)."""
     text = os.fspath(ref)
     path = Path(os.path.expanduser(text))
     if path.is_dir():
@@ -63,20 +73,20 @@ def resolve(ref: str | os.PathLike[str], allow_download: bool = False) -> Path:
     except ImportError:  # pragma: no cover - huggingface_hub comes with tokenizers
         raise CheckpointError(f"{text}: huggingface_hub is not installed") from None
     # modeling_*.py: read as text for its qkv shard count (config.qkv_shards_of), never run
-    patterns = ["*.json", "*.safetensors", "*.txt", "*.bin", "modeling_*.py"]
+    patterns = list(HUB_PATTERNS)
     try:
         return Path(snapshot_download(text, allow_patterns=patterns, local_files_only=True))
-    except Exception as exc:  # noqa: BLE001 - any cache miss is reported the same way
+    except Exception:  # noqa: BLE001 - any cache miss is reported the same way
         if not allow_download:
             raise CheckpointError(
                 f"{text}: not found as a local directory or in the Hugging Face cache; "
-                "downloads are off (enable allowDownload / --allow-download to fetch it)"
+                "downloads are off (enable allowDownload / --allow-download to fetch it, "
+                f"or run: codegen-lsp pull {text})"
             ) from None
-        cause = exc
     try:
-        return Path(snapshot_download(text, allow_patterns=patterns))
-    except Exception as exc:  # noqa: BLE001
-        raise CheckpointError(f"{text}: download failed: {exc} (cache lookup: {cause})") from None
+        return download(text, progress=progress, cancel=cancel)
+    except DownloadError as exc:
+        raise CheckpointError(str(exc)) from None
 
 
 def copy_tokenizer_files(source: Path, target: Path) -> list[str]:

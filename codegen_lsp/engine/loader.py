@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from torch import nn
 
 from codegen_lsp.codegen.checkpoint import CheckpointError, LinearHook, load_model, resolve
 from codegen_lsp.codegen.default import default_model_dir
+from codegen_lsp.codegen.download import DownloadState
 from codegen_lsp.codegen.tokenizer import CodeGenTokenizer
 from codegen_lsp.engine import kernels
 from codegen_lsp.engine.api import EngineSpec, ModelInfo, ProgressFn
@@ -43,6 +45,7 @@ from codegen_lsp.engine.quantize import (
 )
 from codegen_lsp.engine.remote import RemoteEngine
 
+DOWNLOAD_SHARE = 80  # percent of a load's progress bar taken by a download before it
 # Salesforce/codegen-350M-mono, models--Salesforce--codegen2-1B, codegen-2B-multi ...
 _PUBLISHED = re.compile(r"(codegen2?)-(\d+(?:_\d+)?[MB])(?:-(mono|multi|nl))?", re.IGNORECASE)
 
@@ -55,11 +58,38 @@ def shipped_model_dir() -> Path:
     return directory
 
 
-def model_directory(spec: EngineSpec) -> Path:
-    """The checkpoint directory for ``spec``: its model reference or the shipped default."""
+def model_directory(spec: EngineSpec, progress: ProgressFn | None = None) -> Path:
+    """The checkpoint directory for ``spec``: its model reference or the shipped default. A
+    download (``allowDownload``) reports through ``progress``, which may raise
+    :class:`~codegen_lsp.codegen.download.Cancelled` to stop it (the part stays for later)."""
     if spec.model:
-        return resolve(spec.model, allow_download=spec.allow_download)
+        steps = progress if isinstance(progress, LoadSteps) else LoadSteps(progress)
+        download_progress = steps.download(spec.model) if progress is not None else None
+        return resolve(spec.model, spec.allow_download, progress=download_progress)
     return shipped_model_dir()
+
+
+class LoadSteps:
+    """A load's progress: a download, when one comes first, takes the first
+    :data:`DOWNLOAD_SHARE` percent of the bar (bytes and percent in the message), and the
+    load's own steps share the rest, so the percentage only ever rises."""
+
+    def __init__(self, progress: ProgressFn | None) -> None:
+        self.progress = progress or (lambda _message, _percent: None)
+        self.floor = 0
+
+    def __call__(self, message: str, percent: int) -> None:
+        self.progress(message, self.floor + percent * (100 - self.floor) // 100)
+
+    def download(self, name: str) -> Callable[[DownloadState], None]:
+        """The progress callback of ``name``'s download."""
+
+        def on_download(state: DownloadState) -> None:
+            self.floor = state.percent * DOWNLOAD_SHARE // 100
+            note = f" ({state.note})" if state.note not in ("", "done", "cached") else ""
+            self.progress(f"downloading {name}: {state.describe()}{note}", self.floor)
+
+        return on_download
 
 
 def model_info(
@@ -107,9 +137,9 @@ def load_remote(spec: EngineSpec, progress: ProgressFn | None = None) -> RemoteE
     """A remote engine for ``spec.endpoint``: tokenizer and config from ``spec.model`` (or
     the shipped model), no weights. An endpoint that is down does not fail the load: the
     engine reports it in its health and keeps trying."""
-    report = progress or (lambda _message, _percent: None)
+    report = LoadSteps(progress)
     report("resolving tokenizer", 0)
-    directory = model_directory(spec)
+    directory = model_directory(spec, report)
     try:
         config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
         n_positions = int(config.get("n_positions") or config.get("n_ctx") or 2048)
@@ -141,9 +171,9 @@ def load_engine(
     when ``spec.endpoint`` is set)."""
     if spec.endpoint:
         return load_remote(spec, progress)
-    report = progress or (lambda _message, _percent: None)
+    report = LoadSteps(progress)
     report("resolving model", 0)
-    directory = model_directory(spec)
+    directory = model_directory(spec, report)
     device = pick_device(spec.device)
     dtype = pick_dtype(spec.dtype, device)
     quantize = pick_quantize(spec.quantize, device, dtype)

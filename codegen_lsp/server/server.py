@@ -4,7 +4,8 @@
 the engine and the :class:`SuggestionService` that every suggestion goes through. Handlers
 (``features.py``) get the document, call the service and convert; the event loop only ever
 awaits worker futures. Settings problems and load failures reach the user through
-``window/showMessage``; loading reports ``$/progress`` and ``codegen/status``.
+``window/showMessage``; loading (a download included) reports ``$/progress`` and
+``codegen/status``; new model settings stop a load still running.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pygls.lsp.server import LanguageServer
 from pygls.uris import to_fs_path
 
 from codegen_lsp import __version__
+from codegen_lsp.codegen.download import Cancelled
 from codegen_lsp.completion.context import Cursor, generation_note
 from codegen_lsp.completion.languages import language_for
 from codegen_lsp.completion.neighbors import Neighbor
@@ -253,12 +255,14 @@ class CodegenServer(LanguageServer):
         loop = asyncio.get_running_loop()
 
         def step(message: str, percentage: int) -> None:  # on the worker thread
+            if spec is not self._spec:  # newer settings: stop here (a download keeps its part)
+                raise Cancelled(f"{name}: load cancelled by a settings change")
             loop.call_soon_threadsafe(self._on_progress, spec, progress, message, percentage)
 
         try:
             engine = await asyncio.wrap_future(self.worker.load(spec, step))
         except Exception as exc:  # noqa: BLE001 - any load failure is reported the same way
-            progress.end("failed")
+            progress.end("failed" if spec is self._spec else "cancelled")
             if spec is self._spec:
                 self.set_model_state("error", f"model load failed: {exc}")
                 said = str(exc) if spec.model and spec.model in str(exc) else f"{name}: {exc}"
