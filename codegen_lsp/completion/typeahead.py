@@ -13,6 +13,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 ANCHOR_CHARS = 256  # text before the cursor that identifies where a suggestion was made
+TYPED_MAX = 4096  # most characters of a suggestion typed through that are still served
 
 
 @dataclass(frozen=True)
@@ -36,12 +37,12 @@ def _anchored(before: str, end: int, anchor: str) -> bool:
 def remaining(entry: Entry, before: str, line_after: str) -> list[str]:
     """What is left of the entry's suggestions when ``before`` is the text now before the
     cursor; empty when the user has typed something else (or all of it). Each length typed
-    costs one anchor comparison, not a copy of ``before``."""
+    (up to TYPED_MAX) costs one anchor comparison, not a copy of ``before``."""
     if line_after != entry.line_after:
         return []
     longest = max((len(s) for s in entry.suggestions), default=0)
     out: list[str] = []
-    for typed_len in range(0, min(longest, len(before)) + 1):
+    for typed_len in range(0, min(longest, len(before), TYPED_MAX) + 1):
         if not _anchored(before, len(before) - typed_len, entry.anchor):
             continue
         typed = before[len(before) - typed_len :]

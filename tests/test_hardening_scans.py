@@ -1,0 +1,306 @@
+"""Every scan over user text in ``completion/`` and ``server/`` costs time in proportion to the
+text (issue 21: ``\\w*$`` on a 64 KB line of hex held the whole server for ~20 s).
+
+Each text-scanning function (``SCANNERS``; ``test_every_scanner_is_listed`` keeps the list
+complete) is fed lines built by hypothesis from adversarial pieces (word characters, spaces,
+quotes, ``#``, brackets, wide characters, line breaks): a head, a unit repeated to the size,
+and a tail (``x = '`` + hex + ``'``). Its time is measured against a linear baseline on the
+same text in the same run (a regex step per character), at sizes doubling from 1 KB: the
+ratio may not grow more than ``GROWTH`` times from the smallest size (a quadratic scan grows it 16
+times by 16 KB, and is stopped there). No wall-clock constant: a slow machine slows both.
+The default run goes to 32 KB; ``-m slow`` runs ``test_scans_stay_linear_to_4mb`` to 4 MB.
+``CODEGEN_LSP_SCAN_EXAMPLES=N`` tries more texts per function.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import os
+import re
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+from lsprotocol import types
+
+from codegen_lsp.completion import postprocess, stopping
+from codegen_lsp.completion.context import Cursor, build_prompt, count_line
+from codegen_lsp.completion.core import Completer, CompletionOptions, EngineInfo, needs_healing
+from codegen_lsp.completion.functions import find_stub
+from codegen_lsp.completion.languages import language_for
+from codegen_lsp.completion.neighbors import Neighbor, NeighborContext, identifiers, query_of
+from codegen_lsp.completion.typeahead import TypeAhead
+from codegen_lsp.server import convert
+from codegen_lsp.server.documents import Document, Documents, clean_text, split_lines
+from codegen_lsp.server.positions import from_codepoints, to_codepoints
+
+PY = language_for("python")
+GO = language_for("go")
+GROWTH = 8.0  # how much more a character may cost at the largest size than at 1 KB
+SMALL = 1024
+BASELINE = re.compile(r".", re.S)  # one regex step per character: a linear pass, ~50 ns each
+EXAMPLES = int(os.environ.get("CODEGEN_LSP_SCAN_EXAMPLES", "2"))
+LARGEST = 32 * 1024  # the default run; a quadratic scan is caught by 16 KB
+PIECES = ["a", "0f", "_", "é", "中", "😀", " ", "\t", "#", " #", "'", '"', ":", "{", "}",
+          "(", ")", ",", ";", ".", "\\", "`", "x = ", "def ", "pass", "...", "\n", "\r\n",
+          "    ", "0x00, ", "<r> "]  # fmt: skip
+
+
+def encode(text: str) -> list[int]:
+    """A linear stand-in tokenizer: one id per UTF-8 byte."""
+    return list(text.encode("utf-8", "surrogatepass"))
+
+
+def cursor_at_end(text: str) -> Cursor:
+    lines = split_lines(text)
+    return Cursor.at(lines, len(lines) - 1, len(lines[-1]), PY, "t.py")
+
+
+def edit_in_the_middle(text: str) -> None:
+    doc = Document.open("file:///a.py", "python", 1, text)
+    middle = types.Position(0, len(doc.lines[0]) // 2)
+    doc.apply(types.TextDocumentContentChangePartial(types.Range(middle, middle), "x"), "utf-16")
+
+
+def neighbour_block(text: str) -> str:
+    lines = split_lines(text)
+    context = NeighborContext()
+    cursor = Cursor.at([text + "\n", "x"], 1, 1, PY, "t.py")
+    return context.block("k", cursor, [Neighbor("n.py", lines, 1)], 2, 256, len)
+
+
+def type_ahead(text: str) -> list[str]:
+    cache = TypeAhead()
+    cache.remember("k", text[: len(text) // 2], "", [text[len(text) // 2 :]])
+    return cache.lookup("k", text, "")
+
+
+def documents_close(text: str) -> None:
+    docs = Documents()
+    docs.open(types.TextDocumentItem("file:///a.py", "python", 1, text))
+    docs.close("file:///a.py")
+
+
+ENGINE = EngineInfo(n_ctx=2048, encode=encode)
+OPTIONS = CompletionOptions(context_files=2)
+AROUND = postprocess.Around
+
+# (the functions it exercises, a call on one text)
+SCANNERS: list[tuple[tuple[str, ...], Callable[[str], Any]]] = [
+    (("convert.word_before",), convert.word_before),
+    (("convert.inline_list", "documents.Document.position"),
+     lambda t: convert.inline_list(Document.open("u", "python", 1, t), 0, len(t), ["x"], "utf-16")),
+    (("convert.completion_list", "convert.fenced"),
+     lambda t: convert.completion_list(Document.open("u", "py", 1, t), 0, len(t), [t], "utf-8")),
+    (("positions.to_codepoints",), lambda t: to_codepoints(t, 2 * len(t) - 1, "utf-16")),
+    (("positions.to_codepoints",), lambda t: to_codepoints(t, 4 * len(t) - 1, "utf-8")),
+    (("positions.from_codepoints",), lambda t: from_codepoints(t, len(t), "utf-16")),
+    (("documents.clean_text", "documents.split_lines", "documents.content"),
+     lambda t: split_lines(clean_text(t))),
+    (("documents.Document.apply", "documents.Document.index"), edit_in_the_middle),
+    (("documents.Documents.close", "documents.Documents.others"), documents_close),
+    (("stopping.opens_block", "stopping.strip_python_comment"),
+     lambda t: stopping.opens_block(t, PY)),
+    (("stopping.choose_mode", "stopping.block_indent", "stopping.make_stop_rule",
+      "stopping.indent_width"),
+     lambda t: stopping.make_stop_rule("multi", t, t[:100], GO, next_line=t)),
+    (("stopping.choose_mode",), lambda t: stopping.choose_mode(t, "", "auto", PY)),
+    (("stopping.end_of_block", "stopping.first_stop", "stopping.StopRule.cut_at",
+      "stopping.StopRule.apply"),
+     lambda t: stopping.make_stop_rule("multi", "{", "", GO).apply(t)),
+    (("stopping.StopScan.feed", "stopping.CloserLine.add"),
+     lambda t: stopping.make_stop_rule("multi", "{", "", GO).start().feed(t)),
+    (("postprocess.inline_loop",), postprocess.inline_loop),
+    (("postprocess.postprocess", "postprocess.trim_trailing_whitespace",
+      "postprocess.drop_suffix_overlap", "postprocess.cut_loops", "postprocess.cut_inline_loops",
+      "postprocess.cut_at_next_line", "postprocess.drop_blank",
+      "postprocess.drop_repeat_of_after"),
+     lambda t: postprocess.postprocess([t], AROUND(t, t[:2000]))),
+    *[((f"postprocess.{f.__name__}",), lambda t, f=f: f(t, AROUND(t, t[:2000])))
+      for f in postprocess.FILTERS],
+    (("functions.find_stub", "functions.find_python_stub"),
+     lambda t: find_stub(split_lines("def f(x):" + t + "\n" + t), 0, PY)),
+    (("functions.find_brace_stub",), lambda t: find_stub(split_lines(t + "(a) {\n}"), 0, GO)),
+    (("neighbors.identifiers",), identifiers),
+    (("neighbors.query_of", "neighbors.clip"), lambda t: query_of(cursor_at_end(t + "\nx"))),
+    (("neighbors.NeighborContext.block", "neighbors.best_windows", "neighbors.render",
+      "neighbors.LineIndex.blocks", "neighbors.LineIndex.of", "neighbors.windows",
+      "neighbors.window_text"), neighbour_block),
+    (("context.Cursor.text_before", "context.Cursor.text_after",
+      "context.Cursor.next_nonblank_line"),
+     lambda t: (c := cursor_at_end(t)).text_before(4096) + c.text_after(2000)),
+    (("context.count_line", "context.build_prompt"),
+     lambda t: build_prompt(cursor_at_end(t), encode, 256) and count_line(t, encode, 256)),
+    (("core.needs_healing",), lambda t: needs_healing(t, encode)),
+    (("core.needs_healing",), lambda t: needs_healing(" " * len(t), encode)),
+    (("core.Completer.prepare", "core.Completer.context_block", "core.infill_suffix",
+      "core.Completer.finish"),
+     lambda t: Completer().prepare("k", cursor_at_end(t), ENGINE, OPTIONS,
+                                   [Neighbor("n.py", split_lines(t), 1)])),
+    (("core.Completer.lookup", "typeahead.TypeAhead.lookup", "typeahead.TypeAhead.remember",
+      "typeahead.remaining"), type_ahead),
+]  # fmt: skip
+
+# Functions that take text but do not scan it (or only a bounded part), with the reason.
+NOT_SCANNING = {
+    "context.header_text": "the language name and the path",
+    "context.generation_note": "numbers",
+    "core.Completer.prepare_body": "a stub's prompt: build_prompt and make_stop_rule, listed",
+    "core.Completer.forget": "a key",
+    "functions.Stub.replacement": "joins generated text (bounded by maxNewTokens)",
+    "functions.Stub.preview": "dedents generated text (bounded by maxNewTokens)",
+    "neighbors.jaccard": "two sets",
+    "neighbors.NeighborContext.forget": "a key",
+    "typeahead.TypeAhead.forget": "a key",
+    "stopping.StopRule.strings": "the rule's own sequences",
+    "languages.language_for": "a path's suffix",
+    "languages.language_id_for_path": "a path's suffix",
+    "service.SuggestionService.forget": "a key",
+    "service.SuggestionService.count_accept": "a kind",
+    "service.SuggestionService.suggest": "the completer's functions, listed",
+    "service.SuggestionService.function_body": "find_stub and prepare, listed",
+    "service.SuggestionService.decoding_status": "counters",
+    "convert.command_arguments": "a uri",
+    "convert.parse_command_arguments": "a uri",
+    "convert.hover": "a stub's lines and generated text (fenced, listed)",
+    "convert.code_action": "a uri",
+    "convert.body_edit": "a stub's positions (Document.position, listed)",
+    "documents.Documents.change": "Document.apply, listed",
+    "documents.Documents.get": "a uri",
+    "positions.normalize_encoding": "an encoding name",
+    "features.generate_function": "the service, listed",
+    "features.status_request": "no text",
+    "features.status_command": "no text",
+}
+COMPLETION = ("context", "core", "functions", "neighbors", "postprocess", "typeahead",
+              "stopping", "languages", "service")  # fmt: skip
+SERVER = ("convert", "documents", "positions", "features")
+MODULES = [f"codegen_lsp.completion.{m}" for m in COMPLETION]
+MODULES += [f"codegen_lsp.server.{m}" for m in SERVER]
+
+
+def text_functions() -> set[str]:
+    """Public functions and methods of MODULES with a parameter typed with str or Cursor."""
+    found: set[str] = set()
+
+    def takes_text(f: Any) -> bool:
+        params = {k: v for k, v in f.__annotations__.items() if k != "return"}
+        return any("str" in str(v) or "Cursor" in str(v) for v in params.values())
+
+    for name in MODULES:
+        module = importlib.import_module(name)
+        short = name.rsplit(".", 1)[1]
+        for attr, obj in vars(module).items():
+            if attr.startswith("_") or getattr(obj, "__module__", None) != name:
+                continue
+            if inspect.isfunction(obj) and takes_text(obj):
+                found.add(f"{short}.{attr}")
+            if inspect.isclass(obj):
+                for method, f in vars(obj).items():
+                    if not method.startswith("_") and inspect.isfunction(f) and takes_text(f):
+                        found.add(f"{short}.{attr}.{method}")
+    return found
+
+
+def test_every_scanner_is_listed() -> None:
+    listed = {name for names, _ in SCANNERS for name in names}
+    missing = text_functions() - listed - set(NOT_SCANNING)
+    assert not missing, f"add these to SCANNERS (or NOT_SCANNING, with a reason): {missing}"
+    assert not listed & set(NOT_SCANNING)
+
+
+# --- timing -------------------------------------------------------------------------------
+def best_time(call: Callable[[], Any], repeats: int = 3) -> float:
+    """Least time of ``repeats`` runs of ``call`` (looped to at least a millisecond)."""
+    loops = 1
+    while True:
+        start = time.perf_counter()
+        for _ in range(loops):
+            call()
+        spent = time.perf_counter() - start
+        if spent >= 1e-3 or loops >= 1 << 16:
+            break
+        loops *= 4
+    times = [spent]
+    for _ in range(repeats - 1):
+        start = time.perf_counter()
+        for _ in range(loops):
+            call()
+        times.append(time.perf_counter() - start)
+    return min(times) / loops
+
+
+def make_text(head: str, unit: str, tail: str, size: int) -> str:
+    body = unit * (size // len(unit) + 1)
+    return head + body[: max(0, size - len(head) - len(tail))] + tail
+
+
+def growth(scan: Callable[[str], Any], head: str, unit: str, tail: str, largest: int) -> float:
+    """The cost ratio (scan time / baseline time) at each size from SMALL up to ``largest``,
+    relative to the ratio at SMALL; the largest seen (sizes stop once it exceeds GROWTH)."""
+    first = None
+    worst = 1.0
+    size = SMALL
+    while size <= largest:
+        text = make_text(head, unit, tail, size)
+        ratio = best_time(lambda t=text: scan(t)) / best_time(lambda t=text: BASELINE.sub("", t))
+        first = ratio if first is None else first
+        worst = max(worst, ratio / first)
+        if worst > GROWTH:
+            break
+        size *= 2
+    return worst
+
+
+pieces = st.lists(st.sampled_from(PIECES), max_size=3).map("".join)
+units = st.lists(st.sampled_from(PIECES), min_size=1, max_size=4).map("".join)
+CASES = [  # the reported line and other known quadratic shapes, for every function
+    ("DIGEST = '", "0123456789abcdef", "'"),
+    ("x", " ", "x"),
+    ("", " #", "'"),
+    ("x", " ", ""),
+    ("def f():", "a", "\n"),
+]
+
+
+def check(index: int, head: str, unit: str, tail: str, largest: int) -> None:
+    names, scan = SCANNERS[index]
+    worst = growth(scan, head, unit, tail, largest)
+    assert worst <= GROWTH, (
+        f"{names[0]}: a character costs {worst:.1f} times more at {largest} characters than at "
+        f"{SMALL} (text {head!r} + {unit!r}... + {tail!r}): not linear"
+    )
+
+
+def _given(largest: int, examples: int) -> Callable[[Callable[..., None]], Any]:
+    def wrap(test: Callable[..., None]) -> Any:
+        for case in CASES:
+            test = example(*case)(test)
+        return settings(max_examples=examples, deadline=None, derandomize=True,
+                        suppress_health_check=list(HealthCheck))(
+            given(head=pieces, unit=units, tail=pieces)(test))  # fmt: skip
+
+    return wrap
+
+
+@pytest.mark.parametrize("index", range(len(SCANNERS)), ids=[n[0] for n, _ in SCANNERS])
+def test_scans_stay_linear(index: int) -> None:
+    @_given(LARGEST, EXAMPLES)
+    def run(head: str, unit: str, tail: str) -> None:
+        check(index, head, unit, tail, LARGEST)
+
+    run()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("index", range(len(SCANNERS)), ids=[n[0] for n, _ in SCANNERS])
+def test_scans_stay_linear_to_4mb(index: int) -> None:
+    @_given(4 * 1024 * 1024, max(EXAMPLES, 5))
+    def run(head: str, unit: str, tail: str) -> None:
+        check(index, head, unit, tail, 4 * 1024 * 1024)
+
+    run()
