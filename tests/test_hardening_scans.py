@@ -9,15 +9,18 @@ same text in the same run (a regex step per character), at sizes doubling from 1
 ratio may not grow more than ``GROWTH`` times from the smallest size (a quadratic scan grows it 16
 times by 16 KB, and is stopped there). No wall-clock constant: a slow machine slows both.
 The default run goes to 32 KB; ``-m slow`` runs ``test_scans_stay_linear_to_4mb`` to 4 MB.
+The last tests bound the work on other files' snippets and what closed files keep (item 5).
 ``CODEGEN_LSP_SCAN_EXAMPLES=N`` tries more texts per function.
 """
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import inspect
 import os
 import re
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -304,3 +307,84 @@ def test_scans_stay_linear_to_4mb(index: int) -> None:
         check(index, head, unit, tail, 4 * 1024 * 1024)
 
     run()
+
+
+# --- other files' snippets (issue 21, item 5) ---------------------------------------------
+BIG_LINES = 100_000
+
+
+def big_document() -> list[str]:
+    return [f"    total_{i} = compute_{i % 97}(line_items, tax_rate)\n" for i in range(BIG_LINES)]
+
+
+def test_other_files_are_read_in_bounded_part_and_again_only_where_edited(monkeypatch) -> None:
+    """A 5 MB other file: the first request reads a bounded part of it, one with a new query
+    reads only its kept snippet again, and after an edit of one line only that line more (the
+    index is by line text). Counted in characters handed to the identifier scan."""
+    from codegen_lsp.completion import neighbors
+
+    read = [0]
+    scan = neighbors.identifiers
+
+    def counting(text: str) -> frozenset[str]:
+        read[0] += len(text)
+        return scan(text)
+
+    monkeypatch.setattr(neighbors, "identifiers", counting)
+    lines = big_document()
+    size = sum(map(len, lines))
+    context = neighbors.NeighborContext()
+
+    def block(doc_lines: list[str], version: int, query: str) -> int:
+        read[0] = 0
+        cursor = Cursor.at([query + "\n", "x"], 1, 1, PY, "t.py")
+        context.block("k", cursor, [Neighbor("big.py", doc_lines, version)], 2, 256, len)
+        return read[0]
+
+    first = block(lines, 1, "amount = compute_3(line_items, tax_rate)")
+    assert first < size / 10, (first, size)  # the whole file was read 2 times over before
+    # the query and the kept snippet's 20 lines (rescored), nothing else
+    assert block(lines, 1, "other = compute_5(line_items)") < 3_000
+    lines[7] = "    edited = compute_7(line_items)\n"
+    assert block(lines, 2, "again = compute_9(tax_rate)") < 3_000  # and the edited line
+
+
+def test_closed_documents_keep_bounded_text() -> None:
+    docs = Documents()
+    text = "".join(big_document())  # 5 MB each
+    for i in range(8):
+        docs.open(types.TextDocumentItem(f"file:///closed{i}.py", "python", 1, text))
+        docs.close(f"file:///closed{i}.py")
+    kept = sum(len(line) for doc in docs.others("file:///x.py", "python") for line in doc.lines)
+    assert 0 < kept <= 2_000_000, kept  # 40 MB were kept before, whatever their size
+
+
+def test_other_files_block_is_made_off_the_event_loop(marked) -> None:
+    """The snippet block is made on the service's context thread, not the event loop's."""
+    from engine_support import FakeEngine
+
+    from codegen_lsp.completion.service import SuggestionService
+    from codegen_lsp.engine.api import EngineSpec
+    from codegen_lsp.engine.worker import Worker
+
+    engine = FakeEngine()
+    worker = Worker(lambda spec, progress: engine)
+    worker.load(EngineSpec()).result(30)
+    service = SuggestionService(worker, lambda text: None, debounce_s=0.0)
+    service.ready = lambda: ""
+    service.configure(CompletionOptions(max_new_tokens=4, multiline="never", context_files=2))
+    service.neighbors = lambda key: [Neighbor("big.py", big_document()[:2000], 1)]
+    threads: list[str] = []
+    made = service.completer.context_block
+
+    def recording(*args: Any) -> str:
+        threads.append(threading.current_thread().name)
+        return made(*args)
+
+    service.completer.context_block = recording  # type: ignore[method-assign]
+    cursor = marked("total = compute_3(line_items)\nx = █")
+    try:
+        asyncio.run(service.suggest("doc", lambda: cursor))
+    finally:
+        worker.close()
+    assert threads and all(name.startswith("codegen-context") for name in threads), threads
