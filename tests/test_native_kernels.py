@@ -100,6 +100,27 @@ def test_gemv_q4_every_isa_at_awkward_sizes(dtype: torch.dtype) -> None:
                 check_rows_and_bound("gemv_q4", isa, x, packed, sz, b, n, ref, magnitude)
 
 
+@needs_native
+def test_every_row_count_equals_one_row_calls() -> None:
+    """Every row count (each picks its own block of weight rows; past 8 rows, passes of 8)
+    gives one-row calls' bits, on every instruction set, int8 and int4."""
+    gen = torch.Generator().manual_seed(9)
+    k, n = 96, 13  # 13 outputs: whole blocks of 4, 3 and 2 weight rows, and a tail
+    x = torch.randn(11, k, generator=gen).to(torch.bfloat16)
+    w8 = torch.randint(-127, 128, (n, k), dtype=torch.int8, generator=gen)
+    s8 = torch.rand(n, generator=gen) / 64
+    w4 = kernels.pack_q4(torch.randint(0, 16, (n, k), generator=gen))
+    sz = torch.randn(n, k // 32, 2, generator=gen).div(8).to(torch.bfloat16)
+    for isa in isas():
+        for kernel, w, s in (("gemv_q8", w8, s8), ("gemv_q4", w4, sz)):
+            ones = torch.cat(
+                [call(kernel, isa, x[r : r + 1].clone(), w, s, None, n) for r in range(11)]
+            )
+            for m in range(2, 12):
+                y = call(kernel, isa, x[:m].clone(), w, s, None, n)
+                assert torch.equal(y, ones[:m]), f"{kernel} isa {isa}: {m} rows"
+
+
 def test_q4_pack_round_trip() -> None:
     gen = torch.Generator().manual_seed(2)
     q = torch.randint(0, 16, (5, 96), generator=gen)

@@ -1,16 +1,18 @@
 /* avx2.c: kernels for AVX2 + FMA, 8 float32 lanes. Compiled with its own flags (see
  * build.py); only called when dispatch.c found the CPU and OS support. The same structure as
  * avx512.c: one vector accumulator per output over its inputs in order, a zero-padded last
- * piece, a fixed horizontal sum; 4 weight rows per block, prefetching ahead. */
+ * piece, a fixed horizontal sum; each block of weight rows converted once and applied to up to
+ * 8 activation rows (fewer weight rows per block as rows grow: 16 registers), prefetching
+ * ahead. */
 #include <immintrin.h>
 
 #include "common.h"
 
 #define INLINE static inline __attribute__((always_inline))
-#define Q8_NR 4
-#define Q8_MB 2
-#define Q4_NR 2
-#define Q4_MB 2
+#define MAXB 8 /* activation rows per pass over a weight block */
+#define MAXR 4 /* weight rows per block */
+
+typedef float cg_out[MAXB][MAXR];
 
 INLINE float hsum8(__m256 v) {
     __m128 a = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -23,10 +25,10 @@ INLINE __m256 q8_load(const int8_t *p) {
     return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)p)));
 }
 
-INLINE void q8_block(const float *xf, int64_t kp, int64_t k, const int8_t *w, int64_t j, int R,
-                     int64_t i, int B, const int8_t *ahead, float out[Q8_MB][Q8_NR]) {
-    __m256 acc[Q8_MB][Q8_NR];
-#pragma GCC unroll 4
+INLINE void q8_block(const float *xf, int64_t kp, int64_t k, const int8_t *w, const int8_t *ahead,
+                     cg_out out, const int R, const int B) {
+    __m256 acc[MAXB][MAXR];
+#pragma GCC unroll 8
     for (int b = 0; b < B; b++)
 #pragma GCC unroll 4
         for (int r = 0; r < R; r++) acc[b][r] = _mm256_setzero_ps();
@@ -35,46 +37,53 @@ INLINE void q8_block(const float *xf, int64_t kp, int64_t k, const int8_t *w, in
         if (ahead && (t & 63) == 0)
 #pragma GCC unroll 4
             for (int r = 0; r < R; r++) _mm_prefetch((const char *)(ahead + r * k + t), _MM_HINT_T0);
-        __m256 wv[Q8_NR];
+        __m256 wv[MAXR];
 #pragma GCC unroll 4
-        for (int r = 0; r < R; r++) wv[r] = q8_load(w + (j + r) * k + t);
-#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) wv[r] = q8_load(w + r * k + t);
+#pragma GCC unroll 8
         for (int b = 0; b < B; b++) {
-            __m256 xv = _mm256_load_ps(xf + (i + b) * kp + t);
+            __m256 xv = _mm256_load_ps(xf + b * kp + t);
 #pragma GCC unroll 4
             for (int r = 0; r < R; r++) acc[b][r] = _mm256_fmadd_ps(wv[r], xv, acc[b][r]);
         }
     }
     if (body < k) {
-        __m256 wv[Q8_NR];
+        __m256 wv[MAXR];
 #pragma GCC unroll 4
         for (int r = 0; r < R; r++) {
             int8_t tail[8] = {0};
-            memcpy(tail, w + (j + r) * k + body, (size_t)(k - body));
+            memcpy(tail, w + r * k + body, (size_t)(k - body));
             wv[r] = q8_load(tail);
         }
-#pragma GCC unroll 4
+#pragma GCC unroll 8
         for (int b = 0; b < B; b++) {
-            __m256 xv = _mm256_load_ps(xf + (i + b) * kp + body); /* zeros past k */
+            __m256 xv = _mm256_load_ps(xf + b * kp + body); /* zeros past k */
 #pragma GCC unroll 4
             for (int r = 0; r < R; r++) acc[b][r] = _mm256_fmadd_ps(wv[r], xv, acc[b][r]);
         }
     }
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int b = 0; b < B; b++)
 #pragma GCC unroll 4
         for (int r = 0; r < R; r++) out[b][r] = hsum8(acc[b][r]);
 }
 
-INLINE void q8_finish(float out[Q8_MB][Q8_NR], int64_t i, int B, int64_t j, int R,
-                      const float *scale, const float *bias, int64_t n, void *y, int dtype) {
-    for (int b = 0; b < B; b++)
-        for (int r = 0; r < R; r++) {
-            float v = out[b][r] * scale[j + r];
-            if (bias) v += bias[j + r];
-            cg_store(y, (i + b) * n + j + r, v, dtype);
-        }
-}
+typedef void (*q8_fn)(const float *, int64_t, int64_t, const int8_t *, const int8_t *, cg_out);
+#define Q8_FN(R, B)                                                                              \
+    static void q8_##R##_##B(const float *xf, int64_t kp, int64_t k, const int8_t *w,            \
+                             const int8_t *ahead, cg_out out) {                                  \
+        q8_block(xf, kp, k, w, ahead, out, R, B);                                                \
+    }
+Q8_FN(4, 1) Q8_FN(4, 2)
+Q8_FN(2, 1) Q8_FN(2, 2) Q8_FN(2, 3) Q8_FN(2, 4)
+Q8_FN(1, 1) Q8_FN(1, 2) Q8_FN(1, 3) Q8_FN(1, 4) Q8_FN(1, 5) Q8_FN(1, 6) Q8_FN(1, 7) Q8_FN(1, 8)
+/* [R][B]: R * B accumulators + R weights + 1 input in 16 registers: R = 4 up to 2 rows, 2 up
+ * to 4, else 1; R = 1 also for the last rows of w */
+static const q8_fn q8_fns[MAXR + 1][MAXB + 1] = {
+    [4] = {0, q8_4_1, q8_4_2},
+    [2] = {0, q8_2_1, q8_2_2, q8_2_3, q8_2_4},
+    [1] = {0, q8_1_1, q8_1_2, q8_1_3, q8_1_4, q8_1_5, q8_1_6, q8_1_7, q8_1_8},
+};
 
 int cg_gemv_q8_avx2(const void *x, int64_t m, int64_t k, const int8_t *w, const float *scale,
                     const float *bias, int64_t n, void *y, int dtype) {
@@ -82,26 +91,25 @@ int cg_gemv_q8_avx2(const void *x, int64_t m, int64_t k, const int8_t *w, const 
     if (rc || m == 0 || n == 0) return rc;
     float *xf = cg_padded_x(x, m, k, dtype);
     if (!xf) return CG_ENOMEM;
-    int64_t kp = cg_padded(k), j = 0;
-    float out[Q8_MB][Q8_NR];
-    for (; j + Q8_NR <= n; j += Q8_NR) {
-        int64_t next = j + Q8_NR * CG_PREFETCH_AHEAD;
-        const int8_t *ahead = next + Q8_NR <= n ? w + next * k : NULL;
-        int64_t i = 0;
-        for (; i + Q8_MB <= m; i += Q8_MB) {
-            q8_block(xf, kp, k, w, j, Q8_NR, i, Q8_MB, i == 0 ? ahead : NULL, out);
-            q8_finish(out, i, Q8_MB, j, Q8_NR, scale, bias, n, y, dtype);
+    int64_t kp = cg_padded(k);
+    const int R = m <= 2 ? 4 : m <= 4 ? 2 : 1;
+    cg_out out;
+    for (int64_t j = 0; j < n;) {
+        int r = n - j >= R ? R : 1;
+        int64_t next = j + (int64_t)R * CG_PREFETCH_AHEAD;
+        const int8_t *ahead = r == R && next + R <= n ? w + next * k : NULL;
+        for (int64_t i = 0; i < m; i += MAXB) {
+            int b = m - i < MAXB ? (int)(m - i) : MAXB;
+            q8_fns[r][b](xf + i * kp, kp, k, w + j * k, i == 0 ? ahead : NULL, out);
+            for (int bb = 0; bb < b; bb++)
+                for (int rr = 0; rr < r; rr++) {
+                    float v = out[bb][rr] * scale[j + rr];
+                    if (bias) v += bias[j + rr];
+                    cg_store(y, (i + bb) * n + j + rr, v, dtype);
+                }
         }
-        for (; i < m; i++) {
-            q8_block(xf, kp, k, w, j, Q8_NR, i, 1, i == 0 ? ahead : NULL, out);
-            q8_finish(out, i, 1, j, Q8_NR, scale, bias, n, y, dtype);
-        }
+        j += r;
     }
-    for (; j < n; j++)
-        for (int64_t i = 0; i < m; i++) {
-            q8_block(xf, kp, k, w, j, 1, i, 1, NULL, out);
-            q8_finish(out, i, 1, j, 1, scale, bias, n, y, dtype);
-        }
     free(xf);
     return CG_OK;
 }
@@ -121,10 +129,10 @@ INLINE void q4_group(const uint8_t *bytes, const uint16_t *sz, __m256 v[4]) {
 }
 
 INLINE void q4_block(const float *xf, int64_t kp, int64_t k, const uint8_t *w, const uint16_t *sz,
-                     int64_t j, int R, int64_t i, int B, int64_t ahead_row, float out[Q4_MB][Q4_NR]) {
+                     int64_t j, int64_t ahead_row, cg_out out, const int R, const int B) {
     int64_t groups = k / CG_Q4_GROUP, rb = k / 2;
-    __m256 acc[Q4_MB][Q4_NR];
-#pragma GCC unroll 4
+    __m256 acc[MAXB][MAXR];
+#pragma GCC unroll 8
     for (int b = 0; b < B; b++)
 #pragma GCC unroll 4
         for (int r = 0; r < R; r++) acc[b][r] = _mm256_setzero_ps();
@@ -137,13 +145,13 @@ INLINE void q4_block(const float *xf, int64_t kp, int64_t k, const uint8_t *w, c
                     _mm_prefetch((const char *)(sz + ((ahead_row + r) * groups + g) * 2), _MM_HINT_T0);
             }
         }
-        __m256 wv[Q4_NR][4];
+        __m256 wv[MAXR][4];
 #pragma GCC unroll 4
         for (int r = 0; r < R; r++)
             q4_group(w + (j + r) * rb + g * 16, sz + ((j + r) * groups + g) * 2, wv[r]);
-#pragma GCC unroll 4
+#pragma GCC unroll 8
         for (int b = 0; b < B; b++) {
-            const float *xs = xf + (i + b) * kp + g * CG_Q4_GROUP;
+            const float *xs = xf + b * kp + g * CG_Q4_GROUP;
 #pragma GCC unroll 4
             for (int p = 0; p < 4; p++) {
                 __m256 xv = _mm256_load_ps(xs + 8 * p);
@@ -152,21 +160,26 @@ INLINE void q4_block(const float *xf, int64_t kp, int64_t k, const uint8_t *w, c
             }
         }
     }
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int b = 0; b < B; b++)
 #pragma GCC unroll 4
         for (int r = 0; r < R; r++) out[b][r] = hsum8(acc[b][r]);
 }
 
-INLINE void q4_finish(float out[Q4_MB][Q4_NR], int64_t i, int B, int64_t j, int R,
-                      const float *bias, int64_t n, void *y, int dtype) {
-    for (int b = 0; b < B; b++)
-        for (int r = 0; r < R; r++) {
-            float v = out[b][r];
-            if (bias) v += bias[j + r];
-            cg_store(y, (i + b) * n + j + r, v, dtype);
-        }
-}
+typedef void (*q4_fn)(const float *, int64_t, int64_t, const uint8_t *, const uint16_t *, int64_t,
+                      int64_t, cg_out);
+#define Q4_FN(R, B)                                                                              \
+    static void q4_##R##_##B(const float *xf, int64_t kp, int64_t k, const uint8_t *w,           \
+                             const uint16_t *sz, int64_t j, int64_t ahead_row, cg_out out) {     \
+        q4_block(xf, kp, k, w, sz, j, ahead_row, out, R, B);                                     \
+    }
+Q4_FN(2, 1) Q4_FN(2, 2) Q4_FN(2, 3)
+Q4_FN(1, 1) Q4_FN(1, 2) Q4_FN(1, 3) Q4_FN(1, 4) Q4_FN(1, 5) Q4_FN(1, 6) Q4_FN(1, 7) Q4_FN(1, 8)
+/* [R][B]: 4R weight + R * B accumulator registers: R = 2 up to 3 rows, else 1 */
+static const q4_fn q4_fns[MAXR + 1][MAXB + 1] = {
+    [2] = {0, q4_2_1, q4_2_2, q4_2_3},
+    [1] = {0, q4_1_1, q4_1_2, q4_1_3, q4_1_4, q4_1_5, q4_1_6, q4_1_7, q4_1_8},
+};
 
 int cg_gemv_q4_avx2(const void *x, int64_t m, int64_t k, const uint8_t *w, const uint16_t *sz,
                     const float *bias, int64_t n, void *y, int dtype) {
@@ -174,26 +187,25 @@ int cg_gemv_q4_avx2(const void *x, int64_t m, int64_t k, const uint8_t *w, const
     if (rc || m == 0 || n == 0) return rc;
     float *xf = cg_padded_x(x, m, k, dtype);
     if (!xf) return CG_ENOMEM;
-    int64_t kp = cg_padded(k), j = 0;
-    float out[Q4_MB][Q4_NR];
-    for (; j + Q4_NR <= n; j += Q4_NR) {
-        int64_t next = j + 4 * CG_PREFETCH_AHEAD;
-        int64_t ahead = next + Q4_NR <= n ? next : -1;
-        int64_t i = 0;
-        for (; i + Q4_MB <= m; i += Q4_MB) {
-            q4_block(xf, kp, k, w, sz, j, Q4_NR, i, Q4_MB, i == 0 ? ahead : -1, out);
-            q4_finish(out, i, Q4_MB, j, Q4_NR, bias, n, y, dtype);
+    int64_t kp = cg_padded(k);
+    const int R = m <= 3 ? 2 : 1;
+    cg_out out;
+    for (int64_t j = 0; j < n;) {
+        int r = n - j >= R ? R : 1;
+        int64_t next = j + 4 * CG_PREFETCH_AHEAD; /* rows ahead, whatever R */
+        int64_t ahead = r == R && next + R <= n ? next : -1;
+        for (int64_t i = 0; i < m; i += MAXB) {
+            int b = m - i < MAXB ? (int)(m - i) : MAXB;
+            q4_fns[r][b](xf + i * kp, kp, k, w, sz, j, i == 0 ? ahead : -1, out);
+            for (int bb = 0; bb < b; bb++)
+                for (int rr = 0; rr < r; rr++) {
+                    float v = out[bb][rr];
+                    if (bias) v += bias[j + rr];
+                    cg_store(y, (i + bb) * n + j + rr, v, dtype);
+                }
         }
-        for (; i < m; i++) {
-            q4_block(xf, kp, k, w, sz, j, Q4_NR, i, 1, i == 0 ? ahead : -1, out);
-            q4_finish(out, i, 1, j, Q4_NR, bias, n, y, dtype);
-        }
+        j += r;
     }
-    for (; j < n; j++)
-        for (int64_t i = 0; i < m; i++) {
-            q4_block(xf, kp, k, w, sz, j, 1, i, 1, -1, out);
-            q4_finish(out, i, 1, j, 1, bias, n, y, dtype);
-        }
     free(xf);
     return CG_OK;
 }

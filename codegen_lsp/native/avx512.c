@@ -1,20 +1,25 @@
 /* avx512.c: kernels for AVX-512 (F, BW, VL, DQ), 16 float32 lanes. Compiled with its own
  * flags (see build.py); only called when dispatch.c found the CPU and OS support.
  *
- * Each output (i, j) keeps one vector accumulator over its inputs in order (16 at a time, a
- * masked last piece), reduced by one _mm512_reduce_add_ps: the same operations whatever the
- * number of rows in the call or the block the row falls in. Weight rows stream 4 at a time;
- * each block prefetches the block CG_PREFETCH_AHEAD blocks ahead (the hardware prefetcher
- * does not follow four interleaved 1-4 KB streams). */
+ * GEMV: each output (i, j) keeps one vector accumulator over its inputs in order (16 at a
+ * time, a masked last piece), reduced by one _mm512_reduce_add_ps: the same operations
+ * whatever the number of rows in the call or the block the row falls in. A block of R weight
+ * rows is converted to float32 once per piece of inputs and applied to every activation row
+ * of the call (up to 8 at a time: R shrinks as rows grow, so the accumulators stay in
+ * registers), so an 8-row call reads and converts the weights once. Each block prefetches the
+ * block CG_PREFETCH_AHEAD blocks ahead (the hardware prefetcher does not follow several
+ * interleaved 1-4 KB streams). */
 #include <immintrin.h>
 
 #include "common.h"
 
 #define INLINE static inline __attribute__((always_inline))
-#define Q8_NR 4 /* weight rows per block */
-#define Q8_MB 4 /* activation rows per pass over a block */
-#define Q4_NR 4
-#define Q4_MB 2
+#define MAXB 8 /* activation rows per pass over a weight block */
+#define MAXR 4 /* weight rows per block */
+
+typedef float cg_out[MAXB][MAXR];
+
+/* ---- int8 ---- */
 
 INLINE __m512 q8_load(const int8_t *p) {
     return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)p)));
@@ -24,11 +29,11 @@ INLINE __m512 q8_load_tail(const int8_t *p, __mmask16 mask) {
     return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(mask, p)));
 }
 
-/* sums of rows j.. j+R-1 of w against activation rows i .. i+B-1 into out[b][r] */
-INLINE void q8_block(const float *xf, int64_t kp, int64_t k, const int8_t *w, int64_t j, int R,
-                     int64_t i, int B, const int8_t *ahead, float out[Q8_MB][Q8_NR]) {
-    __m512 acc[Q8_MB][Q8_NR];
-#pragma GCC unroll 4
+/* sums of weight rows w .. w + (R-1) k against activation rows xf .. xf + (B-1) kp */
+INLINE void q8_block(const float *xf, int64_t kp, int64_t k, const int8_t *w, const int8_t *ahead,
+                     cg_out out, const int R, const int B) {
+    __m512 acc[MAXB][MAXR];
+#pragma GCC unroll 8
     for (int b = 0; b < B; b++)
 #pragma GCC unroll 4
         for (int r = 0; r < R; r++) acc[b][r] = _mm512_setzero_ps();
@@ -37,43 +42,49 @@ INLINE void q8_block(const float *xf, int64_t kp, int64_t k, const int8_t *w, in
         if (ahead && (t & 63) == 0)
 #pragma GCC unroll 4
             for (int r = 0; r < R; r++) _mm_prefetch((const char *)(ahead + r * k + t), _MM_HINT_T0);
-        __m512 wv[Q8_NR];
+        __m512 wv[MAXR];
 #pragma GCC unroll 4
-        for (int r = 0; r < R; r++) wv[r] = q8_load(w + (j + r) * k + t);
-#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) wv[r] = q8_load(w + r * k + t);
+#pragma GCC unroll 8
         for (int b = 0; b < B; b++) {
-            __m512 xv = _mm512_load_ps(xf + (i + b) * kp + t);
+            __m512 xv = _mm512_load_ps(xf + b * kp + t);
 #pragma GCC unroll 4
             for (int r = 0; r < R; r++) acc[b][r] = _mm512_fmadd_ps(wv[r], xv, acc[b][r]);
         }
     }
     if (body < k) {
         __mmask16 mask = (__mmask16)((1u << (k - body)) - 1u);
-        __m512 wv[Q8_NR];
+        __m512 wv[MAXR];
 #pragma GCC unroll 4
-        for (int r = 0; r < R; r++) wv[r] = q8_load_tail(w + (j + r) * k + body, mask);
-#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) wv[r] = q8_load_tail(w + r * k + body, mask);
+#pragma GCC unroll 8
         for (int b = 0; b < B; b++) {
-            __m512 xv = _mm512_load_ps(xf + (i + b) * kp + body);  /* zeros past k */
+            __m512 xv = _mm512_load_ps(xf + b * kp + body); /* zeros past k */
 #pragma GCC unroll 4
             for (int r = 0; r < R; r++) acc[b][r] = _mm512_fmadd_ps(wv[r], xv, acc[b][r]);
         }
     }
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int b = 0; b < B; b++)
 #pragma GCC unroll 4
         for (int r = 0; r < R; r++) out[b][r] = _mm512_reduce_add_ps(acc[b][r]);
 }
 
-INLINE void q8_finish(float out[Q8_MB][Q8_NR], int64_t i, int B, int64_t j, int R,
-                      const float *scale, const float *bias, int64_t n, void *y, int dtype) {
-    for (int b = 0; b < B; b++)
-        for (int r = 0; r < R; r++) {
-            float v = out[b][r] * scale[j + r];
-            if (bias) v += bias[j + r];
-            cg_store(y, (i + b) * n + j + r, v, dtype);
-        }
-}
+typedef void (*q8_fn)(const float *, int64_t, int64_t, const int8_t *, const int8_t *, cg_out);
+#define Q8_FN(R, B)                                                                              \
+    static void q8_##R##_##B(const float *xf, int64_t kp, int64_t k, const int8_t *w,            \
+                             const int8_t *ahead, cg_out out) {                                  \
+        q8_block(xf, kp, k, w, ahead, out, R, B);                                                \
+    }
+Q8_FN(4, 1) Q8_FN(4, 2) Q8_FN(4, 3) Q8_FN(4, 4) Q8_FN(4, 5) Q8_FN(4, 6)
+Q8_FN(3, 1) Q8_FN(3, 2) Q8_FN(3, 3) Q8_FN(3, 4) Q8_FN(3, 5) Q8_FN(3, 6) Q8_FN(3, 7) Q8_FN(3, 8)
+Q8_FN(1, 1) Q8_FN(1, 2) Q8_FN(1, 3) Q8_FN(1, 4) Q8_FN(1, 5) Q8_FN(1, 6) Q8_FN(1, 7) Q8_FN(1, 8)
+/* [R][B]: R = 4 up to 6 rows (24 accumulators), else 3 (24); 1 for the last rows of w */
+static const q8_fn q8_fns[MAXR + 1][MAXB + 1] = {
+    [4] = {0, q8_4_1, q8_4_2, q8_4_3, q8_4_4, q8_4_5, q8_4_6},
+    [3] = {0, q8_3_1, q8_3_2, q8_3_3, q8_3_4, q8_3_5, q8_3_6, q8_3_7, q8_3_8},
+    [1] = {0, q8_1_1, q8_1_2, q8_1_3, q8_1_4, q8_1_5, q8_1_6, q8_1_7, q8_1_8},
+};
 
 int cg_gemv_q8_avx512(const void *x, int64_t m, int64_t k, const int8_t *w,
                       const float *scale, const float *bias, int64_t n, void *y, int dtype) {
@@ -81,29 +92,30 @@ int cg_gemv_q8_avx512(const void *x, int64_t m, int64_t k, const int8_t *w,
     if (rc || m == 0 || n == 0) return rc;
     float *xf = cg_padded_x(x, m, k, dtype);
     if (!xf) return CG_ENOMEM;
-    int64_t kp = cg_padded(k), j = 0;
-    float out[Q8_MB][Q8_NR];
-    for (; j + Q8_NR <= n; j += Q8_NR) {
-        int64_t next = j + Q8_NR * CG_PREFETCH_AHEAD;
-        const int8_t *ahead = next + Q8_NR <= n ? w + next * k : NULL;
-        int64_t i = 0;
-        for (; i + Q8_MB <= m; i += Q8_MB) {
-            q8_block(xf, kp, k, w, j, Q8_NR, i, Q8_MB, i == 0 ? ahead : NULL, out);
-            q8_finish(out, i, Q8_MB, j, Q8_NR, scale, bias, n, y, dtype);
+    int64_t kp = cg_padded(k);
+    const int R = m <= 6 ? 4 : 3;
+    cg_out out;
+    for (int64_t j = 0; j < n;) {
+        int r = n - j >= R ? R : 1;
+        int64_t next = j + (int64_t)R * CG_PREFETCH_AHEAD;
+        const int8_t *ahead = r == R && next + R <= n ? w + next * k : NULL;
+        for (int64_t i = 0; i < m; i += MAXB) {
+            int b = m - i < MAXB ? (int)(m - i) : MAXB;
+            q8_fns[r][b](xf + i * kp, kp, k, w + j * k, i == 0 ? ahead : NULL, out);
+            for (int bb = 0; bb < b; bb++)
+                for (int rr = 0; rr < r; rr++) {
+                    float v = out[bb][rr] * scale[j + rr];
+                    if (bias) v += bias[j + rr];
+                    cg_store(y, (i + bb) * n + j + rr, v, dtype);
+                }
         }
-        for (; i < m; i++) {
-            q8_block(xf, kp, k, w, j, Q8_NR, i, 1, i == 0 ? ahead : NULL, out);
-            q8_finish(out, i, 1, j, Q8_NR, scale, bias, n, y, dtype);
-        }
+        j += r;
     }
-    for (; j < n; j++)
-        for (int64_t i = 0; i < m; i++) {
-            q8_block(xf, kp, k, w, j, 1, i, 1, NULL, out);
-            q8_finish(out, i, 1, j, 1, scale, bias, n, y, dtype);
-        }
     free(xf);
     return CG_OK;
 }
+
+/* ---- int4 ---- */
 
 /* the 32 weights of one group: inputs 0-15 in *lo, 16-31 in *hi */
 INLINE void q4_group(const uint8_t *bytes, const uint16_t *sz, __m512 *lo, __m512 *hi) {
@@ -117,11 +129,12 @@ INLINE void q4_group(const uint8_t *bytes, const uint16_t *sz, __m512 *lo, __m51
     *hi = _mm512_fmadd_ps(_mm512_cvtepi32_ps(qh), s, z);
 }
 
+/* rows j .. j+R-1 of w (groups of 32) against activation rows xf .. xf + (B-1) kp */
 INLINE void q4_block(const float *xf, int64_t kp, int64_t k, const uint8_t *w, const uint16_t *sz,
-                     int64_t j, int R, int64_t i, int B, int64_t ahead_row, float out[Q4_MB][Q4_NR]) {
+                     int64_t j, int64_t ahead_row, cg_out out, const int R, const int B) {
     int64_t groups = k / CG_Q4_GROUP, rb = k / 2;
-    __m512 acc[Q4_MB][Q4_NR];
-#pragma GCC unroll 4
+    __m512 acc[MAXB][MAXR];
+#pragma GCC unroll 8
     for (int b = 0; b < B; b++)
 #pragma GCC unroll 4
         for (int r = 0; r < R; r++) acc[b][r] = _mm512_setzero_ps();
@@ -134,13 +147,13 @@ INLINE void q4_block(const float *xf, int64_t kp, int64_t k, const uint8_t *w, c
                     _mm_prefetch((const char *)(sz + ((ahead_row + r) * groups + g) * 2), _MM_HINT_T0);
             }
         }
-        __m512 lo[Q4_NR], hi[Q4_NR];
+        __m512 lo[MAXR], hi[MAXR];
 #pragma GCC unroll 4
         for (int r = 0; r < R; r++)
             q4_group(w + (j + r) * rb + g * 16, sz + ((j + r) * groups + g) * 2, &lo[r], &hi[r]);
-#pragma GCC unroll 4
+#pragma GCC unroll 8
         for (int b = 0; b < B; b++) {
-            const float *xs = xf + (i + b) * kp + g * CG_Q4_GROUP;
+            const float *xs = xf + b * kp + g * CG_Q4_GROUP;
             __m512 xl = _mm512_load_ps(xs), xh = _mm512_load_ps(xs + 16);
 #pragma GCC unroll 4
             for (int r = 0; r < R; r++) {
@@ -149,21 +162,28 @@ INLINE void q4_block(const float *xf, int64_t kp, int64_t k, const uint8_t *w, c
             }
         }
     }
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int b = 0; b < B; b++)
 #pragma GCC unroll 4
         for (int r = 0; r < R; r++) out[b][r] = _mm512_reduce_add_ps(acc[b][r]);
 }
 
-INLINE void q4_finish(float out[Q4_MB][Q4_NR], int64_t i, int B, int64_t j, int R,
-                      const float *bias, int64_t n, void *y, int dtype) {
-    for (int b = 0; b < B; b++)
-        for (int r = 0; r < R; r++) {
-            float v = out[b][r];
-            if (bias) v += bias[j + r];
-            cg_store(y, (i + b) * n + j + r, v, dtype);
-        }
-}
+typedef void (*q4_fn)(const float *, int64_t, int64_t, const uint8_t *, const uint16_t *, int64_t,
+                      int64_t, cg_out);
+#define Q4_FN(R, B)                                                                              \
+    static void q4_##R##_##B(const float *xf, int64_t kp, int64_t k, const uint8_t *w,           \
+                             const uint16_t *sz, int64_t j, int64_t ahead_row, cg_out out) {     \
+        q4_block(xf, kp, k, w, sz, j, ahead_row, out, R, B);                                     \
+    }
+Q4_FN(4, 1) Q4_FN(4, 2) Q4_FN(4, 3) Q4_FN(4, 4) Q4_FN(4, 5)
+Q4_FN(2, 1) Q4_FN(2, 2) Q4_FN(2, 3) Q4_FN(2, 4) Q4_FN(2, 5) Q4_FN(2, 6) Q4_FN(2, 7) Q4_FN(2, 8)
+Q4_FN(1, 1) Q4_FN(1, 2) Q4_FN(1, 3) Q4_FN(1, 4) Q4_FN(1, 5) Q4_FN(1, 6) Q4_FN(1, 7) Q4_FN(1, 8)
+/* [R][B]: R = 4 up to 5 rows (8 weight + 20 accumulator registers), else 2 */
+static const q4_fn q4_fns[MAXR + 1][MAXB + 1] = {
+    [4] = {0, q4_4_1, q4_4_2, q4_4_3, q4_4_4, q4_4_5},
+    [2] = {0, q4_2_1, q4_2_2, q4_2_3, q4_2_4, q4_2_5, q4_2_6, q4_2_7, q4_2_8},
+    [1] = {0, q4_1_1, q4_1_2, q4_1_3, q4_1_4, q4_1_5, q4_1_6, q4_1_7, q4_1_8},
+};
 
 int cg_gemv_q4_avx512(const void *x, int64_t m, int64_t k, const uint8_t *w,
                       const uint16_t *sz, const float *bias, int64_t n, void *y, int dtype) {
@@ -171,26 +191,25 @@ int cg_gemv_q4_avx512(const void *x, int64_t m, int64_t k, const uint8_t *w,
     if (rc || m == 0 || n == 0) return rc;
     float *xf = cg_padded_x(x, m, k, dtype);
     if (!xf) return CG_ENOMEM;
-    int64_t kp = cg_padded(k), j = 0;
-    float out[Q4_MB][Q4_NR];
-    for (; j + Q4_NR <= n; j += Q4_NR) {
-        int64_t next = j + Q4_NR * CG_PREFETCH_AHEAD;
-        int64_t ahead = next + Q4_NR <= n ? next : -1;
-        int64_t i = 0;
-        for (; i + Q4_MB <= m; i += Q4_MB) {
-            q4_block(xf, kp, k, w, sz, j, Q4_NR, i, Q4_MB, i == 0 ? ahead : -1, out);
-            q4_finish(out, i, Q4_MB, j, Q4_NR, bias, n, y, dtype);
+    int64_t kp = cg_padded(k);
+    const int R = m <= 5 ? 4 : 2;
+    cg_out out;
+    for (int64_t j = 0; j < n;) {
+        int r = n - j >= R ? R : 1;
+        int64_t next = j + (int64_t)R * CG_PREFETCH_AHEAD;
+        int64_t ahead = r == R && next + R <= n ? next : -1;
+        for (int64_t i = 0; i < m; i += MAXB) {
+            int b = m - i < MAXB ? (int)(m - i) : MAXB;
+            q4_fns[r][b](xf + i * kp, kp, k, w, sz, j, i == 0 ? ahead : -1, out);
+            for (int bb = 0; bb < b; bb++)
+                for (int rr = 0; rr < r; rr++) {
+                    float v = out[bb][rr];
+                    if (bias) v += bias[j + rr];
+                    cg_store(y, (i + bb) * n + j + rr, v, dtype);
+                }
         }
-        for (; i < m; i++) {
-            q4_block(xf, kp, k, w, sz, j, Q4_NR, i, 1, i == 0 ? ahead : -1, out);
-            q4_finish(out, i, 1, j, Q4_NR, bias, n, y, dtype);
-        }
+        j += r;
     }
-    for (; j < n; j++)
-        for (int64_t i = 0; i < m; i++) {
-            q4_block(xf, kp, k, w, sz, j, 1, i, 1, -1, out);
-            q4_finish(out, i, 1, j, 1, bias, n, y, dtype);
-        }
     free(xf);
     return CG_OK;
 }

@@ -1,6 +1,7 @@
 /* generic.c: portable kernels (any x86-64 or other CPU; compiled without instruction-set
  * flags). Each output sums in 8 lanes (input t into lane t % 8) reduced in a fixed tree, the
- * same for every row count. */
+ * same for every row count. Each weight row (int4: group) is converted to float32 once and
+ * applied to every activation row of the call. */
 #include "common.h"
 
 #define LANES 8
@@ -14,24 +15,31 @@ int cg_gemv_q8_generic(const void *x, int64_t m, int64_t k, const int8_t *w,
     int rc = cg_check(x, m, k, w, scale, n, y, dtype, 1);
     if (rc || m == 0 || n == 0) return rc;
     float *xf = cg_padded_x(x, m, k, dtype);
-    if (!xf) return CG_ENOMEM;
+    float *wf = (float *)malloc((size_t)k * sizeof(float)); /* row j as float32, once */
+    if (!xf || !wf) {
+        free(xf);
+        free(wf);
+        return CG_ENOMEM;
+    }
     int64_t kp = cg_padded(k), body = k / LANES * LANES;
     for (int64_t j = 0; j < n; j++) {
         const int8_t *row = w + j * k;
         if (j + 4 * CG_PREFETCH_AHEAD < n)
             for (int64_t t = 0; t < k; t += 64)
                 __builtin_prefetch(row + 4 * CG_PREFETCH_AHEAD * k + t, 0, 0);
+        for (int64_t t = 0; t < k; t++) wf[t] = (float)row[t];
         for (int64_t i = 0; i < m; i++) {
             const float *xs = xf + i * kp;
             float acc[LANES] = {0};
             for (int64_t t = 0; t < body; t += LANES)
-                for (int l = 0; l < LANES; l++) acc[l] += xs[t + l] * (float)row[t + l];
-            for (int64_t t = body; t < k; t++) acc[t - body] += xs[t] * (float)row[t];
+                for (int l = 0; l < LANES; l++) acc[l] += xs[t + l] * wf[t + l];
+            for (int64_t t = body; t < k; t++) acc[t - body] += xs[t] * wf[t];
             float v = reduce8(acc) * scale[j];
             if (bias) v += bias[j];
             cg_store(y, i * n + j, v, dtype);
         }
     }
+    free(wf);
     free(xf);
     return CG_OK;
 }
