@@ -221,8 +221,9 @@ async def test_a_server_download_reports_bytes_and_percent(
 
 
 @pytest.mark.asyncio
+@pytest.mark.parametrize("change", ["allowDownload", "model"])
 async def test_a_settings_change_stops_a_download_which_resumes_later(
-    hub: FakeHub, env: dict[str, str], tiny_checkpoint: Path
+    hub: FakeHub, env: dict[str, str], tiny_checkpoint: Path, change: str
 ) -> None:
     hub.delay_s = 0.1  # forty seconds for the weights: in flight when stopped
     part = blobs(env) / f"{weights_etag(tiny_checkpoint)}.incomplete"
@@ -232,13 +233,17 @@ async def test_a_settings_change_stops_a_download_which_resumes_later(
             return part.is_file() and part.stat().st_size >= 3 * 64 * 1024
 
         await await_until(in_flight, 60, lambda: "the weights' download to start")
-        configure(client, REPO, allowDownload=False)
         # the worker runs one load at a time: the new one ends only once the old one stopped
-        status = await wait_for_state(client, ("error",), timeout=15)
-        assert "downloads are off" in status["message"], status
-        stopped, refused = client.progress_reports.values()
+        if change == "allowDownload":
+            configure(client, REPO, allowDownload=False)
+            status = await wait_for_state(client, ("error",), timeout=15)
+            assert "downloads are off" in status["message"], status
+        else:
+            configure(client, tiny_checkpoint)  # another model, in a local folder
+            await wait_for_state(client, timeout=15, model=tiny_checkpoint)
+        stopped, other = client.progress_reports.values()
         assert stopped[-1].kind == "end" and stopped[-1].message == "cancelled", stopped[-1]
-        assert refused[-1].kind == "end" and refused[-1].message == "failed", refused[-1]
+        assert other[-1].message == ("failed" if change == "allowDownload" else "loaded")
         kept = part.stat().st_size
         assert 0 < kept < (tiny_checkpoint / WEIGHTS).stat().st_size
 

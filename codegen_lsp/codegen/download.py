@@ -136,9 +136,11 @@ def download(
         fetcher.fetch(remote, snapshot / remote.name)
     for remote in files:
         _link(storage / "blobs" / remote.etag, snapshot / remote.name)
-    refs = storage / "refs"
-    refs.mkdir(parents=True, exist_ok=True)
-    (refs / (revision or "main")).write_text(commit, encoding="utf-8")
+    ref = storage / "refs" / (revision or "main")
+    ref.parent.mkdir(parents=True, exist_ok=True)
+    written = ref.with_name(f".{ref.name}.{os.getpid()}")
+    written.write_text(commit, encoding="utf-8")
+    os.replace(written, ref)  # a reader never sees it half written
     state.file, state.note = "", "done"
     fetcher.report(force=True)
     return snapshot
