@@ -165,18 +165,13 @@ class SuggestionService:
             if problem:
                 return Suggestions.none(problem, cursor)
             await asyncio.sleep(self.debounce_s)
+            block = await self._context_block(key, cursor)  # off the event loop
             if ticket.superseded:
                 return Suggestions.none("superseded by a newer request", cursor)
             cursor = snapshot()  # the document may have changed meanwhile
             if isinstance(cursor, str):
                 return Suggestions.none(cursor)
             try:
-                block = await self._context_block(key, cursor)
-                if ticket.superseded:
-                    return Suggestions.none("superseded by a newer request", cursor)
-                cursor = snapshot()  # again: the block was made off the event loop
-                if isinstance(cursor, str):
-                    return Suggestions.none(cursor)
                 prepared = self.completer.prepare(
                     key, cursor, self._engine(), self.options, block=block
                 )
@@ -192,17 +187,13 @@ class SuggestionService:
             return Suggestions(texts, cursor, reason, "model", prepared.mode, stats)
 
     async def _context_block(self, key: str, cursor: Cursor) -> str:
-        """Other files' snippets for ``cursor``, made on the context thread: the event loop
-        only copies the first lines of each document (their lists change with edits)."""
-        if not self.options.context_files:
+        """Other files' snippets for ``cursor``, made on the context thread (the event loop
+        only copies the first lines of each document: their lists change with edits)."""
+        others = self.neighbors(key)[:MAX_DOCUMENTS] if self.options.context_files else []
+        neighbors = [Neighbor(n.path, n.lines[:INDEX_LINES], n.version) for n in others]
+        if not neighbors or self.ready() or self.worker.engine is None:
             return ""
-        neighbors = [
-            Neighbor(n.path, n.lines[:INDEX_LINES], n.version)
-            for n in self.neighbors(key)[:MAX_DOCUMENTS]
-        ]
-        if not neighbors:
-            return ""
-        engine = self._engine()
+        engine = EngineInfo.of(self.worker.engine)
         if self._context_pool is None:
             self._context_pool = ThreadPoolExecutor(1, thread_name_prefix="codegen-context")
         block = self.completer.context_block
