@@ -14,6 +14,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from codegen_lsp.codegen.modeling import CodeGenForCausalLM
+
 DEFAULT_REFINE = 64
 
 
@@ -33,7 +35,7 @@ class LogitsHead:
         self.refine = refine
 
     @classmethod
-    def for_model(cls, model: nn.Module, refine: int = DEFAULT_REFINE) -> LogitsHead:
+    def for_model(cls, model: CodeGenForCausalLM, refine: int = DEFAULT_REFINE) -> LogitsHead:
         """Refine when the head computes in less than float32 (call before quantizing)."""
         return cls.for_layers(model.lm_head, model.lm_head, refine)
 

@@ -139,6 +139,12 @@ class KVSlot:
         """Hidden state ``[rows, E]`` of the last valid position, if any."""
         return self.hidden[-1] if self.hidden else None
 
+    def decode_start(self) -> Tensor:
+        """Hidden state ``[rows, E]`` of the last valid position, which decoding starts from."""
+        if not self.hidden:
+            raise RuntimeError("decoding needs the prompt's hidden state; the slot holds none")
+        return self.hidden[-1]
+
     def resize(self, capacity: int) -> None:
         """Reallocate to ``capacity`` positions, keeping the valid ones."""
         if capacity == self.capacity:

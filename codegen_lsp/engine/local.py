@@ -15,11 +15,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from typing import cast
 
 import torch
 
 from codegen_lsp.codegen.checkpoint import CheckpointError
-from codegen_lsp.codegen.modeling import CodeGenForCausalLM
+from codegen_lsp.codegen.modeling import CodeGenForCausalLM, CodeGenModel
 from codegen_lsp.codegen.tokenizer import CodeGenTokenizer
 from codegen_lsp.engine.api import (
     CacheStats,
@@ -97,9 +98,9 @@ class CodeGenEngine:
         self.head = head or LogitsHead.for_model(model)
         self.token_bytes = tokenizer.token_bytes()
         self.prefix_index = prefix_index(tokenizer)
-        self._forward = model.transformer
-        if compile:
-            self._forward = torch.compile(model.transformer, dynamic=True)
+        self._forward: CodeGenModel = model.transformer
+        if compile:  # the compiled module is called as the model it wraps
+            self._forward = cast(CodeGenModel, torch.compile(model.transformer, dynamic=True))
         # rows per speculative verify call (1: speculation off, for the reason given)
         self.spec_width, self.spec_reason = verify_width(model, self.device, compile)
         self._rows_checked = False
@@ -271,7 +272,7 @@ class CodeGenEngine:
                 slot.truncate(length)
                 sub = state.group(first, 1)
                 greedy = state.params.temperature == 0 or (state.greedy_first and first == 0)
-                hidden = slot.last_hidden()
+                hidden = slot.decode_start()
                 if drafts and greedy:
                     self._decode_lookup(
                         sub, slot, hidden, length, cancel, deadline, generator, stats, drafts
@@ -282,7 +283,7 @@ class CodeGenEngine:
         for first in range(0, n, group):
             sub = state.group(first, group)
             with self.cache.scratch(slot, len(sub.rows), need) as work:
-                rows = slot.last_hidden().expand(len(sub.rows), -1)  # [rows, E]
+                rows = slot.decode_start().expand(len(sub.rows), -1)  # [rows, E]
                 self._decode(sub, work, rows, length, cancel, deadline, generator, stats, False)
 
     def _decode(
@@ -335,7 +336,7 @@ class CodeGenEngine:
         Only kept positions are recorded (the rest is overwritten later)."""
         row = state.rows[0]
         drafter: LookupDrafter | ModelDrafter = LookupDrafter(slot.tokens[:position])
-        if drafts == "draft" and self.draft is not None:
+        if drafts == "draft" and self.draft is not None and slot.key is not None:
             room = state.max_new + self.spec_width
             drafter = ModelDrafter(self.draft, slot.key, slot.tokens[:position], room)
         length = DraftLength(self.spec_width - 1)
@@ -350,18 +351,18 @@ class CodeGenEngine:
                     return
             drafter.extend([token])
             k, min_n = length.next()
-            drafts, _ = drafter.propose(min(k, state.max_new - len(row.ids)), min_n)
-            fed = [token, *drafts]
+            proposed, _ = drafter.propose(min(k, state.max_new - len(row.ids)), min_n)
+            fed = [token, *proposed]
             tokens = torch.tensor([fed], device=self.device)  # [1, 1 + d]
             positions = torch.arange(position, position + len(fed), device=self.device)
             out = self._forward(tokens, positions, slot.cache, rowwise=len(fed) > 1)[0]  # [T, E]
             rows = self.head(out, rowwise=True).cpu()  # [T, V]
             stats.decode_forwards += 1
-            stats.drafted_tokens += len(drafts)
+            stats.drafted_tokens += len(proposed)
             slot.record((position, position + 1), [token], out[:1])
             position += 1
             token, kept = None, 0
-            for i, draft in enumerate(drafts):
+            for i, draft in enumerate(proposed):
                 chosen = self._choose(state, rows[i : i + 1], generator)
                 if chosen != draft or state.done():
                     kept += chosen == draft
@@ -372,9 +373,9 @@ class CodeGenEngine:
                 slot.record((position, position + 1), [draft], out[i + 1 : i + 2])
                 position += 1
             else:
-                logits = rows[len(drafts) :]
+                logits = rows[len(proposed) :]
             stats.accepted_tokens += kept
-            length.update(len(drafts), kept)
+            length.update(len(proposed), kept)
             if state.done():
                 return
 

@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from codegen_lsp.codegen.config import CodeGenConfig
-from codegen_lsp.codegen.modeling import KVCache
+from codegen_lsp.codegen.modeling import CodeGenForCausalLM, KVCache
 from codegen_lsp.engine.head import LogitsHead
 from codegen_lsp.engine.quantize import Int4Linear, Int8Linear
 
@@ -146,7 +146,7 @@ def verify_width(model: nn.Module, device: torch.device, compiled: bool) -> tupl
 
 @torch.inference_mode()
 def rows_agree(
-    model: nn.Module,
+    model: CodeGenForCausalLM,
     head: LogitsHead,
     config: CodeGenConfig,
     kv_dtype: torch.dtype,
@@ -156,7 +156,7 @@ def rows_agree(
     """True when rowwise verify calls of every size from 2 to ``width`` rows reproduce
     one-token steps bit for bit (hidden states, logits and the keys and values written) on
     this machine's kernels (``width`` one-token steps and ``width - 1`` verify calls)."""
-    forward = model.transformer  # type: ignore[attr-defined]
+    forward = model.transformer
     gen = torch.Generator().manual_seed(1234)
     start = 5
     tokens = torch.randint(0, config.vocab_size, (1, start + width), generator=gen).to(device)

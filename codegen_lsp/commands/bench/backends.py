@@ -3,7 +3,8 @@
 Each backend turns a list of prompt ids into ``new_tokens`` greedy continuation ids and says
 how long that took and, where it knows, how many prompt tokens it prefilled and reused:
 
-* ``ours``: :class:`~codegen_lsp.engine.engine.CodeGenEngine` with prefix reuse on or off;
+* ``ours``: :class:`~codegen_lsp.engine.local.CodeGenEngine` with prefix reuse on or off
+  (:func:`load_local` loads it), or any other :class:`~codegen_lsp.engine.api.Engine`;
 * ``transformers``: ``generate`` with a fresh cache every call (full recompute), test/bench
   only, never imported by the package proper;
 * ``ctranslate2``: a converted copy of the checkpoint (int8 or float32), full recompute.
@@ -19,7 +20,8 @@ from typing import Protocol
 
 import torch
 
-from codegen_lsp.engine.api import GenerateRequest
+from codegen_lsp.engine.api import Engine, EngineSpec, GenerateRequest, ProgressFn
+from codegen_lsp.engine.loader import load_engine
 from codegen_lsp.engine.local import CodeGenEngine
 
 
@@ -54,13 +56,23 @@ class Backend(Protocol):
     def run(self, ids: list[int], new_tokens: int) -> Timing: ...
 
 
+def load_local(spec: EngineSpec, progress: ProgressFn | None = None) -> CodeGenEngine:
+    """The local engine ``spec`` names (what the bench measures and reaches into)."""
+    if spec.endpoint:
+        raise ValueError(f"the bench needs a local engine, not the endpoint {spec.endpoint}")
+    engine = load_engine(spec, progress)
+    if not isinstance(engine, CodeGenEngine):
+        raise TypeError(f"expected a local engine, got {type(engine).__name__}")
+    return engine
+
+
 class OursBackend:
     """This project's engine; ``key`` names the document for the prefix cache. Speculative
     decoding is off unless asked for (random weights repeat themselves, which lookup drafts
     would turn into decode figures no real text gets)."""
 
     def __init__(
-        self, engine: CodeGenEngine, name: str, key: str = "bench.py", speculation: str = "off"
+        self, engine: Engine, name: str, key: str = "bench.py", speculation: str = "off"
     ) -> None:
         self.engine = engine
         self.name = name
@@ -93,7 +105,7 @@ class OursBackend:
 
     def reset(self) -> None:
         """Forget every cached prefix."""
-        self.engine.cache.clear()
+        self.engine.clear_cache()
 
 
 class TransformersBackend:

@@ -28,6 +28,7 @@ from codegen_lsp.commands.bench.backends import (
     OursBackend,
     TransformersBackend,
     convert_ctranslate2,
+    load_local,
     token_strings,
 )
 from codegen_lsp.commands.bench.kernels import kernel_rates
@@ -48,7 +49,7 @@ from codegen_lsp.commands.bench.replay import (
 )
 from codegen_lsp.commands.bench.synthetic import random_model, write_checkpoint
 from codegen_lsp.engine.api import EngineSpec
-from codegen_lsp.engine.loader import load_engine, shipped_model_dir
+from codegen_lsp.engine.loader import shipped_model_dir
 from codegen_lsp.engine.local import CodeGenEngine
 from codegen_lsp.engine.machine import dtype_name
 
@@ -130,7 +131,7 @@ def bench_model(name: str, directory: Path, args: argparse.Namespace, bw: float)
         threads=args.threads,
         cache_memory_mb=1024,
     )
-    engine = load_engine(spec, lambda m, p: log(f"  load {p:3d}% {m}"))
+    engine = load_local(spec, lambda m, p: log(f"  load {p:3d}% {m}"))
     scratch = CodeGenEngine(
         engine.model,
         engine.tokenizer,
@@ -171,7 +172,7 @@ def bench_model(name: str, directory: Path, args: argparse.Namespace, bw: float)
     entries = [Entry(ours_off, few, ours_off.reset), Entry(ours, all_keys, ours.reset, True)]
     if not args.no_int4 and engine.quantize == "int8":
         spec4 = EngineSpec(**{**vars(spec), "quantize": "int4"})
-        int4 = OursBackend(load_engine(spec4), "ours int4 (reuse)")
+        int4 = OursBackend(load_local(spec4), "ours int4 (reuse)")
         entries.append(Entry(int4, all_keys, int4.reset, True))
     if not args.no_transformers:
         hf = TransformersBackend(directory, engine.act_dtype, f"transformers {act}")

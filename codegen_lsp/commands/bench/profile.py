@@ -18,8 +18,8 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from codegen_lsp.codegen.modeling import KVCache
+from codegen_lsp.commands.bench.backends import load_local
 from codegen_lsp.engine.api import EngineSpec, GenerateRequest
-from codegen_lsp.engine.loader import load_engine
 
 HELP = "profile one decode step (or a prefill) of a checkpoint with torch.profiler"
 
@@ -38,7 +38,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Profile and print the operator table."""
     spec = EngineSpec(model=args.model, quantize=args.quantize, threads=args.threads)
-    engine = load_engine(spec)
+    engine = load_local(spec)
     model, config = engine.model, engine.model.config
     context = min(args.context, engine.n_ctx - args.steps - 2)
     gen = torch.Generator().manual_seed(0)

@@ -19,11 +19,11 @@ from typing import Any
 
 import torch
 
-from codegen_lsp.commands.bench.backends import OursBackend
+from codegen_lsp.commands.bench.backends import OursBackend, load_local
 from codegen_lsp.commands.bench.probes import machine_info
 from codegen_lsp.commands.bench.replay import Entry, module_text, place_cursor, replay_all
 from codegen_lsp.engine.api import EngineSpec
-from codegen_lsp.engine.loader import load_engine, load_remote
+from codegen_lsp.engine.loader import load_remote
 from codegen_lsp.engine.remote_http import RemoteError
 
 HELP = "keystroke replay against a remote endpoint (vLLM) and the local engine, one run"
@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     if not remote.health().ok:
         log(f"bench remote: {remote.health().message}")
         return 1
-    local = load_engine(
+    local = load_local(
         EngineSpec(model=model, dtype=args.local_dtype, threads=args.threads, device="cpu")
     )
     text, source = module_text(args.module)

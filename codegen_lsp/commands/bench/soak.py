@@ -24,6 +24,7 @@ import os
 import random
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -224,12 +225,16 @@ async def play(args: argparse.Namespace, log_file: Path) -> tuple[Record, dict[s
     rng = random.Random(args.seed)
     typist = Typist(make_documents(args.documents, rng), rng)
     pending: list[asyncio.Future[Any]] = []
+    notify: dict[str, Callable[[Any], None]] = {
+        "open": client.text_document_did_open,
+        "close": client.text_document_did_close,
+        "change": client.text_document_did_change,
+    }
     start = time.monotonic()
     for key in range(args.keystrokes):
         record.keystroke = key
         for kind, params in typist.step():
-            {"open": client.text_document_did_open, "close": client.text_document_did_close,
-             "change": client.text_document_did_change}[kind](params)  # fmt: skip
+            notify[kind](params)
         pending.append(_request(client, typist.active, key, record))
         if key % args.status_every == 0:
             await _sample_kv(client, record, start)
@@ -242,7 +247,9 @@ async def play(args: argparse.Namespace, log_file: Path) -> tuple[Record, dict[s
     await sampler
     await client.shutdown_async(None)
     client.exit(None)
-    server = client._server  # type: ignore[union-attr]
+    server = client._server
+    if server is None:
+        raise RuntimeError("the server process was never started")
     code = await asyncio.wait_for(server.wait(), 30)
     await client.stop()
     status["actions"] = typist.counts

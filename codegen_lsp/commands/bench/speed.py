@@ -114,7 +114,7 @@ def verify_cost(
 ) -> dict[str, Any]:
     """Milliseconds of one forward + head with ``w`` rows at ``context``, and the ratio to one."""
     model, head = engine.model, engine.head
-    forward = model.transformer  # type: ignore[attr-defined]
+    forward = model.transformer
     cache = KVCache(model.config, 1, context + max(widths) + 1, engine.kv_dtype, engine.device)
     prompt = torch.tensor([ids[:context]], device=engine.device)
     forward(prompt, torch.arange(context, device=engine.device), cache)

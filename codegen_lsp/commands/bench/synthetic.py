@@ -8,6 +8,7 @@ shapes of the published models are in :data:`SHAPES`; ``tiny`` is for unit tests
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -29,7 +30,7 @@ def random_model(
     std: float = 0.02,
 ) -> CodeGenForCausalLM:
     """A CodeGen model of a known (or given) shape with random weights."""
-    dims = SHAPES[shape] if isinstance(shape, str) else shape
+    dims: dict[str, Any] = SHAPES[shape] if isinstance(shape, str) else shape  # int fields
     config = CodeGenConfig(vocab_size=vocab_size, **dims)
     model = CodeGenForCausalLM(config)
     model.init_weights(seed=seed, std=std)
