@@ -33,6 +33,10 @@ COMMANDS = {
         "start the server, ask it for one suggestion as an editor would, print it",
     ),
     "export": ("codegen_lsp.commands.export", "export a checkpoint as GPT-J for vLLM"),
+    "cache": (
+        "codegen_lsp.commands.cache",
+        "list or clear the cached quantized weights (what makes a second start fast)",
+    ),
     "pull": (
         "codegen_lsp.commands.pull",
         "fetch a hub checkpoint into the Hugging Face cache, with progress (resumable)",

@@ -32,6 +32,21 @@ from support import (  # noqa: E402
 )
 
 
+@pytest.fixture(scope="session", autouse=True)
+def weight_cache_dir(tmp_path_factory: pytest.TempPathFactory):
+    """Quantized-weight cache entries of every test (and the servers it starts) go to a temp
+    folder, never the user's ~/.cache (tests that check the cache point it elsewhere)."""
+    import os
+
+    previous = os.environ.get("CODEGEN_WEIGHT_CACHE_DIR")
+    os.environ["CODEGEN_WEIGHT_CACHE_DIR"] = str(tmp_path_factory.mktemp("weight-cache"))
+    yield
+    if previous is None:
+        os.environ.pop("CODEGEN_WEIGHT_CACHE_DIR", None)
+    else:
+        os.environ["CODEGEN_WEIGHT_CACHE_DIR"] = previous
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """Tiny models run fastest on one thread, and a loaded machine hurts threads most."""

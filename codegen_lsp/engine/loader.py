@@ -44,6 +44,7 @@ from codegen_lsp.engine.quantize import (
     weight_nbytes,
 )
 from codegen_lsp.engine.remote import RemoteEngine
+from codegen_lsp.engine.weight_cache import WeightCache
 
 DOWNLOAD_SHARE = 80  # percent of a load's progress bar taken by a download before it
 # Salesforce/codegen-350M-mono, models--Salesforce--codegen2-1B, codegen-2B-multi ...
@@ -194,24 +195,30 @@ def load_engine(
     packed = f", {quantize} weights, {kernels.describe()}" if quantize != "none" else ""
     report(f"loading {directory.name} ({dtype_name(dtype)}{packed}, {device})", 10)
     layers: dict[str, nn.Module] = {}  # the unquantized head, kept for refinement
-    hook = (
-        None
-        if quantize == "none"
-        else quantize_on_load(quantize, dtype, spec.dense_prefill, layers)
-    )
-    try:
-        model = load_model(
-            directory,
-            dtype=dtype,
-            device=device,
-            on_linear=hook,
-            qkv_shards=spec.qkv_shards or None,  # 0: the checkpoint's own count
+    cache = cached_weights(directory, spec, quantize, dtype, device)
+    model = cache.load(layers) if cache is not None else None
+    if model is None:
+        hook = (
+            None
+            if quantize == "none"
+            else quantize_on_load(quantize, dtype, spec.dense_prefill, layers)
         )
-    except (MemoryError, torch.OutOfMemoryError) as exc:
-        raise EngineConfigError(f"{directory.name}: out of memory while loading ({exc})") from None
+        try:
+            model = load_model(
+                directory,
+                dtype=dtype,
+                device=device,
+                on_linear=hook,
+                qkv_shards=spec.qkv_shards or None,  # 0: the checkpoint's own count
+            )
+        except (MemoryError, torch.OutOfMemoryError) as exc:
+            raise EngineConfigError(
+                f"{directory.name}: out of memory while loading ({exc})"
+            ) from None
     report("loading tokenizer", 60)
     tokenizer = CodeGenTokenizer.from_dir(directory)
-    head = LogitsHead.for_layers(model.lm_head, layers.get("lm_head", model.lm_head))
+    head_layer = layers.get("lm_head", model.lm_head)
+    head = LogitsHead.for_layers(model.lm_head, head_layer)
     del layers
     release_freed_memory()
     engine = CodeGenEngine(
@@ -236,7 +243,20 @@ def load_engine(
     engine.warmup()
     release_freed_memory()
     report("ready", 100)
+    if cache is not None and not cache.hit:  # written after ready: the first start pays nothing
+        cache.save_in_background(model, head_layer)
     return engine
+
+
+def cached_weights(
+    directory: Path, spec: EngineSpec, quantize: str, dtype: torch.dtype, device: torch.device
+) -> WeightCache | None:
+    """The weight-cache entry for this load (quantized CPU weights only), or None."""
+    if quantize == "none" or device.type != "cpu":
+        return None
+    return WeightCache.for_load(
+        directory, quantize, dtype, spec.dense_prefill, spec.qkv_shards or None
+    )
 
 
 def load_draft(spec: EngineSpec, target: CodeGenEngine) -> CodeGenEngine:

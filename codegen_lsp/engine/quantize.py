@@ -73,13 +73,40 @@ class Int8Linear(nn.Module):
     ) -> None:
         super().__init__()
         q, scales = quantize_weight(linear.weight)
-        n, k = q.shape
-        self.in_features = linear.in_features
-        self.out_features = linear.out_features
-        self.small_rows = small_rows
-        self.register_buffer("qweight", q.contiguous())  # [N, K] int8
-        self.register_buffer("scales", scales.to(act_dtype))  # [N]
         bias = linear.bias.detach().to(act_dtype) if linear.bias is not None else None
+        self._attach(q.contiguous(), scales.to(act_dtype), bias, small_rows, keep_dense)
+
+    @classmethod
+    def from_buffers(
+        cls,
+        qweight: Tensor,
+        scales: Tensor,
+        bias: Tensor | None,
+        small_rows: int = DEFAULT_SMALL_ROWS,
+        keep_dense: bool = False,
+    ) -> Int8Linear:
+        """The layer whose int8 weights ``[N, K]``, scales ``[N]`` and bias are given (for
+        example memory-mapped from the weight cache): the same layer the constructor built
+        from them, route included (the stored form is the same on every route)."""
+        layer = cls.__new__(cls)
+        nn.Module.__init__(layer)
+        layer._attach(qweight, scales, bias, small_rows, keep_dense)
+        return layer
+
+    def _attach(
+        self,
+        q: Tensor,
+        scales: Tensor,
+        bias: Tensor | None,
+        small_rows: int,
+        keep_dense: bool,
+    ) -> None:
+        act_dtype = scales.dtype
+        n, k = q.shape
+        self.in_features, self.out_features = k, n
+        self.small_rows = small_rows
+        self.register_buffer("qweight", q)  # [N, K] int8
+        self.register_buffer("scales", scales)  # [N]
         self.register_buffer("bias", bias)
         self.register_buffer("dense", self.dequantized() if keep_dense else None)  # [N, K]
         self.route = kernels.route("gemv_q8", k, n, act_dtype, q.device)
@@ -158,14 +185,53 @@ class Int4Linear(nn.Module):
                 q.view(n, k).to(torch.int32), 8
             )
             sz = sz.transpose(0, 1).contiguous().to(act_dtype)  # [G, N, 2]
-        self.register_buffer("qweight", packed)
-        self.register_buffer("scale_zero", sz if packed is not None else None)
         bias = linear.bias.detach().to(act_dtype) if linear.bias is not None else None
+        keep = keep_dense or self.route == "dense"  # the dense route computes from this copy
+        self._attach(packed, sz if packed is not None else None, bias, dense if keep else None)
+
+    @classmethod
+    def from_buffers(
+        cls,
+        route: str,
+        shape: tuple[int, int],
+        qweight: Tensor | None,
+        scale_zero: Tensor | None,
+        bias: Tensor | None,
+        dense: Tensor | None,
+        act_dtype: torch.dtype = torch.bfloat16,
+        small_rows: int = DEFAULT_SMALL_ROWS,
+        group_size: int = 32,
+    ) -> Int4Linear:
+        """The layer whose buffers (in ``route``'s packed layout, for ``shape`` ``(N, K)``)
+        are given, e.g. memory-mapped from the weight cache. ``route`` must be the one
+        :func:`.kernels.route` picks for this shape here (the layouts differ by route): a
+        ValueError otherwise."""
+        n, k = shape
+        held = qweight if qweight is not None else dense
+        device = held.device if held is not None else torch.device("cpu")
+        here = kernels.route("gemv_q4", k, n, act_dtype, device)
+        if here != route:
+            raise ValueError(f"int4 layer stored for the {route} route, this process uses {here}")
+        layer = cls.__new__(cls)
+        nn.Module.__init__(layer)
+        layer.in_features, layer.out_features = k, n
+        layer.small_rows, layer.group_size, layer.route = small_rows, group_size, route
+        layer._attach(qweight, scale_zero, bias, dense)
+        return layer
+
+    def _attach(
+        self,
+        packed: Tensor | None,
+        scale_zero: Tensor | None,
+        bias: Tensor | None,
+        dense: Tensor | None,
+    ) -> None:
+        self.register_buffer("qweight", packed)
+        self.register_buffer("scale_zero", scale_zero)
         self.register_buffer("bias", bias)
         native_bias = bias.float() if self.route == "native" and bias is not None else None
         self.register_buffer("bias32", native_bias, persistent=False)
-        keep = keep_dense or self.route == "dense"  # the dense route computes from this copy
-        self.register_buffer("dense", dense if keep else None)  # [N, K]
+        self.register_buffer("dense", dense)  # [N, K]
 
     def forward(self, x: Tensor) -> Tensor:
         shape = x.shape
