@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from codegen_lsp.completion.languages import Language
-from codegen_lsp.engine.sampling import generation_limit
+from codegen_lsp.engine.api import generation_limit
 
 Encode = Callable[[str], list[int]]
 
@@ -114,7 +114,7 @@ def header_text(language: Language, path: str) -> str:
 
 def clamp_generation(max_new_tokens: int, n_ctx: int) -> int:
     """``maxNewTokens`` as used with a model of ``n_ctx`` positions: at most half the context
-    (:func:`~codegen_lsp.engine.sampling.generation_limit`), so the prompt always keeps the
+    (:func:`~codegen_lsp.engine.api.generation_limit`), so the prompt always keeps the
     other half. (At ``n_ctx - 1`` the prompt was ``<|endoftext|>`` alone: every document got
     the same suggestion.)"""
     return max(1, min(max_new_tokens, generation_limit(n_ctx)))

@@ -53,6 +53,12 @@ class StopRule(Protocol):
         ...
 
 
+def generation_limit(n_ctx: int) -> int:
+    """The most tokens one request may generate in a context of ``n_ctx`` positions: half
+    of it, so that the other half is left for the prompt whatever the settings ask."""
+    return max(1, n_ctx // 2)
+
+
 @dataclass(frozen=True)
 class SamplingParams:
     """How the next token is chosen: ``temperature == 0`` means greedy."""

@@ -24,6 +24,7 @@ from codegen_lsp.engine.api import (
     SamplingParams,
     StopCheck,
     TokenFn,
+    generation_limit,
 )
 from codegen_lsp.engine.healing import TokenPrefixIndex, advance
 
@@ -57,12 +58,6 @@ def sample(
         return logits.argmax(dim=-1)
     probs = logits_to_probs(logits.float(), params)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
-
-
-def generation_limit(n_ctx: int) -> int:
-    """The most tokens one request may generate in a context of ``n_ctx`` positions: half
-    of it, so that the other half is left for the prompt whatever the settings ask."""
-    return max(1, n_ctx // 2)
 
 
 def fit_prompt(req: GenerateRequest, n_ctx: int, empty_id: int) -> tuple[list[int], int]:
