@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -78,8 +79,8 @@ def _lazy_safetensors(files: list[Path]) -> Lazy:
             raise CheckpointError(f"{file}: file not found")
         try:
             with safe_open(str(file), framework="pt") as handle:
-                for name in handle.keys():  # noqa: SIM118 - a safe_open handle, not a dict
-                    yield name, lambda h=handle, n=name: h.get_tensor(n)
+                for name in handle.keys():  # a safe_open handle, not a dict
+                    yield name, partial(handle.get_tensor, name)
         except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
             raise CheckpointError(
                 f"{file}: corrupt or truncated safetensors file ({exc})"
@@ -90,7 +91,7 @@ def _lazy_bin(files: list[Path]) -> Lazy:
     for file in files:
         state = load_bin(file, mmap=True)
         for name in list(state):
-            yield name, lambda s=state, n=name: s.pop(n)
+            yield name, partial(state.pop, name)
         del state
 
 

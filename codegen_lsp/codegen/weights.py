@@ -15,11 +15,11 @@ with ``weights_only=True`` (the project's one reader of them) and copied tensor 
 from __future__ import annotations
 
 import ctypes
+import io
 import json
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -62,7 +62,7 @@ class WeightFiles:
     def __init__(self, entries: dict[str, TensorEntry], bins: dict[Path, dict[str, Tensor]]):
         self.entries = entries
         self._bins = bins  # memory-mapped .bin state dicts, by file
-        self._handles: dict[Path, BinaryIO] = {}
+        self._handles: dict[Path, io.BufferedReader] = {}
         self._chunks: dict[torch.dtype, Tensor] = {}
 
     def read(self, name: str, dtype: torch.dtype, blocks: list[int] | None = None) -> Tensor:
@@ -92,7 +92,9 @@ class WeightFiles:
             self._read_span(handle, dst[i], entry.dtype, where)
         return out
 
-    def _read_span(self, handle: BinaryIO, dst: Tensor, src_dtype: torch.dtype, where: str) -> None:
+    def _read_span(
+        self, handle: io.BufferedReader, dst: Tensor, src_dtype: torch.dtype, where: str
+    ) -> None:
         """Read ``dst.numel()`` values of ``src_dtype`` from ``handle`` into the flat ``dst``,
         converting (and checking) a bounded chunk at a time."""
         per_chunk = max(1, CHUNK_BYTES // torch.empty((), dtype=src_dtype).element_size())
@@ -114,9 +116,9 @@ class WeightFiles:
             self._chunks[dtype] = torch.empty(size, dtype=dtype)
         return self._chunks[dtype]
 
-    def _handle(self, file: Path) -> BinaryIO:
+    def _handle(self, file: Path) -> io.BufferedReader:
         if file not in self._handles:
-            self._handles[file] = open(file, "rb")  # noqa: SIM115 - closed by close()
+            self._handles[file] = open(file, "rb")  # closed by close()
         return self._handles[file]
 
     def close(self) -> None:
@@ -175,7 +177,7 @@ def safetensors_entries(file: Path) -> dict[str, TensorEntry]:
         raise WeightFileError(f"{file}: file not found")
     try:
         with safe_open(str(file), framework="pt") as handle:
-            names = set(handle.keys())  # noqa: SIM118 - a safe_open handle, not a dict
+            names = set(handle.keys())  # a safe_open handle, not a dict
         with open(file, "rb") as f:
             (size,) = struct.unpack("<Q", f.read(8))
             header = json.loads(f.read(size))

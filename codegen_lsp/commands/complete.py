@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     reason on standard error when there is no suggestion, 2 on bad input."""
     # Everything that can be checked without torch is checked first: a mistake costs no wait.
     from codegen_lsp.codegen.locate import CheckpointError, check_local
-    from codegen_lsp.completion.context import Cursor  # noqa: F811 - the runtime import
+    from codegen_lsp.completion.context import Cursor  # the runtime import
     from codegen_lsp.completion.languages import language_for, language_id_for_path
     from codegen_lsp.server.documents import split_lines
     from codegen_lsp.server.settings import parse_settings
@@ -115,7 +115,8 @@ def run(args: argparse.Namespace) -> int:
 def _complete(args: argparse.Namespace, settings: Any, cursor: Cursor) -> int:
     """Load the engine (the part that imports torch) and run the suggestion service once."""
     from codegen_lsp.completion.context import generation_note
-    from codegen_lsp.completion.service import SuggestionService
+    from codegen_lsp.completion.core import CompletionSkipped
+    from codegen_lsp.completion.service import EMPTY, SuggestionService
     from codegen_lsp.engine.loader import load_engine
     from codegen_lsp.engine.worker import Worker
 
@@ -134,16 +135,17 @@ def _complete(args: argparse.Namespace, settings: Any, cursor: Cursor) -> int:
         if note:
             print(note, file=sys.stderr)
         out = asyncio.run(service.suggest(cursor.path, lambda: cursor))
+    except CompletionSkipped as skipped:
+        return _fail(str(skipped))
     finally:
         worker.close()
-    if out.reason and out.source != "model":
-        return _fail(out.reason)
     s = out.stats
     figures = f"prompt {s.prompt_tokens} tokens, generated {s.generated_tokens}, " if s else ""
     summary = f"[{out.mode}-line; {figures}{s.total_ms if s else 0:.0f} ms; {engine.description}]"
     if not any(t.strip() for t in out.texts):
         print(summary, file=sys.stderr)
-        print(f"codegen-lsp: no suggestion here: {out.reason or 'empty'}", file=sys.stderr)
+        why = EMPTY if not out.texts else "empty"
+        print(f"codegen-lsp: no suggestion here: {why}", file=sys.stderr)
         return 1
     _print(out.texts, args.json)
     print(summary, file=sys.stderr)

@@ -169,9 +169,9 @@ def postprocess(
     for text in candidates:
         result: str | None = text
         for f in filters:
-            result = f(result, around)
             if result is None:
                 break
+            result = f(result, around)
         if result is not None and result not in out:
             out.append(result)
     return out

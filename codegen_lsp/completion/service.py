@@ -1,7 +1,9 @@
 """The suggestion service: the one request path from a cursor to suggestions.
 
 snapshot -> type-ahead -> supersede -> prompt -> engine (on the worker) -> post-processing
--> :class:`Suggestions`, with the reason when there are none. Function bodies take the same
+-> :class:`Suggestions`. When no request can be made (no document, language off, no model,
+superseded, no room for a prompt) :class:`CompletionSkipped` says why: the one way of saying
+it, from the snapshot up to the handler. Function bodies take the same
 path (under their own key, so they never supersede completions). Nothing here knows LSP.
 
 Supersede is one mechanism, per document: a newer request for a document marks the older
@@ -23,6 +25,7 @@ from collections.abc import Callable, Hashable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 from codegen_lsp.completion.context import Cursor
 from codegen_lsp.completion.core import (
@@ -49,24 +52,23 @@ LOAD_POLL_S = 0.05
 BODY_KEY = "#body"  # function-body requests run under the document's key plus this
 BODY_CACHE = 32
 
-# The cursor now, or why there is none (the document may change while a request waits).
-Snapshot = Callable[[], "Cursor | str"]
+# The cursor now (the document may change while a request waits); CompletionSkipped when
+# there is none.
+Snapshot = Callable[[], Cursor]
+SUPERSEDED = "superseded by a newer request"
+EMPTY = "the model's continuation was empty after the stop rules"
 
 
 @dataclass
 class Suggestions:
-    """Suggestions for one request, the cursor they apply at, or why there are none."""
+    """Suggestions for one request and the cursor they apply at (empty ``texts``: the model
+    ran and nothing survived, or the run failed or was dropped)."""
 
+    cursor: Cursor
     texts: list[str] = field(default_factory=list)
-    cursor: Cursor | None = None
-    reason: str = ""  # empty when the model made them
-    source: str = ""  # "model" | "type-ahead" | ""
+    source: str = ""  # "model" | "type-ahead"
     mode: str = ""  # "single" | "multi" line, for a model run
     stats: GenerateStats | None = None  # the model run's figures
-
-    @classmethod
-    def none(cls, reason: str, cursor: Cursor | None = None) -> Suggestions:
-        return cls([], cursor, reason)
 
 
 @dataclass
@@ -151,40 +153,31 @@ class SuggestionService:
     # --- completions ------------------------------------------------------------------------
     async def suggest(self, key: str, snapshot: Snapshot, label: str = "") -> Suggestions:
         """Suggestions at the cursor ``snapshot`` gives: type-ahead, or a generation.
-        ``label`` names the request in the log line."""
+        ``label`` names the request in the log line. :class:`CompletionSkipped` when no
+        request can be made."""
         cursor = snapshot()
-        if isinstance(cursor, str):
-            return Suggestions.none(cursor)
         served = self.completer.lookup(key, cursor)
         if served:
             self.counts["shown"] += 1
             self.counts["typeAhead"] += 1
-            return Suggestions(served, cursor, "", "type-ahead")
+            return Suggestions(cursor, served, "type-ahead")
         with self._ticket(key) as ticket:
-            problem = await self._model_ready(ticket)
-            if problem:
-                return Suggestions.none(problem, cursor)
+            await self._model_ready(ticket)
             await asyncio.sleep(self.debounce_s)
             block = await self._context_block(key, cursor)  # off the event loop
             if ticket.superseded:
-                return Suggestions.none("superseded by a newer request", cursor)
+                raise CompletionSkipped(SUPERSEDED)
             cursor = snapshot()  # the document may have changed meanwhile
-            if isinstance(cursor, str):
-                return Suggestions.none(cursor)
-            try:
-                prepared = self.completer.prepare(
-                    key, cursor, self._engine(), self.options, block=block
-                )
-            except CompletionSkipped as exc:
-                return Suggestions.none(str(exc), cursor)
+            prepared = self.completer.prepare(
+                key, cursor, self._engine(), self.options, block=block
+            )
             early = self.options.answer_early and prepared.mode == MULTI
             early = early and prepared.request.n == 1
             texts, stats = await self._generate(prepared, ticket, label or key, early)
             if ticket.superseded:
-                return Suggestions.none("superseded by a newer request", cursor)
-            reason = "" if texts else "the model's continuation was empty after the stop rules"
+                raise CompletionSkipped(SUPERSEDED)
             self.counts["shown"] += bool(texts)
-            return Suggestions(texts, cursor, reason, "model", prepared.mode, stats)
+            return Suggestions(cursor, texts, "model", prepared.mode, stats)
 
     async def _context_block(self, key: str, cursor: Cursor) -> str:
         """Other files' snippets for ``cursor``, made on the context thread (the event loop
@@ -201,16 +194,17 @@ class SuggestionService:
             self._context_pool, block, key, cursor, engine, self.options, neighbors
         )
 
-    async def _model_ready(self, ticket: _Ticket) -> str:
-        """Why no model can run (""); a request made while the model loads waits for it (at
-        most LOAD_WAIT_S, and only until a newer request supersedes it), so typing right
-        after opening the editor still gets a suggestion once the model is ready."""
+    async def _model_ready(self, ticket: _Ticket) -> None:
+        """CompletionSkipped when no model can run; a request made while the model loads
+        waits for it (at most LOAD_WAIT_S, and only until a newer request supersedes it), so
+        typing right after opening the editor still gets a suggestion once the model is ready."""
         deadline = time.monotonic() + self.load_wait_s
         while (problem := self.ready()) and self.loading() and not ticket.superseded:
             if time.monotonic() >= deadline:
-                return f"{problem} (waited {self.load_wait_s:g} s)"
+                raise CompletionSkipped(f"{problem} (waited {self.load_wait_s:g} s)")
             await asyncio.sleep(LOAD_POLL_S)
-        return "superseded by a newer request" if ticket.superseded else problem
+        if ticket.superseded or problem:
+            raise CompletionSkipped(SUPERSEDED if ticket.superseded else problem)
 
     @contextmanager
     def _ticket(self, key: str) -> Iterator[_Ticket]:
@@ -237,23 +231,17 @@ class SuggestionService:
     # --- function bodies --------------------------------------------------------------------
     async def function_body(
         self, key: str, version: Callable[[], Hashable], snapshot: Snapshot, label: str = ""
-    ) -> Body | str:
-        """A generated body for the body-less function at the cursor, or why there is none;
-        ``version()`` tells the document's text now from any other (its version is not
-        enough: a closed and reopened document starts again at the same one)."""
+    ) -> Body:
+        """A generated body for the body-less function at the cursor (CompletionSkipped: why
+        there is none); ``version()`` tells the document's text now from any other (its
+        version is not enough: a closed and reopened document starts again at the same one)."""
         started = version()
         cursor = snapshot()
-        if isinstance(cursor, str):
-            return cursor
         stub = find_stub(cursor.lines, cursor.line, cursor.language)
         if stub is None:
-            return "no function without a body here"
-        try:
-            prepared = self.completer.prepare_body(
-                key + BODY_KEY, stub, cursor, self._engine(), self.options
-            )
-        except CompletionSkipped as exc:
-            return str(exc)
+            raise CompletionSkipped("no function without a body here")
+        engine = self._engine()
+        prepared = self.completer.prepare_body(key + BODY_KEY, stub, cursor, engine, self.options)
         cached = (key, tuple(prepared.request.prompt))
         if cached in self._bodies:
             self._bodies.move_to_end(cached)
@@ -261,9 +249,9 @@ class SuggestionService:
         with self._ticket(key + BODY_KEY) as ticket:
             bodies, _ = await self._generate(prepared, ticket, label or key + BODY_KEY)
         if version() != started:
-            return "the document changed while generating"
+            raise CompletionSkipped("the document changed while generating")
         if not bodies:
-            return "the model produced no body"
+            raise CompletionSkipped("the model produced no body")
         self._bodies[cached] = bodies[0]
         while len(self._bodies) > BODY_CACHE:
             self._bodies.popitem(last=False)
@@ -287,8 +275,12 @@ class SuggestionService:
             first = loop.create_future()
             line = first
 
+            def settle(text: str) -> None:  # on the event loop
+                if not line.done():
+                    line.set_result(text)
+
             def announce(text: str) -> None:  # on the engine's thread
-                loop.call_soon_threadsafe(lambda: line.done() or line.set_result(text))
+                loop.call_soon_threadsafe(settle, text)
 
             request = dataclasses.replace(request, on_first_line=announce)
         self._busy(1)
@@ -297,7 +289,8 @@ class SuggestionService:
         waiting = asyncio.wrap_future(future)
         try:
             if first is not None:
-                await asyncio.wait({waiting, first}, return_when=asyncio.FIRST_COMPLETED)
+                either: set[asyncio.Future[Any]] = {waiting, first}
+                await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
                 if first.done():  # the first line, whether or not the rest has ended too
                     partial = GenerateResult([Candidate(first.result(), [], "early")])
                     shown = self.completer.finish(prepared, partial)

@@ -322,8 +322,8 @@ def write_safetensors(path: Path, tensors: Mapping[str, Tensor]) -> dict[str, An
         handle.write(struct.pack("<Q", len(raw)) + raw)
         for name in order:
             data = tensors[name].detach().contiguous().reshape(-1).view(torch.uint8).numpy()
-            crc = zlib.crc32(data, crc)
-            handle.write(memoryview(data))
+            crc = zlib.crc32(data, crc)  # type: ignore[arg-type]  # a buffer (stubs: 3.12+)
+            handle.write(memoryview(data))  # type: ignore[arg-type]
         handle.flush()
         os.fsync(handle.fileno())
     size = 8 + len(raw) + offset

@@ -139,7 +139,7 @@ class Worker:
             try:
                 if job.future.set_running_or_notify_cancel():
                     job.future.set_result(self._run(job))
-            except BaseException as exc:  # noqa: BLE001 - a job's failure is its own
+            except BaseException as exc:  # a job's failure is its own
                 if job.kind == "load":  # the caller reports it in one line; details on -v
                     log.debug("model load failed", exc_info=exc)
                 else:

@@ -17,9 +17,10 @@ from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams
 from pygls.uris import to_fs_path
 
 from codegen_lsp.completion.context import Cursor
+from codegen_lsp.completion.core import CompletionSkipped
 from codegen_lsp.completion.functions import find_stub
 from codegen_lsp.completion.languages import language_for
-from codegen_lsp.completion.service import DEBOUNCE_S, Body, Suggestions
+from codegen_lsp.completion.service import DEBOUNCE_S, EMPTY, SUPERSEDED, Body, Suggestions
 from codegen_lsp.engine.api import EngineFactory
 from codegen_lsp.server import convert
 from codegen_lsp.server.documents import Document
@@ -85,9 +86,10 @@ async def completion(
 ) -> types.CompletionList | None:
     """Completion items whose edit replaces the word being typed; always isIncomplete."""
     uri = params.text_document.uri
-    out, doc = await _suggest(ls, uri, params.position, "completion")
-    if doc is None or out.cursor is None:
+    found = await _suggest(ls, uri, params.position, "completion")
+    if found is None:
         return types.CompletionList(is_incomplete=True, items=[])
+    out, doc = found
     markdown = types.MarkupKind.Markdown in _doc_formats(ls)
     line, column = out.cursor.line, len(out.cursor.before)
     return convert.completion_list(doc, line, column, out.texts, ls.encoding, markdown)
@@ -104,35 +106,40 @@ async def inline_completion(
 ) -> types.InlineCompletionList:
     """Ghost-text items (LSP 3.18)."""
     uri = params.text_document.uri
-    out, doc = await _suggest(ls, uri, params.position, "inline")
-    if doc is None or out.cursor is None:
+    found = await _suggest(ls, uri, params.position, "inline")
+    if found is None:
         return types.InlineCompletionList(items=[])
+    out, doc = found
     line, column = out.cursor.line, len(out.cursor.before)
     return convert.inline_list(doc, line, column, out.texts, ls.encoding)
 
 
 async def _suggest(
     ls: CodegenServer, uri: str, position: types.Position, kind: str
-) -> tuple[Suggestions, Document | None]:
-    """The suggestions and the document they still apply to: None when its text changed
-    after the cursor was taken (edited, shrunk, closed or reopened while generating). The
-    answer's ranges are then not built at all: the client asks again for the new text."""
+) -> tuple[Suggestions, Document] | None:
+    """The suggestions and the document they still apply to; None when there are none (the
+    reason is logged) or the document's text changed after the cursor was taken (edited,
+    shrunk, closed or reopened while generating): the answer's ranges are then not built at
+    all, and the client asks again for the new text."""
     label = f"{ls.protocol.msg_id} {kind}"
     taken: list[tuple[int, int] | None] = [None]
 
-    def snapshot() -> Cursor | str:
+    def snapshot() -> Cursor:
         taken[0] = _state(ls, uri)
         return ls.cursor(uri, position)
 
-    out = await ls.service.suggest(uri, snapshot, label)
-    if out.reason:
-        quiet = out.reason.startswith("superseded") or out.source == "model"
-        level = logging.DEBUG if quiet else logging.INFO
-        log.log(level, "request %s %s: %s", ls.protocol.msg_id, kind, out.reason)
+    try:
+        out = await ls.service.suggest(uri, snapshot, label)
+    except CompletionSkipped as skipped:
+        level = logging.DEBUG if str(skipped) == SUPERSEDED else logging.INFO
+        log.log(level, "request %s %s: %s", ls.protocol.msg_id, kind, skipped)
+        return None
+    if not out.texts and out.source == "model":
+        log.debug("request %s %s: %s", ls.protocol.msg_id, kind, EMPTY)
     doc = ls.documents.get(uri)
-    if doc is not None and doc.state != taken[0]:
+    if doc is None or doc.state != taken[0]:
         log.info("request %s %s: the document changed while generating", ls.protocol.msg_id, kind)
-        return out, None
+        return None
     return out, doc
 
 
@@ -142,7 +149,9 @@ def _state(ls: CodegenServer, uri: str) -> tuple[int, int] | None:
     return doc.state if doc is not None else None
 
 
-async def _body(ls: CodegenServer, uri: str, position: types.Position) -> Body | str:
+async def _body(ls: CodegenServer, uri: str, position: types.Position) -> Body:
+    """The generated body at ``position``; CompletionSkipped says why there is none."""
+
     def version() -> tuple[int, int] | None:
         return _state(ls, uri)
 
@@ -153,10 +162,14 @@ async def _body(ls: CodegenServer, uri: str, position: types.Position) -> Body |
 async def hover(ls: CodegenServer, params: types.HoverParams) -> types.Hover | None:
     """On a function without a body: the function with a generated body."""
     uri = params.text_document.uri
-    found = await _body(ls, uri, params.position)
+    try:
+        found = await _body(ls, uri, params.position)
+    except CompletionSkipped as skipped:
+        log.debug("request %s hover: %s", ls.protocol.msg_id, skipped)
+        return None
     doc = ls.documents.get(uri)
-    if isinstance(found, str) or doc is None:
-        log.debug("request %s hover: %s", ls.protocol.msg_id, found)
+    if doc is None:
+        log.debug("request %s hover: closed", ls.protocol.msg_id)
         return None
     return convert.hover(doc, found.stub, found.text, ls.encoding)
 
@@ -182,10 +195,13 @@ async def generate_function(ls: CodegenServer, *args: Any) -> dict[str, Any]:
         uri, position = convert.parse_command_arguments(args)
     except ValueError as exc:
         raise JsonRpcInvalidParams(f"{convert.COMMAND_GENERATE}: {exc}") from None
-    found = await _body(ls, uri, position)
+    try:
+        found = await _body(ls, uri, position)
+    except CompletionSkipped as skipped:
+        return {"applied": False, "reason": str(skipped)}
     doc = ls.documents.get(uri)
-    if isinstance(found, str) or doc is None:
-        return {"applied": False, "reason": found if isinstance(found, str) else "closed"}
+    if doc is None:
+        return {"applied": False, "reason": "closed"}
     edit = convert.body_edit(doc, found.stub, found.text, ls.encoding)
     params = types.ApplyWorkspaceEditParams(edit=edit, label="Generate function body")
     try:

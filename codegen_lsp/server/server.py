@@ -24,6 +24,7 @@ from pygls.uris import to_fs_path
 from codegen_lsp import __version__
 from codegen_lsp.codegen.download import Cancelled
 from codegen_lsp.completion.context import Cursor, generation_note
+from codegen_lsp.completion.core import CompletionSkipped
 from codegen_lsp.completion.languages import language_for
 from codegen_lsp.completion.neighbors import Neighbor
 from codegen_lsp.completion.service import DEBOUNCE_S, SuggestionService
@@ -45,6 +46,8 @@ OUTAGE_MESSAGE_EVERY_S = 60.0  # a remote outage is shown at most this often (st
 
 class CodegenServer(LanguageServer):
     """The codegen language server."""
+
+    protocol: CodegenProtocol  # pygls builds it from protocol_cls
 
     def __init__(self, factory: EngineFactory, debounce_s: float = DEBOUNCE_S) -> None:
         super().__init__("codegen-lsp", __version__, protocol_cls=CodegenProtocol)
@@ -84,16 +87,18 @@ class CodegenServer(LanguageServer):
             node = getattr(node, name, None)
         return bool(node)
 
-    def cursor(self, uri: str, position: types.Position) -> Cursor | str:
-        """The cursor at ``position`` of the open document ``uri``, or why there is none."""
+    def cursor(self, uri: str, position: types.Position) -> Cursor:
+        """The cursor at ``position`` of the open document ``uri``; CompletionSkipped says
+        why there is none."""
         doc = self.documents.get(uri)
         if doc is None:
-            return f"unknown document {uri} (not opened with didOpen)"
+            raise CompletionSkipped(f"unknown document {uri} (not opened with didOpen)")
         if not self.settings.enabled(doc.language_id):
-            return f"disabled for language {doc.language_id}"
+            raise CompletionSkipped(f"disabled for language {doc.language_id}")
         found = doc.index(position, self.encoding)
         if found is None:
-            return f"line {position.line} is past the end ({len(doc.lines)} lines)"
+            lines = len(doc.lines)
+            raise CompletionSkipped(f"line {position.line} is past the end ({lines} lines)")
         path = self._shown_path(uri)
         return Cursor.at(doc.lines, *found, language_for(doc.language_id, uri), path)
 
@@ -271,7 +276,11 @@ class CodegenServer(LanguageServer):
         progress.end("loaded")
         if spec is self._spec:
             self._configure_service()  # header "auto" depends on the model
-            engine.watch(lambda health: loop.call_soon_threadsafe(self._on_health, spec, health))
+
+            def on_health(health: Health) -> None:  # on the engine's thread
+                loop.call_soon_threadsafe(self._on_health, spec, health)
+
+            engine.watch(on_health)
             health = engine.health()
             if health.ok:
                 self.set_model_state("ready", engine.description)

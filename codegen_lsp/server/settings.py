@@ -102,18 +102,18 @@ def parse_settings(raw: Any) -> tuple[Settings, list[str], list[str]]:
     if not isinstance(raw, Mapping):
         return settings, [f"codegen: expected an object, got {type(raw).__name__}"], []
     problems: list[str] = []
-    values: dict[str | None, dict[str, Any]] = {group: {} for group in (*GROUPS, None)}
+    mine: dict[str, Any] = {}  # top-level fields
+    values: dict[str, dict[str, Any]] = {group: {} for group in GROUPS}
     for group, name, spec in _declared():
         if spec.key not in raw:
             continue
         value = raw[spec.key]
         try:
-            values[group][name] = spec.check(value)
+            (mine if group is None else values[group])[name] = spec.check(value)
         except ValueError as exc:
             problems.append(
                 f"codegen.{spec.key}: {exc}, got {value!r}; using {spec.json_default!r}"
             )
-    mine = values.pop(None)
     settings = replace(
         settings, **mine, **{g: replace(getattr(settings, g), **v) for g, v in values.items()}
     )

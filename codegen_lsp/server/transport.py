@@ -213,7 +213,7 @@ async def _deliver(server: Session, events: list[Event]) -> None:
                 server.protocol.receive(event.value)
             else:
                 server.protocol.reject(event.reason, reply=event.reply)
-        except Exception:  # noqa: BLE001 - one message must not cost the others
+        except Exception:  # one message must not cost the others
             log.exception("failed to handle a message")
         await asyncio.sleep(0)
 
@@ -231,7 +231,7 @@ def _feed(parser: FrameParser, data: bytes) -> tuple[FrameParser, list[Event]]:
     """``parser.feed(data)``; a parser that fails is replaced (it resynchronises)."""
     try:
         return parser, parser.feed(data)
-    except Exception:  # noqa: BLE001 - a parser bug must not end the session
+    except Exception:  # a parser bug must not end the session
         log.exception("framing failed; starting over at the next header")
         return FrameParser(parser.max_bytes), []
 
