@@ -184,7 +184,7 @@ def test_forced_instruction_sets_are_used_and_reported() -> None:
     code = "from codegen_lsp.engine import kernels; print(kernels.describe())"
     done = run_python(code, CODEGEN_CPU_ISA=kernels.cpu_isas()[-1])
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == f"native {kernels.cpu_isas()[-1]}: gemv_q8, gemv_q4; attend torch"
+    assert done.stdout.strip() == f"native {kernels.cpu_isas()[-1]}: gemv_q8, gemv_q4, attend"
     done = run_python(code, CODEGEN_CPU_ISA="avx9000")
     assert done.returncode != 0
     assert "CODEGEN_CPU_ISA=avx9000 is not one of generic, avx2, avx512" in done.stderr

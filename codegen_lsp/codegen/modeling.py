@@ -15,6 +15,10 @@ position. Attention looks at positions ``0..max(positions)`` and a causal mask b
 input positions hides anything later, so rolling the cache back is just writing at an earlier
 position.
 
+One-token and row-exact calls may take their attention from ``decode_attention`` (set by
+:meth:`CodeGenModel.use_decode_attention`: the engine's native kernel, each query computed
+alone, so a row of a k-row call still equals a one-token call); prefill keeps SDPA.
+
 Row-exact calls (``rowwise=True``, for verifying speculative drafts): attention and the MLP's
 activation run one row at a time, each exactly as a one-token call at that row's position
 would run them (same shapes, strides and key length), and rotary cos/sin come from one table.
@@ -29,6 +33,7 @@ References: Hugging Face ``modeling_codegen.py`` (the layout this must match), g
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -36,6 +41,9 @@ from torch import Tensor, nn
 
 from codegen_lsp.codegen.config import DEFAULT_QKV_SHARDS, CodeGenConfig
 
+# attention of queries [B, T, H, D] at positions [T] over a layer's cache buffers [B, H, S, D]:
+# [B, T, H, D], or None for a call it does not take (see CodeGenModel.use_decode_attention)
+DecodeAttention = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor | None]
 MP_SHARDS = DEFAULT_QKV_SHARDS  # CodeGen1's shard count; a checkpoint's own is config.qkv_shards
 
 
@@ -121,6 +129,8 @@ class KVCache:
 class Attention(nn.Module):
     """Multi-head self-attention with a fused (plain q|k|v) projection and partial rotary."""
 
+    decode_attention: DecodeAttention | None = None
+
     def __init__(self, config: CodeGenConfig) -> None:
         super().__init__()
         self.n_head = config.n_head
@@ -151,6 +161,11 @@ class Attention(nn.Module):
             # for a bf16 model: CPU attention is much faster in float32)
             k_buf.index_copy_(2, positions, k.to(k_buf.dtype))
             v_buf.index_copy_(2, positions, v.to(v_buf.dtype))
+            native = None
+            if self.decode_attention is not None and (seq == 1 or rowwise):
+                native = self.decode_attention(q, positions, k_buf, v_buf)  # [B, T, H, D]
+            if native is not None:  # each row computed alone, as a one-token call would
+                return self.out_proj(native.reshape(bsz, seq, embd))
             if rowwise and seq > 1:
                 rows = [
                     self._attend(q[:, i : i + 1].contiguous(), positions[i : i + 1], k_buf, v_buf)
@@ -238,6 +253,13 @@ class CodeGenModel(nn.Module):
         self.h = nn.ModuleList(Block(config) for _ in range(config.n_layer))
         self.ln_f = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
         self._rotary: tuple[Tensor, Tensor] | None = None
+
+    def use_decode_attention(self, attend: DecodeAttention | None) -> None:
+        """Compute one-token and row-exact (``rowwise``) calls' attention with ``attend``
+        (the engine's native kernel) where it takes the call; prefill keeps SDPA."""
+        for module in self.modules():
+            if isinstance(module, Attention):
+                module.decode_attention = attend
 
     def rotary(self, device: torch.device) -> tuple[Tensor, Tensor]:
         """cos and sin of the rotary angles, ``[n_positions, rotary_dims // 2]`` each (float32,

@@ -32,7 +32,7 @@ from codegen_lsp.native import build as native_build
 
 log = logging.getLogger(__name__)
 
-ABI_VERSION = 1  # codegen_native.h's CG_ABI_VERSION
+ABI_VERSION = 2  # codegen_native.h's CG_ABI_VERSION
 Q4_GROUP = 32
 KERNELS = ("gemv_q8", "gemv_q4", "attend")
 NATIVE_DTYPES = {torch.float32: 0, torch.bfloat16: 1}  # CG_F32, CG_BF16
@@ -78,6 +78,32 @@ CONTRACTS: dict[tuple[str, str], Contract] = {
 
 
 @dataclass(frozen=True)
+class AttendContract:
+    """The attention calls an implementation computes right: up to ``max_queries`` queries
+    (each computed alone: a k-query call equals k one-query calls), head dims up to
+    ``max_dim``, the query and KV cache dtypes, on ``device_type``."""
+
+    max_queries: int = 8
+    max_dim: int = 256  # codegen_native.h's CG_ATTEND_MAX_DIM
+    dtypes: tuple[torch.dtype, ...] = (torch.float32, torch.bfloat16)
+    kv_dtypes: tuple[torch.dtype, ...] = (torch.float32, torch.bfloat16)
+    device_type: str = "cpu"
+    row_exact: bool = True
+
+    def accepts(self, queries: int, dim: int, dtype: torch.dtype, kv_dtype: torch.dtype) -> bool:
+        """True when ``queries`` queries of ``dim`` dims over a ``kv_dtype`` cache are right."""
+        return (
+            1 <= queries <= self.max_queries
+            and 1 <= dim <= self.max_dim
+            and dtype in self.dtypes
+            and kv_dtype in self.kv_dtypes
+        )
+
+
+ATTEND_CONTRACT = AttendContract()
+
+
+@dataclass(frozen=True)
 class KernelEntry:
     """One kernel's line of the table: ``impl`` is "native" or "torch"."""
 
@@ -114,6 +140,12 @@ def _bind(lib: ctypes.CDLL) -> None:
         getattr(lib, name).restype = i32
         getattr(lib, f"{name}_isa").argtypes = [i32, *gemv]
         getattr(lib, f"{name}_isa").restype = i32
+    attend: list[type[ctypes.c_int64 | ctypes.c_void_p | ctypes.c_float | ctypes.c_int]]
+    attend = [ptr, i64, i64, i64, i64, ptr, ptr, i64, ptr, ctypes.c_float, ptr, i32, i32]
+    lib.cg_attend.argtypes = attend
+    lib.cg_attend.restype = i32
+    lib.cg_attend_isa.argtypes = [i32, *attend]
+    lib.cg_attend_isa.restype = i32
     for name in ("cg_abi_version", "cg_isa"):
         getattr(lib, name).restype = i32
     lib.cg_cpu_supports.argtypes = [i32]
@@ -152,30 +184,29 @@ def _find_library(env: Mapping[str, str]) -> tuple[Path | None, str]:
 
 def load_table(env: Mapping[str, str]) -> KernelTable:
     """The table for the environment ``env`` (see the module docstring)."""
-    attend = KernelEntry("attend", "torch", "", "no native attention kernel yet")
     if env.get("CODEGEN_NATIVE", "1").strip().lower() in ("0", "false", "off", "no"):
-        return _torch_table("native kernels off (CODEGEN_NATIVE=0)", attend)
+        return _torch_table("native kernels off (CODEGEN_NATIVE=0)")
     path, reason = _find_library(env)
     if path is None:
-        return _torch_table(reason, attend)
+        return _torch_table(reason)
     try:
         lib = ctypes.CDLL(str(path))
         _bind(lib)
     except (OSError, AttributeError) as exc:
-        return _torch_table(f"native library {path} did not load ({exc})", attend)
+        return _torch_table(f"native library {path} did not load ({exc})")
     if lib.cg_abi_version() != ABI_VERSION:
-        return _torch_table(f"native library {path} is from another version", attend)
+        return _torch_table(f"native library {path} is from another version")
     error = lib.cg_init_error().decode()
     if error:
         raise NativeKernelError(error)
     isa = lib.cg_isa_name(lib.cg_isa()).decode()
-    entries = {name: KernelEntry(name, "native", isa, "") for name in ("gemv_q8", "gemv_q4")}
-    return KernelTable(lib, isa, "", {**entries, "attend": attend})
+    entries = {name: KernelEntry(name, "native", isa, "") for name in KERNELS}
+    return KernelTable(lib, isa, "", entries)
 
 
-def _torch_table(reason: str, attend: KernelEntry) -> KernelTable:
-    entries = {name: KernelEntry(name, "torch", "", reason) for name in ("gemv_q8", "gemv_q4")}
-    return KernelTable(None, "", reason, {**entries, "attend": attend})
+def _torch_table(reason: str) -> KernelTable:
+    entries = {name: KernelEntry(name, "torch", "", reason) for name in KERNELS}
+    return KernelTable(None, "", reason, entries)
 
 
 @functools.cache
@@ -308,6 +339,47 @@ def gemv_q4_reference(x: Tensor, packed: Tensor, sz: Tensor, bias: Tensor | None
     w = ((q.view(n, -1, Q4_GROUP) - 8) * scale[..., None] + zero[..., None]).view(n, k)
     y = x.double() @ w.T
     return y + bias.double() if bias is not None else y
+
+
+def attend(q: Tensor, positions: Tensor, k_buf: Tensor, v_buf: Tensor) -> Tensor:
+    """Native attention of queries ``q`` ``[B, T, H, D]`` at ``positions`` ``[T]`` over the KV
+    cache ``k_buf``/``v_buf`` ``[B, H, S, D]`` (query i sees keys ``0..positions[i]``), scale
+    ``D ** -0.5``; ``[B, T, H, D]`` in q's dtype. Each query computed alone."""
+    lib = table().lib
+    assert lib is not None, "attend called without the native library"
+    q = q.contiguous()
+    (b, t, h, d), max_len = q.shape, k_buf.shape[2]
+    lengths = (positions.to(torch.int64) + 1).contiguous()
+    y = torch.empty_like(q)
+    args = (q.data_ptr(), b, t, h, d, k_buf.data_ptr(), v_buf.data_ptr(), max_len,
+            lengths.data_ptr(), d**-0.5, y.data_ptr(), NATIVE_DTYPES[q.dtype],
+            NATIVE_DTYPES[k_buf.dtype])  # fmt: skip
+    _call("attend", _profiled("attend", lambda: lib.cg_attend(*args)))
+    return y
+
+
+def decode_attention(q: Tensor, positions: Tensor, k_buf: Tensor, v_buf: Tensor) -> Tensor | None:
+    """:func:`attend` where the table runs it natively and :data:`ATTEND_CONTRACT` accepts the
+    call (contiguous cache buffers on the CPU), else None (the caller's torch path)."""
+    if table().lib is None or q.device.type != ATTEND_CONTRACT.device_type:
+        return None
+    _, t, _, d = q.shape
+    if not (k_buf.is_contiguous() and v_buf.is_contiguous() and k_buf.dtype == v_buf.dtype):
+        return None
+    if not ATTEND_CONTRACT.accepts(t, d, q.dtype, k_buf.dtype):
+        return None
+    return attend(q, positions, k_buf, v_buf)
+
+
+def attend_reference(q: Tensor, positions: Tensor, k_buf: Tensor, v_buf: Tensor) -> Tensor:
+    """The float64 oracle of :func:`attend` (``[B, T, H, D]``, float64)."""
+    out = []
+    for i, p in enumerate(positions.tolist()):
+        qi = q[:, i].double()  # [B, H, D]
+        k, v = k_buf[:, :, : p + 1].double(), v_buf[:, :, : p + 1].double()
+        w = torch.softmax(torch.einsum("bhd,bhtd->bht", qi, k) * q.shape[-1] ** -0.5, -1)
+        out.append(torch.einsum("bht,bhtd->bhd", w, v))
+    return torch.stack(out, dim=1)
 
 
 def native_isa_call(kernel: str, isa: int, *args: int | None) -> int:

@@ -22,6 +22,7 @@ import torch
 from codegen_lsp.codegen.checkpoint import CheckpointError
 from codegen_lsp.codegen.modeling import CodeGenForCausalLM, CodeGenModel
 from codegen_lsp.codegen.tokenizer import CodeGenTokenizer
+from codegen_lsp.engine import kernels
 from codegen_lsp.engine.api import (
     CacheStats,
     Cancel,
@@ -99,6 +100,8 @@ class CodeGenEngine:
         self.token_bytes = tokenizer.token_bytes()
         self.prefix_index = prefix_index(tokenizer)
         self._forward: CodeGenModel = model.transformer
+        if kernels.table().entries["attend"].impl == "native":  # one-token and verify calls
+            model.transformer.use_decode_attention(kernels.decode_attention)
         if compile:  # the compiled module is called as the model it wraps
             self._forward = cast(CodeGenModel, torch.compile(model.transformer, dynamic=True))
         # rows per speculative verify call (1: speculation off, for the reason given)

@@ -209,3 +209,42 @@ int cg_gemv_q4_avx2(const void *x, int64_t m, int64_t k, const uint8_t *w, const
     free(xf);
     return CG_OK;
 }
+
+/* ---- attention (attend_impl.h), 8 lanes ---- */
+
+/* exp(x) for x <= 0 (scores minus their maximum): Cephes' expf polynomial on
+ * x - n ln 2, times 2^n; x below -87.3 gives 2^-126 times a small factor, not 0 */
+INLINE __m256 v_exp(__m256 x) {
+    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.3365f)), _mm256_set1_ps(88.3762f));
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+typedef __m256 CG_V;
+#define CG_VW 8
+INLINE CG_V v_zero(void) { return _mm256_setzero_ps(); }
+INLINE CG_V v_set1(float a) { return _mm256_set1_ps(a); }
+INLINE CG_V v_load(const float *p) { return _mm256_loadu_ps(p); }
+INLINE CG_V v_load_bf16(const uint16_t *p) {
+    __m256i e = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(e, 16));
+}
+INLINE void v_store(float *p, CG_V a) { _mm256_storeu_ps(p, a); }
+INLINE CG_V v_add(CG_V a, CG_V b) { return _mm256_add_ps(a, b); }
+INLINE CG_V v_sub(CG_V a, CG_V b) { return _mm256_sub_ps(a, b); }
+INLINE CG_V v_div(CG_V a, CG_V b) { return _mm256_div_ps(a, b); }
+INLINE CG_V v_fma(CG_V a, CG_V b, CG_V c) { return _mm256_fmadd_ps(a, b, c); }
+INLINE float v_hsum(CG_V a) { return hsum8(a); }
+#define CG_ATTEND_NAME cg_attend_avx2
+#include "attend_impl.h"

@@ -213,3 +213,42 @@ int cg_gemv_q4_avx512(const void *x, int64_t m, int64_t k, const uint8_t *w,
     free(xf);
     return CG_OK;
 }
+
+/* ---- attention (attend_impl.h), 16 lanes ---- */
+
+/* exp(x) for x <= 0 (scores minus their maximum): Cephes' expf polynomial on
+ * x - n ln 2, times 2^n; x below -87.3 gives 2^-126 times a small factor, not 0 */
+INLINE __m512 v_exp(__m512 x) {
+    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.3365f)), _mm512_set1_ps(88.3762f));
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+    __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
+    return _mm512_mul_ps(p, _mm512_castsi512_ps(e));
+}
+
+typedef __m512 CG_V;
+#define CG_VW 16
+INLINE CG_V v_zero(void) { return _mm512_setzero_ps(); }
+INLINE CG_V v_set1(float a) { return _mm512_set1_ps(a); }
+INLINE CG_V v_load(const float *p) { return _mm512_loadu_ps(p); }
+INLINE CG_V v_load_bf16(const uint16_t *p) {
+    __m512i e = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(e, 16));
+}
+INLINE void v_store(float *p, CG_V a) { _mm512_storeu_ps(p, a); }
+INLINE CG_V v_add(CG_V a, CG_V b) { return _mm512_add_ps(a, b); }
+INLINE CG_V v_sub(CG_V a, CG_V b) { return _mm512_sub_ps(a, b); }
+INLINE CG_V v_div(CG_V a, CG_V b) { return _mm512_div_ps(a, b); }
+INLINE CG_V v_fma(CG_V a, CG_V b, CG_V c) { return _mm512_fmadd_ps(a, b, c); }
+INLINE float v_hsum(CG_V a) { return _mm512_reduce_add_ps(a); }
+#define CG_ATTEND_NAME cg_attend_avx512
+#include "attend_impl.h"

@@ -44,7 +44,7 @@ def sources() -> list[str]:
 def source_hash() -> str:
     """A short hash of the sources and flags (names a lazily built library)."""
     digest = hashlib.sha256()
-    for name in [*ISA_FLAGS, "codegen_native.h", "common.h"]:
+    for name in [*ISA_FLAGS, "codegen_native.h", "common.h", "attend_impl.h"]:
         digest.update(name.encode() + (HERE / name).read_bytes())
     digest.update(repr((COMMON_FLAGS, ISA_FLAGS, X86)).encode())
     return digest.hexdigest()[:16]
@@ -95,7 +95,7 @@ def build(target: Path) -> Path:
             )
             objects.append(str(obj))
         linked = Path(tmp) / LIBRARY
-        _run([cc, "-shared", "-o", str(linked), *objects])
+        _run([cc, "-shared", "-o", str(linked), *objects, "-lm"])
         partial = target.with_name(f".{target.name}.{os.getpid()}.tmp")
         shutil.copyfile(linked, partial)
         os.replace(partial, target)

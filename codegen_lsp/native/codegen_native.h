@@ -17,6 +17,12 @@
  *            weight = (q - 8) * scale + zero; bias float32 [n] or NULL
  *            y[i, j] = sum_t x[i, t] * weight[j, t] + bias[j]
  *
+ *   attend:  q [batch, nq, heads, dim] (dtype); k, v [batch, heads, max_len, dim] (kv_dtype:
+ *            CG_F32 or CG_BF16), the KV cache; lengths int64 [nq]: query i sees keys
+ *            0 .. lengths[i] - 1 (its position + 1; 1 <= lengths[i] <= max_len); dim at most
+ *            CG_ATTEND_MAX_DIM; y [batch, nq, heads, dim] (dtype)
+ *            y[b, i, h] = softmax_t(scale * q[b, i, h] . k[b, h, t]) @ v[b, h, :lengths[i]]
+ *
  * Return value: 0, or CG_EBADARG when a shape breaks the contract (nothing is written), or
  * CG_ENOMEM, or CG_EISA when the requested instruction set is not available.
  */
@@ -43,7 +49,8 @@ extern "C" {
 #define CG_EISA 3
 
 #define CG_Q4_GROUP 32
-#define CG_ABI_VERSION 1
+#define CG_ATTEND_MAX_DIM 256
+#define CG_ABI_VERSION 2
 
 typedef int (*cg_gemv_q8_fn)(const void *x, int64_t m, int64_t k, const int8_t *w,
                              const float *scale, const float *bias, int64_t n, void *y,
@@ -51,6 +58,15 @@ typedef int (*cg_gemv_q8_fn)(const void *x, int64_t m, int64_t k, const int8_t *
 typedef int (*cg_gemv_q4_fn)(const void *x, int64_t m, int64_t k, const uint8_t *w,
                              const uint16_t *sz, const float *bias, int64_t n, void *y,
                              int dtype);
+
+typedef int (*cg_attend_fn)(const void *q, int64_t batch, int64_t nq, int64_t heads, int64_t dim,
+                            const void *k, const void *v, int64_t max_len,
+                            const int64_t *lengths, float scale, void *y, int dtype,
+                            int kv_dtype);
+#define CG_ATTEND_ARGS                                                                           \
+    const void *q, int64_t batch, int64_t nq, int64_t heads, int64_t dim, const void *k,         \
+        const void *v, int64_t max_len, const int64_t *lengths, float scale, void *y, int dtype, \
+        int kv_dtype
 
 /* dispatch.c: the exported entry points */
 int cg_abi_version(void);
@@ -69,6 +85,9 @@ int cg_gemv_q8_isa(int isa, const void *x, int64_t m, int64_t k, const int8_t *w
 int cg_gemv_q4_isa(int isa, const void *x, int64_t m, int64_t k, const uint8_t *w,
                    const uint16_t *sz, const float *bias, int64_t n, void *y, int dtype);
 
+int cg_attend(CG_ATTEND_ARGS);
+int cg_attend_isa(int isa, CG_ATTEND_ARGS);
+
 /* one per instruction set file (ref.c, generic.c, avx2.c, avx512.c) */
 int cg_gemv_q8_ref(const void *x, int64_t m, int64_t k, const int8_t *w, const float *scale,
                    const float *bias, int64_t n, void *y, int dtype);
@@ -86,6 +105,11 @@ int cg_gemv_q8_avx512(const void *x, int64_t m, int64_t k, const int8_t *w,
                       const float *scale, const float *bias, int64_t n, void *y, int dtype);
 int cg_gemv_q4_avx512(const void *x, int64_t m, int64_t k, const uint8_t *w,
                       const uint16_t *sz, const float *bias, int64_t n, void *y, int dtype);
+
+int cg_attend_ref(CG_ATTEND_ARGS);
+int cg_attend_generic(CG_ATTEND_ARGS);
+int cg_attend_avx2(CG_ATTEND_ARGS);
+int cg_attend_avx512(CG_ATTEND_ARGS);
 
 #ifdef __cplusplus
 }

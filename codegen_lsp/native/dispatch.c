@@ -19,6 +19,7 @@
 typedef struct {
     cg_gemv_q8_fn gemv_q8;
     cg_gemv_q4_fn gemv_q4;
+    cg_attend_fn attend;
 } cg_table;
 
 static const char *const names[CG_ISA_COUNT] = {"generic", "avx2", "avx512"};
@@ -27,10 +28,10 @@ static int selected = CG_ISA_GENERIC;
 static char init_error[160];
 
 static cg_table table_for(int isa) {
-    cg_table t = {cg_gemv_q8_generic, cg_gemv_q4_generic};
+    cg_table t = {cg_gemv_q8_generic, cg_gemv_q4_generic, cg_attend_generic};
 #if CG_X86 && !defined(CG_NO_AVX)
-    if (isa == CG_ISA_AVX2) t = (cg_table){cg_gemv_q8_avx2, cg_gemv_q4_avx2};
-    if (isa == CG_ISA_AVX512) t = (cg_table){cg_gemv_q8_avx512, cg_gemv_q4_avx512};
+    if (isa == CG_ISA_AVX2) t = (cg_table){cg_gemv_q8_avx2, cg_gemv_q4_avx2, cg_attend_avx2};
+    if (isa == CG_ISA_AVX512) t = (cg_table){cg_gemv_q8_avx512, cg_gemv_q4_avx512, cg_attend_avx512};
 #else
     (void)isa;
 #endif
@@ -110,4 +111,14 @@ int cg_gemv_q4_isa(int isa, const void *x, int64_t m, int64_t k, const uint8_t *
     if (isa == -1) return cg_gemv_q4_ref(x, m, k, w, sz, bias, n, y, dtype);
     if (!cg_cpu_supports(isa)) return CG_EISA;
     return table_for(isa).gemv_q4(x, m, k, w, sz, bias, n, y, dtype);
+}
+
+#define CG_ATTEND_PASS q, batch, nq, heads, dim, k, v, max_len, lengths, scale, y, dtype, kv_dtype
+
+int cg_attend(CG_ATTEND_ARGS) { return table_for(selected).attend(CG_ATTEND_PASS); }
+
+int cg_attend_isa(int isa, CG_ATTEND_ARGS) {
+    if (isa == -1) return cg_attend_ref(CG_ATTEND_PASS);
+    if (!cg_cpu_supports(isa)) return CG_EISA;
+    return table_for(isa).attend(CG_ATTEND_PASS);
 }

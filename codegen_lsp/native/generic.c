@@ -2,6 +2,8 @@
  * flags). Each output sums in 8 lanes (input t into lane t % 8) reduced in a fixed tree, the
  * same for every row count. Each weight row (int4: group) is converted to float32 once and
  * applied to every activation row of the call. */
+#include <math.h>
+
 #include "common.h"
 
 #define LANES 8
@@ -84,3 +86,20 @@ int cg_gemv_q4_generic(const void *x, int64_t m, int64_t k, const uint8_t *w,
     free(xf);
     return CG_OK;
 }
+
+/* attention (attend_impl.h) one float at a time: libm's expf */
+typedef float CG_V;
+#define CG_VW 1
+static inline CG_V v_zero(void) { return 0.0f; }
+static inline CG_V v_set1(float a) { return a; }
+static inline CG_V v_load(const float *p) { return *p; }
+static inline CG_V v_load_bf16(const uint16_t *p) { return cg_bf16_to_f32(*p); }
+static inline void v_store(float *p, CG_V a) { *p = a; }
+static inline CG_V v_add(CG_V a, CG_V b) { return a + b; }
+static inline CG_V v_sub(CG_V a, CG_V b) { return a - b; }
+static inline CG_V v_div(CG_V a, CG_V b) { return a / b; }
+static inline CG_V v_fma(CG_V a, CG_V b, CG_V c) { return a * b + c; }
+static inline float v_hsum(CG_V a) { return a; }
+static inline CG_V v_exp(CG_V a) { return expf(a); }
+#define CG_ATTEND_NAME cg_attend_generic
+#include "attend_impl.h"

@@ -1,7 +1,13 @@
 /* ref.c: the scalar reference of every kernel: one sequential sum per output, no SIMD, no
  * prefetch. The oracle the instruction-set files are tested against (with a float64 bound),
  * reachable as instruction set -1. */
+#include <math.h>
+
 #include "common.h"
+
+static inline float cg_kv(const void *p, int kv_dtype, int64_t index) {
+    return kv_dtype == CG_BF16 ? cg_bf16_to_f32(((const uint16_t *)p)[index]) : ((const float *)p)[index];
+}
 
 int cg_gemv_q8_ref(const void *x, int64_t m, int64_t k, const int8_t *w, const float *scale,
                    const float *bias, int64_t n, void *y, int dtype) {
@@ -50,5 +56,41 @@ int cg_gemv_q4_ref(const void *x, int64_t m, int64_t k, const uint8_t *w, const 
         }
     }
     free(xf);
+    return CG_OK;
+}
+
+int cg_attend_ref(CG_ATTEND_ARGS) {
+    int rc = cg_attend_check(q, batch, nq, heads, dim, k, v, max_len, lengths, y, dtype, kv_dtype);
+    if (rc || batch == 0 || nq == 0 || heads == 0) return rc;
+    int64_t longest = 0;
+    for (int64_t i = 0; i < nq; i++) longest = lengths[i] > longest ? lengths[i] : longest;
+    float *s = (float *)malloc((size_t)(longest + 2 * dim) * sizeof(float));
+    if (!s) return CG_ENOMEM;
+    float *qf = s + longest, *out = qf + dim;
+    for (int64_t b = 0; b < batch; b++)
+        for (int64_t i = 0; i < nq; i++)
+            for (int64_t h = 0; h < heads; h++) {
+                int64_t qi = ((b * nq + i) * heads + h) * dim, len = lengths[i];
+                for (int64_t d = 0; d < dim; d++)
+                    qf[d] = dtype == CG_BF16 ? cg_bf16_to_f32(((const uint16_t *)q)[qi + d])
+                                             : ((const float *)q)[qi + d];
+                int64_t base = (b * heads + h) * max_len * dim;
+                float top = 0.0f;
+                for (int64_t t = 0; t < len; t++) {
+                    float acc = 0.0f;
+                    for (int64_t d = 0; d < dim; d++) acc += qf[d] * cg_kv(k, kv_dtype, base + t * dim + d);
+                    s[t] = acc * scale;
+                    top = t == 0 || s[t] > top ? s[t] : top;
+                }
+                float denom = 0.0f;
+                for (int64_t t = 0; t < len; t++) denom += (s[t] = expf(s[t] - top));
+                for (int64_t d = 0; d < dim; d++) {
+                    float acc = 0.0f;
+                    for (int64_t t = 0; t < len; t++) acc += s[t] * cg_kv(v, kv_dtype, base + t * dim + d);
+                    out[d] = acc / denom;
+                }
+                for (int64_t d = 0; d < dim; d++) cg_store(y, qi + d, out[d], dtype);
+            }
+    free(s);
     return CG_OK;
 }

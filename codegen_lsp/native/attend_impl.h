@@ -1,0 +1,97 @@
+/* attend_impl.h: the attention kernel, written once over a small vector vocabulary that each
+ * instruction-set file defines before including it (CG_V: the vector type, CG_VW: its float32
+ * lanes; v_zero, v_set1, v_load, v_load_bf16, v_store, v_add, v_sub, v_div, v_fma, v_hsum,
+ * v_exp; CG_ATTEND_NAME: the exported name). Each file compiles it with its own flags.
+ *
+ * Each (batch row, query, head) is computed alone, in an order fixed by its key count alone:
+ * scores q.k_t (one vector accumulator over the head's dims, then a fixed horizontal sum),
+ * times scale; their maximum; p_t = exp(s_t - max) (lane-wise, so a score's p does not depend
+ * on its place in a vector), their sum in CG_VW lanes in key order, then a fixed horizontal
+ * sum; the output sum_t p_t v_t in key order, one accumulator per CG_VW dims, divided by the
+ * sum. A query of a k-query call therefore equals, bit for bit, a one-query call. */
+#ifndef CG_ATTEND_NAME
+#error "define the vector vocabulary and CG_ATTEND_NAME before including attend_impl.h"
+#endif
+
+#define CG_MAXC (CG_ATTEND_MAX_DIM / CG_VW)
+
+/* dims c0 .. c0 + CG_VW - 1 of one key or value row (zeros past dim) */
+static inline __attribute__((always_inline)) CG_V kv_chunk(const void *row, int64_t c0,
+                                                           int64_t dim, const int kvd) {
+    if (c0 + CG_VW <= dim)
+        return kvd == CG_BF16 ? v_load_bf16((const uint16_t *)row + c0)
+                              : v_load((const float *)row + c0);
+    float tmp[CG_VW];
+    for (int j = 0; j < CG_VW; j++) {
+        int64_t d = c0 + j;
+        tmp[j] = d >= dim ? 0.0f
+                 : kvd == CG_BF16 ? cg_bf16_to_f32(((const uint16_t *)row)[d])
+                                  : ((const float *)row)[d];
+    }
+    return v_load(tmp);
+}
+
+static inline __attribute__((always_inline)) void attend_one(
+    const float *qf, int64_t dim, const char *k, const char *v, int64_t row_bytes, int64_t len,
+    float scale, float *s, float *out, const int kvd) {
+    int64_t chunks = (dim + CG_VW - 1) / CG_VW;
+    CG_V q[CG_MAXC];
+    for (int64_t c = 0; c < chunks; c++) q[c] = v_load(qf + c * CG_VW);
+    for (int64_t t = 0; t < len; t++) {
+        const void *kt = k + t * row_bytes;
+        CG_V acc = v_zero();
+        for (int64_t c = 0; c < chunks; c++) acc = v_fma(q[c], kv_chunk(kt, c * CG_VW, dim, kvd), acc);
+        s[t] = v_hsum(acc) * scale;
+    }
+    float top = s[0];
+    for (int64_t t = 1; t < len; t++) top = s[t] > top ? s[t] : top;
+    int64_t padded = (len + CG_VW - 1) / CG_VW * CG_VW;
+    for (int64_t t = len; t < padded; t++) s[t] = top;
+    CG_V shift = v_set1(top);
+    for (int64_t t = 0; t < padded; t += CG_VW) v_store(s + t, v_exp(v_sub(v_load(s + t), shift)));
+    for (int64_t t = len; t < padded; t++) s[t] = 0.0f;
+    CG_V lanes = v_zero();
+    for (int64_t t = 0; t < padded; t += CG_VW) lanes = v_add(lanes, v_load(s + t));
+    CG_V denom = v_set1(v_hsum(lanes));
+    CG_V acc[CG_MAXC];
+    for (int64_t c = 0; c < chunks; c++) acc[c] = v_zero();
+    for (int64_t t = 0; t < len; t++) {
+        const void *vt = v + t * row_bytes;
+        CG_V p = v_set1(s[t]);
+        for (int64_t c = 0; c < chunks; c++) acc[c] = v_fma(p, kv_chunk(vt, c * CG_VW, dim, kvd), acc[c]);
+    }
+    for (int64_t c = 0; c < chunks; c++) v_store(out + c * CG_VW, v_div(acc[c], denom));
+}
+
+int CG_ATTEND_NAME(const void *q, int64_t batch, int64_t nq, int64_t heads, int64_t dim,
+                   const void *k, const void *v, int64_t max_len, const int64_t *lengths,
+                   float scale, void *y, int dtype, int kv_dtype) {
+    int rc = cg_attend_check(q, batch, nq, heads, dim, k, v, max_len, lengths, y, dtype, kv_dtype);
+    if (rc || batch == 0 || nq == 0 || heads == 0) return rc;
+    int64_t longest = 0;
+    for (int64_t i = 0; i < nq; i++) longest = lengths[i] > longest ? lengths[i] : longest;
+    int64_t dpad = (dim + CG_VW - 1) / CG_VW * CG_VW;
+    int64_t spad = (longest + CG_VW - 1) / CG_VW * CG_VW;
+    float *s = (float *)aligned_alloc(64, (size_t)(spad + 2 * dpad + 16) * sizeof(float));
+    if (!s) return CG_ENOMEM;
+    float *qf = s + spad, *out = qf + dpad;
+    int64_t elem = kv_dtype == CG_BF16 ? 2 : 4, row_bytes = dim * elem;
+    for (int64_t b = 0; b < batch; b++)
+        for (int64_t i = 0; i < nq; i++)
+            for (int64_t h = 0; h < heads; h++) {
+                int64_t qi = ((b * nq + i) * heads + h) * dim;
+                for (int64_t d = 0; d < dpad; d++)
+                    qf[d] = d >= dim ? 0.0f
+                            : dtype == CG_BF16 ? cg_bf16_to_f32(((const uint16_t *)q)[qi + d])
+                                               : ((const float *)q)[qi + d];
+                int64_t base = ((b * heads + h) * max_len) * row_bytes;
+                const char *kh = (const char *)k + base, *vh = (const char *)v + base;
+                if (kv_dtype == CG_BF16)
+                    attend_one(qf, dim, kh, vh, row_bytes, lengths[i], scale, s, out, CG_BF16);
+                else
+                    attend_one(qf, dim, kh, vh, row_bytes, lengths[i], scale, s, out, CG_F32);
+                for (int64_t d = 0; d < dim; d++) cg_store(y, qi + d, out[d], dtype);
+            }
+    free(s);
+    return CG_OK;
+}

@@ -1,0 +1,163 @@
+"""The native attention kernel (``cg_attend``) and its use by the model's decode calls.
+
+Every instruction set this CPU runs (called by name, plus the scalar reference) at awkward
+head dims and key counts, fp32 and bf16 caches: a k-query call equals k one-query calls bit
+for bit, and every output is within a stated bound of a float64 reference. Then the model:
+one-token and row-exact calls take the kernel, prefill keeps SDPA, and a verify call's rows
+equal one-token steps with the kernel on.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from codegen_lsp.codegen.config import CodeGenConfig
+from codegen_lsp.codegen.modeling import CodeGenForCausalLM, KVCache
+from codegen_lsp.engine import kernels
+from codegen_lsp.engine.quantize import quantize_int8
+
+U = 2.0**-24
+U_BF16 = 2.0**-8
+CG_EBADARG = 1
+
+needs_native = pytest.mark.skipif(
+    kernels.table().lib is None, reason=f"native kernels not built: {kernels.table().reason}"
+)
+
+
+def isas() -> list[int]:
+    """-1 (the scalar reference) and every instruction set this CPU runs."""
+    return [-1, *(kernels.ISAS.index(name) for name in kernels.cpu_isas())]
+
+
+def call(isa: int, q: torch.Tensor, positions: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
+    """``cg_attend_isa`` of q [B, T, H, D] over k, v [B, H, S, D]; [B, T, H, D]."""
+    b, t, h, d = q.shape
+    lengths = positions + 1
+    y = torch.empty_like(q)
+    rc = kernels.native_isa_call(
+        "attend", isa, q.data_ptr(), b, t, h, d, k.data_ptr(), v.data_ptr(), k.shape[2],
+        lengths.data_ptr(), d**-0.5, y.data_ptr(), kernels.NATIVE_DTYPES[q.dtype],
+        kernels.NATIVE_DTYPES[k.dtype],
+    )  # fmt: skip
+    assert rc == 0, f"attend isa {isa} returned {rc}"
+    return y
+
+
+def bound(q: torch.Tensor, positions: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
+    """Per output: scores off by at most e_s = (D + 4) u scale sum_d |q_d k_d| (their
+    exponentials by 2 e_s + 8 u, relatively), sums of L terms by (L + 8) u: the output is
+    within 2 (2 e_s + (L + 16) u) sum_t p_t |v_t| / sum_t p_t of the float64 one."""
+    d = q.shape[-1]
+    out = []
+    for i, p in enumerate(positions.tolist()):
+        qi, kk, vv = q[:, i].double(), k[:, :, : p + 1].double(), v[:, :, : p + 1].double()
+        mag = torch.einsum("bhd,bhtd->bht", qi.abs(), kk.abs()) * d**-0.5
+        e_s = (d + 4) * U * mag.amax(-1, keepdim=True)  # [B, H, 1]
+        w = torch.softmax(torch.einsum("bhd,bhtd->bht", qi, kk) * d**-0.5, -1)
+        spread = torch.einsum("bht,bhtd->bhd", w, vv.abs())
+        out.append(2 * (2 * e_s + (p + 1 + 16) * U) * spread)
+    return torch.stack(out, dim=1)
+
+
+@needs_native
+@pytest.mark.parametrize("kv_dtype", [torch.float32, torch.bfloat16])
+def test_attend_every_isa_at_awkward_sizes(kv_dtype: torch.dtype) -> None:
+    gen = torch.Generator().manual_seed(23)
+    for dim in (8, 16, 64, 80):
+        for dtype in (torch.float32, torch.bfloat16):
+            max_len = 1030
+            k = torch.randn(2, 3, max_len, dim, generator=gen).to(kv_dtype)
+            v = torch.randn(2, 3, max_len, dim, generator=gen).to(kv_dtype)
+            q = (torch.randn(2, 8, 3, dim, generator=gen) * 2).to(dtype)
+            positions = torch.tensor([0, 2, 16, 1022, 1024, 5, 1029, 63])  # 1, 3, 17, 1023...
+            ref = kernels.attend_reference(q, positions, k, v)
+            limit = bound(q, positions, k, v)
+            if dtype == torch.bfloat16:
+                limit = limit + U_BF16 * (ref.abs() + limit)
+            for isa in isas():
+                y = call(isa, q, positions, k, v)
+                ones = [
+                    call(isa, q[:, i : i + 1].clone(), positions[i : i + 1], k, v) for i in range(8)
+                ]
+                assert torch.equal(y, torch.cat(ones, dim=1)), f"isa {isa} dim {dim}: rows differ"
+                error = (y.double() - ref).abs()
+                assert bool((error <= limit).all()), (
+                    f"isa {isa} dim {dim}: {error.max()} over bound"
+                )
+
+
+@needs_native
+def test_attend_rejects_calls_outside_its_contract() -> None:
+    q, k = torch.randn(1, 1, 2, 8), torch.randn(1, 2, 4, 8)
+    y = torch.empty_like(q)
+
+    def rc(isa: int, lengths: torch.Tensor, dim: int = 8) -> int:
+        return kernels.native_isa_call(
+            "attend", isa, q.data_ptr(), 1, 1, 2, dim, k.data_ptr(), k.data_ptr(), 4,
+            lengths.data_ptr(), 1.0, y.data_ptr(), 0, 0,
+        )  # fmt: skip
+
+    for isa in isas():  # a key count past the cache, none at all, a head dim past 256
+        assert rc(isa, torch.tensor([5])) == CG_EBADARG
+        assert rc(isa, torch.tensor([0])) == CG_EBADARG
+        assert rc(isa, torch.tensor([4]), dim=257) == CG_EBADARG
+        assert rc(isa, torch.tensor([4])) == 0
+    contract = kernels.ATTEND_CONTRACT
+    assert contract.accepts(8, 80, torch.bfloat16, torch.float32)
+    assert not contract.accepts(9, 80, torch.bfloat16, torch.float32)  # prefill-sized calls
+    assert not contract.accepts(1, 80, torch.bfloat16, torch.float16)
+
+
+def tiny_model() -> CodeGenForCausalLM:
+    config = CodeGenConfig(
+        vocab_size=64, n_positions=128, n_embd=64, n_layer=2, n_head=4, rotary_dim=8
+    )
+    model = CodeGenForCausalLM(config).eval()
+    model.init_weights(seed=3, std=0.2)
+    model.to(torch.bfloat16)
+    quantize_int8(model)  # row-exact linear layers, as the engine's
+    return model
+
+
+def fp32_cache(model: CodeGenForCausalLM) -> KVCache:
+    """The engine's CPU cache: float32 keys and values."""
+    return KVCache(model.config, 1, 64, torch.float32)
+
+
+@needs_native
+@torch.no_grad()
+def test_model_decode_calls_take_the_kernel_and_rows_stay_exact() -> None:
+    """With the kernel installed, one-token and rowwise calls go native (counted), prefill
+    keeps SDPA; a 5-row verify call equals five one-token steps (hidden states and the K/V
+    written), and the native steps stay near the SDPA ones."""
+    model = tiny_model()
+    calls: list[int] = []
+
+    def counted(q, positions, k_buf, v_buf):
+        y = kernels.decode_attention(q, positions, k_buf, v_buf)
+        calls.append(q.shape[1] if y is not None else 0)
+        return y
+
+    tokens = torch.randint(0, 64, (1, 40), generator=torch.Generator().manual_seed(1))
+    sdpa_cache = fp32_cache(model)
+    sdpa = model.transformer(tokens, torch.arange(40), sdpa_cache)[0]
+    model.transformer.use_decode_attention(counted)
+    one, verify = fp32_cache(model), fp32_cache(model)
+    for cache in (one, verify):
+        model.transformer(tokens[:, :35], torch.arange(35), cache)
+    assert calls == []  # prefill (35 rows, not rowwise) keeps SDPA
+    steps = torch.cat(
+        [model.transformer(tokens[:, p : p + 1], torch.tensor([p]), one)[0] for p in range(35, 40)]
+    )
+    assert calls == [1] * 10  # 5 steps x 2 layers
+    rows = model.transformer(tokens[:, 35:40], torch.arange(35, 40), verify, rowwise=True)[0]
+    assert calls[10:] == [5, 5]
+    assert torch.equal(rows, steps)
+    for a, b in zip(one.k + one.v, verify.k + verify.v, strict=True):
+        assert torch.equal(a[:, :, :40], b[:, :, :40])
+    assert torch.allclose(steps.float(), sdpa[35:40].float(), atol=0.05, rtol=0.02)
+    model.transformer.use_decode_attention(None)
+    model.transformer(tokens[:, 35:36], torch.tensor([35]), one)
+    assert len(calls) == 12
