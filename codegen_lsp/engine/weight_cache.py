@@ -178,8 +178,9 @@ class WeightCache:
         return model
 
     def _note_stale(self) -> None:
+        # the same checkpoint path and choices: an older checkpoint or an older version
         same = [e for e in list_entries(self.root) if e.source == self.source]
-        self.stale = [e.meta for e in same if e.info.get("format") == self.fmt]
+        self.stale = [e.meta for e in same if _choices(e.info.get("format")) == _choices(self.fmt)]
         if self.stale:
             log.info("weight cache: %s changed since it was cached; caching it again", self.source)
 
@@ -235,6 +236,12 @@ class WeightCache:
         _writers.append(thread)
         thread.start()
         return thread
+
+
+def _choices(fmt: Any) -> tuple[Any, ...]:
+    """The part of a format a user chooses (an entry differing in the rest is outdated)."""
+    fmt = fmt if isinstance(fmt, dict) else {}
+    return tuple(fmt.get(k) for k in ("quantize", "dtype", "dense_prefill", "packed"))
 
 
 def _warn_unwritable(root: Path, exc: OSError) -> None:
