@@ -48,7 +48,7 @@ def cmd_run(args: argparse.Namespace) -> None:
         cmd = [sys.executable, "-m", "model.train", "train", "--config", cfg.name]
         cmd += ["--work", str(work), "--device", args.device, *args.overrides]
         cmd += ["--smoke"] if args.smoke else []
-        err = open(run_dir / "stderr.log", "w")  # noqa: SIM115
+        err = open(run_dir / "stderr.log", "w")
         procs[cfg.name] = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=err)
     longest = max(cfg.minutes for cfg in configs) * 60 or 3600.0
     deadline = time.time() + longest + args.grace

@@ -181,7 +181,7 @@ def train(cfg: TrainConfig, work: Path, run_dir: Path, device: str) -> dict:
     """Train (or resume) one run; return its summary (also written to ``RUN/summary.json``)."""
     data = work / cfg.data
     run_dir.mkdir(parents=True, exist_ok=True)
-    log_file = open(run_dir / "train.log", "a", buffering=1)  # noqa: SIM115
+    log_file = open(run_dir / "train.log", "a", buffering=1)
 
     def log(line: str) -> None:
         print(line, flush=True)

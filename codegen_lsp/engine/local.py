@@ -333,10 +333,9 @@ class CodeGenEngine:
         drafts: str = "lookup",
     ) -> None:
         """Greedy decoding of one row in the slot, each call verifying drafts (prompt lookup,
-        or the draft model's with ``drafts="draft"``): the
-        current token and ``k`` drafts go in one row-exact call; drafts are kept while they
-        are what greedy decoding chooses, and the model's own choice after them comes free.
-        Only kept positions are recorded (the rest is overwritten later)."""
+        or the draft model's with ``drafts="draft"``): the current token and ``k`` drafts go
+        in one row-exact call; drafts are kept while greedy decoding chooses them, the model's
+        own choice after them comes free. Only kept positions are recorded."""
         row = state.rows[0]
         drafter: LookupDrafter | ModelDrafter = LookupDrafter(slot.tokens[:position])
         if drafts == "draft" and self.draft is not None and slot.key is not None:
