@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 ANCHOR_CHARS = 256  # text before the cursor that identifies where a suggestion was made
 TYPED_MAX = 4096  # most characters of a suggestion typed through that are still served
+ANCHORED_TRIES = 16  # places where the anchor matches that are tried (each costs a copy)
 
 
 @dataclass(frozen=True)
@@ -42,9 +43,13 @@ def remaining(entry: Entry, before: str, line_after: str) -> list[str]:
         return []
     longest = max((len(s) for s in entry.suggestions), default=0)
     out: list[str] = []
+    tries = 0
     for typed_len in range(0, min(longest, len(before), TYPED_MAX) + 1):
         if not _anchored(before, len(before) - typed_len, entry.anchor):
             continue
+        tries += 1
+        if tries > ANCHORED_TRIES:  # a periodic text matches the anchor everywhere
+            break
         typed = before[len(before) - typed_len :]
         for s in entry.suggestions:
             if s.startswith(typed) and len(s) > typed_len and s[typed_len:] not in out:
