@@ -21,7 +21,7 @@ import torch
 from codegen_lsp.codegen.checkpoint import load_model
 from model.config import TrainConfig, config_names, load_config
 from model.data import V2_COMMIT, split_texts
-from model.train import lr_at, progress_of, smoke_config
+from model.train import export, lr_at, progress_of, smoke_config
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -82,7 +82,7 @@ def test_every_run_config_trains_smoke_steps_and_exports_a_loadable_checkpoint(
     assert losses and all(math.isfinite(x) for x in losses)
     if cfg.eval_every:
         assert summary["best_heldout"]["heldout"] < math.log(summary["model_config"]["vocab_size"])
-    run("model.train", "export", "--config", name, "--work", work, "--out", tmp_path / "ckpt")
+    export(work / "runs" / name, work / cfg.data, tmp_path / "ckpt")  # what `train.py export` does
     model = load_model(tmp_path / "ckpt", dtype=torch.float32)
     generation = json.loads((tmp_path / "ckpt" / "generation_config.json").read_text())
     assert generation["file_start_bos"] is True
@@ -101,10 +101,12 @@ def test_every_run_config_trains_smoke_steps_and_exports_a_loadable_checkpoint(
     assert torch.isfinite(logits).all()
 
 
-def test_a_finished_run_resumes_instead_of_training_again(work: Path) -> None:
+def test_a_finished_run_resumes_instead_of_training_again(work: Path, tmp_path: Path) -> None:
     smoke(work, "v2-A")
     out = run("model.train", "train", "--config", "v2-A", "--work", work, "--smoke")
     assert "resumed at step 2" in out and "done: 2 steps" in out
+    run("model.train", "export", "--config", "v2-A", "--work", work, "--out", tmp_path / "a")
+    assert load_model(tmp_path / "a", dtype=torch.float32).config.n_layer == 4
     with pytest.raises(subprocess.CalledProcessError):  # another config, the same state
         subprocess.run(
             [sys.executable, "-m", "model.train", "train", "--config", "v2-A", "--work", work,
