@@ -102,7 +102,7 @@ class WeightFiles:
         for start in range(0, dst.numel(), per_chunk):
             part = dst[start : start + per_chunk]
             target = part if buffer is None else buffer[: part.numel()]
-            view = _byte_view(target)
+            view = byte_view(target)
             if handle.readinto(view) != view.nbytes:
                 raise WeightFileError(f"{where}: the file ends inside this tensor (truncated)")
             if buffer is not None:
@@ -164,7 +164,7 @@ def _check_finite(loaded: Tensor, source: Tensor, where: str) -> None:
         )
 
 
-def _byte_view(tensor: Tensor) -> memoryview:
+def byte_view(tensor: Tensor) -> memoryview:
     """A writable byte view of a contiguous CPU tensor's storage (no numpy: the package does
     not depend on it, and torch's CPU wheels do not bring it)."""
     nbytes = tensor.numel() * tensor.element_size()

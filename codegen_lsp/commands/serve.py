@@ -8,9 +8,11 @@ pointed at standard error before the server starts, and logging goes to standard
 from __future__ import annotations
 
 import argparse
+import errno
 import ipaddress
 import logging
 import os
+import socket
 import sys
 
 HELP = "run the language server (stdio by default, or --tcp --port N)"
@@ -23,7 +25,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stdio", action="store_true", help="talk over stdin/stdout (the default)")
     p.add_argument("--tcp", action="store_true", help="listen on a TCP port instead of stdio")
     p.add_argument("--host", default="127.0.0.1", help="TCP address (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=2087, help="TCP port (default 2087)")
+    p.add_argument(
+        "--port", type=_port, default=2087, help="TCP port (default 2087; 0: a free one, logged)"
+    )
     p.add_argument("--log-file", help="write the log here instead of standard error")
     p.add_argument(
         "-v", "--verbose", action="count", default=0, help="more logging (-vv: protocol too)"
@@ -44,6 +48,45 @@ def setup_logging(log_file: str | None, verbose: int) -> None:
     logging.getLogger("codegen_lsp").setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
+def _port(text: str) -> int:
+    """An argparse type: a TCP port number, 0 (a free port) to 65535."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port number (0-65535)")
+    return port
+
+
+def port_problem(host: str, port: int) -> str | None:
+    """Why ``host:port`` cannot be listened on (in use, no such address), or None; checked
+    before torch is imported, so a taken port costs no wait."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        return f"cannot listen on {host}: {exc.strerror or exc}"
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return (
+                    f"port {port} on {host} is in use (another codegen-lsp serve?); "
+                    "pick another with --port N"
+                )
+            return f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+    return None
+
+
+WAITING = (
+    "codegen-lsp serve: waiting for an LSP client on standard input (an editor starts this "
+    "command itself; Ctrl-C quits). To see a suggestion from a terminal, run 'codegen-lsp demo'."
+)
+
+
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -57,6 +100,13 @@ def run(args: argparse.Namespace) -> int:
     """Serve until the client exits (stdio) or until SIGINT/SIGTERM (TCP: one session per
     connection); then end the process at once with the exit code (stdio: LSP's, 0 after
     ``shutdown``, 1 without; TCP: 0)."""
+    if args.tcp:
+        problem = port_problem(args.host, args.port)
+        if problem:
+            print(f"codegen-lsp: error: {problem}", file=sys.stderr)
+            return 2
+    elif sys.stdin.isatty():
+        print(WAITING, file=sys.stderr)
     setup_logging(args.log_file, args.verbose)
     log = logging.getLogger("codegen_lsp.server")
     from codegen_lsp.engine.loader import load_engine

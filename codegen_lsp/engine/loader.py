@@ -11,6 +11,7 @@ checkpoint is, as data.
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Callable
 from dataclasses import replace
@@ -44,11 +45,14 @@ from codegen_lsp.engine.quantize import (
     weight_nbytes,
 )
 from codegen_lsp.engine.remote import RemoteEngine
+from codegen_lsp.engine.selfcheck import check_quantized
 from codegen_lsp.engine.weight_cache import WeightCache
 
 DOWNLOAD_SHARE = 80  # percent of a load's progress bar taken by a download before it
 # Salesforce/codegen-350M-mono, models--Salesforce--codegen2-1B, codegen-2B-multi ...
 _PUBLISHED = re.compile(r"(codegen2?)-(\d+(?:_\d+)?[MB])(?:-(mono|multi|nl))?", re.IGNORECASE)
+
+log = logging.getLogger(__name__)
 
 
 def shipped_model_dir() -> Path:
@@ -215,6 +219,8 @@ def load_engine(
             raise EngineConfigError(
                 f"{directory.name}: out of memory while loading ({exc})"
             ) from None
+    for note in check_quantized(model) if quantize != "none" else []:
+        log.warning("%s: %s", directory.name, note)
     report("loading tokenizer", 60)
     tokenizer = CodeGenTokenizer.from_dir(directory)
     head_layer = layers.get("lm_head", model.lm_head)

@@ -11,26 +11,16 @@ load of the same checkpoint in the same format maps that file (``safe_open``: no
 come from the page cache) and rebuilds the layers from it (``Int8Linear.from_buffers``,
 ``Int4Linear.from_buffers``): the same tensors, so the same logits, bit for bit.
 
-An entry is ``<key>.safetensors`` plus ``<key>.json`` (written last: what it holds, the data
-file's size, a SHA-256 of its header, CRC-32s of 64 sampled blocks and of all its data). The
-key hashes the checkpoint's fingerprint and the format:
-
-- checkpoint: per weight file its name, size, mtime (ns), a SHA-256 of its header (safetensors:
-  the tensor table with every offset) and of 16 sampled 4 KiB blocks; config, shard index and
-  ``modeling_*.py`` hashed whole; plus the config as parsed (qkv shard count included). A full
-  hash of the weights would cost seconds per start (5.7 GB for a 2B checkpoint at ~1 GB/s),
-  what the cache is there to save; a rewritten file changes its mtime and, for new weights,
-  its sampled blocks.
-- format: quantize kind, dtype, prefill copy, rows threshold, this module's layout version,
-  the torch version, the native ABI version, a hash of ``quantize.py`` and ``kernels.py`` (the
-  code that computes the stored numbers) and, for int4, which route's packed layout is stored
-  (native and ATen pack differently; int8 is stored route-free and routed again at load).
-
-Before use an entry's size, header hash and sampled blocks are checked (a few MB read); a
-mismatch, or a tensor missing or mis-shaped, removes it with one log line and the load
-quantizes as before and writes a new one. ``codegen-lsp cache list --verify`` checks every
-byte. ``CODEGEN_WEIGHT_CACHE=0`` turns the cache off; a folder that cannot be written costs
-one warning and loads go on without it. See ``docs/memory.md``.
+An entry is ``<key>.safetensors`` plus ``<key>.json`` (written last; see
+:mod:`.weight_files`). The key hashes the checkpoint's fingerprint (per weight file its name,
+size, mtime, a SHA-256 of its header and of 16 sampled 4 KiB blocks; config, shard index and
+``modeling_*.py`` whole: a full hash would cost seconds per start, what the cache saves) and
+the format (quantize kind, dtype, prefill copy, rows threshold, layout and native ABI
+versions, torch's version, a hash of ``quantize.py`` and ``kernels.py``, and for int4 which
+route's packed layout is stored). Before use an entry's size, header hash and sampled blocks
+are checked; a bad entry is removed with one log line and rebuilt. ``codegen-lsp cache list
+--verify`` checks every byte; ``CODEGEN_WEIGHT_CACHE=0`` turns the cache off; an unwritable
+folder costs one warning. See ``docs/memory.md``.
 """
 
 from __future__ import annotations
@@ -55,6 +45,7 @@ from torch import Tensor, nn
 from codegen_lsp.codegen.checkpoint import _SkipInit
 from codegen_lsp.codegen.config import CodeGenConfig, ConfigError
 from codegen_lsp.codegen.modeling import CodeGenForCausalLM
+from codegen_lsp.codegen.weights import byte_view
 from codegen_lsp.engine import kernels
 from codegen_lsp.engine import quantize as quantize_module
 from codegen_lsp.engine.quantize import DEFAULT_SMALL_ROWS, Int4Linear, Int8Linear
@@ -65,6 +56,7 @@ from codegen_lsp.engine.weight_files import (
     cache_root,
     check,
     checkpoint_print,
+    choices,
     enabled,
     list_entries,
     remove_entry,
@@ -180,7 +172,7 @@ class WeightCache:
     def _note_stale(self) -> None:
         # the same checkpoint path and choices: an older checkpoint or an older version
         same = [e for e in list_entries(self.root) if e.source == self.source]
-        self.stale = [e.meta for e in same if _choices(e.info.get("format")) == _choices(self.fmt)]
+        self.stale = [e.meta for e in same if choices(e.info.get("format")) == choices(self.fmt)]
         if self.stale:
             log.info("weight cache: %s changed since it was cached; caching it again", self.source)
 
@@ -236,12 +228,6 @@ class WeightCache:
         _writers.append(thread)
         thread.start()
         return thread
-
-
-def _choices(fmt: Any) -> tuple[Any, ...]:
-    """The part of a format a user chooses (an entry differing in the rest is outdated)."""
-    fmt = fmt if isinstance(fmt, dict) else {}
-    return tuple(fmt.get(k) for k in ("quantize", "dtype", "dense_prefill", "packed"))
 
 
 def _warn_unwritable(root: Path, exc: OSError) -> None:
@@ -328,9 +314,10 @@ def write_safetensors(path: Path, tensors: Mapping[str, Tensor]) -> dict[str, An
     with path.open("wb") as handle:
         handle.write(struct.pack("<Q", len(raw)) + raw)
         for name in order:
-            data = tensors[name].detach().contiguous().reshape(-1).view(torch.uint8).numpy()
-            crc = zlib.crc32(data, crc)  # type: ignore[arg-type]  # a buffer (stubs: 3.12+)
-            handle.write(memoryview(data))  # type: ignore[arg-type]
+            flat = tensors[name].detach().contiguous().reshape(-1)  # kept alive for the view
+            data = byte_view(flat)  # no numpy: the package does not depend on it
+            crc = zlib.crc32(data, crc)
+            handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
     size = 8 + len(raw) + offset

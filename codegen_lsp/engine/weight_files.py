@@ -34,6 +34,13 @@ class CorruptEntry(ValueError):
     """An entry that does not match its sidecar (the message says how)."""
 
 
+def choices(fmt: Any) -> tuple[Any, ...]:
+    """The part of an entry's format a user chooses (an entry differing in the rest is
+    outdated: another torch or code version)."""
+    fmt = fmt if isinstance(fmt, dict) else {}
+    return tuple(fmt.get(k) for k in ("quantize", "dtype", "dense_prefill", "packed"))
+
+
 def enabled(env: Mapping[str, str] = os.environ) -> bool:
     """False when ``CODEGEN_WEIGHT_CACHE`` is 0/false/off/no."""
     return env.get(ENV_SWITCH, "1").strip().lower() not in ("0", "false", "off", "no")
