@@ -1,10 +1,9 @@
 """The build step of the native kernels; everything else is declared in pyproject.toml.
 
 ``pip install .`` (or ``-e .``) compiles ``codegen_lsp/native`` into ``libcodegen_native``
-with the system's C compiler (see ``codegen_lsp/native/build.py``). Without a compiler, or if
-the build fails, the install still succeeds: the build prints a warning and the engine runs
-its torch (ATen) kernels, or builds the library into the user's cache at first use when a
-compiler appears later.
+with the system's C compiler (see ``tools/build_native.py``). Without a compiler, or if the
+build fails, the install still succeeds: the build prints a warning and the engine runs its
+torch (ATen) kernels, saying so in its load line and status.
 """
 
 from __future__ import annotations
@@ -23,8 +22,8 @@ NATIVE = "codegen_lsp.native.libcodegen_native"
 
 
 def _native_build() -> ModuleType:
-    """codegen_lsp/native/build.py, loaded by path (the package is not installed yet)."""
-    path = HERE / "codegen_lsp" / "native" / "build.py"
+    """tools/build_native.py, loaded by path (nothing is installed yet)."""
+    path = HERE / "tools" / "build_native.py"
     spec = importlib.util.spec_from_file_location("_codegen_native_build", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

@@ -20,6 +20,7 @@ import ctypes
 import functools
 import logging
 import os
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,11 +29,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from codegen_lsp.native import build as native_build
-
 log = logging.getLogger(__name__)
 
 ABI_VERSION = 2  # codegen_native.h's CG_ABI_VERSION
+NATIVE_DIR = Path(__file__).resolve().parents[1] / "native"  # the C sources and the library
+LIBRARY = "libcodegen_native.dylib" if sys.platform == "darwin" else "libcodegen_native.so"
 Q4_GROUP = 32
 KERNELS = ("gemv_q8", "gemv_q4", "attend")
 NATIVE_DTYPES = {torch.float32: 0, torch.bfloat16: 1}  # CG_F32, CG_BF16
@@ -155,31 +156,19 @@ def _bind(lib: ctypes.CDLL) -> None:
     lib.cg_init_error.restype = ctypes.c_char_p
 
 
-def cache_library() -> Path:
-    """Where a lazily built library goes: the user's cache folder, named by the sources."""
-    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return root / "codegen-lsp" / "native" / native_build.source_hash() / native_build.LIBRARY
-
-
 def _find_library(env: Mapping[str, str]) -> tuple[Path | None, str]:
-    """The library's path, or None and why. Builds it into the cache folder when neither the
-    installed one nor a cached one exists and a C compiler does."""
+    """The library's path, or None and why. It is built at install (``setup.py`` runs
+    ``tools/build_native.py``); the package never compiles anything itself."""
     if env.get("CODEGEN_NATIVE_LIB"):
         path = Path(env["CODEGEN_NATIVE_LIB"])
         return (path, "") if path.is_file() else (None, f"no native library at {path}")
-    installed = native_build.HERE / native_build.LIBRARY
+    installed = NATIVE_DIR / LIBRARY
     if installed.is_file():
         return installed, ""
-    cached = cache_library()
-    if cached.is_file():
-        return cached, ""
-    try:
-        native_build.build(cached)
-    except (native_build.BuildError, OSError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        return None, f"native library not built: {first}"
-    log.info("built the native kernels into %s", cached)
-    return cached, ""
+    return None, (
+        "native library not built (no C compiler at install?): install again with one, "
+        "or run python tools/build_native.py in a checkout"
+    )
 
 
 def load_table(env: Mapping[str, str]) -> KernelTable:

@@ -1,6 +1,8 @@
 """Building the native kernel library (``libcodegen_native``) with the system's C compiler.
 
-Standard library only (``setup.py`` runs it before anything is installed). Each
+``setup.py`` runs it at install (``pip install .`` or ``-e .``); after editing the C sources,
+``python tools/build_native.py`` rebuilds the library in place. It lives outside the package:
+the package itself never starts a process (docs/security.md). Standard library only. Each
 instruction-set file gets its own flags (never ``-march=native``: one build runs on every CPU
 of its architecture; ``dispatch.c`` picks the functions at run time). ``-ffp-contract=off``
 keeps the compiler from fusing a multiply and an add in one place and not in another, so
@@ -18,7 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parents[1] / "codegen_lsp" / "native"  # the C sources
 LIBRARY = "libcodegen_native.dylib" if sys.platform == "darwin" else "libcodegen_native.so"
 COMMON_FLAGS = ["-O3", "-fPIC", "-std=gnu11", "-ffp-contract=off", "-fno-fast-math", "-Wall"]
 AVX512_FLAGS = ["-mavx2", "-mfma", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq"]
@@ -42,7 +44,7 @@ def sources() -> list[str]:
 
 
 def source_hash() -> str:
-    """A short hash of the sources and flags (names a lazily built library)."""
+    """A short hash of the sources and flags."""
     digest = hashlib.sha256()
     for name in [*ISA_FLAGS, "codegen_native.h", "common.h", "attend_impl.h"]:
         digest.update(name.encode() + (HERE / name).read_bytes())
@@ -103,7 +105,8 @@ def build(target: Path) -> Path:
 
 
 def main() -> int:
-    """``python build.py [TARGET]``: build the library (beside this file by default)."""
+    """``python tools/build_native.py [TARGET]``: build the library (by default beside its
+    sources, where the package looks for it)."""
     target = Path(sys.argv[1]) if len(sys.argv) > 1 else HERE / LIBRARY
     try:
         build(target)
