@@ -127,21 +127,33 @@ def test_logits_match_transformers():
     assert accuracy > 0.25
 
 
+CLEAR_MARGIN = 0.25  # logits: float32's top token ahead of its second by at least this
+
+
 def test_int8_path_agrees_with_float32_top1():
     """The int8 weights the server loads by default (``quantize: auto``) choose the same next
-    token as the float32 weights at >= 99% of the positions of a held-out file."""
+    token as the float32 weights wherever float32 is not near a tie (its top token leads the
+    next by at least CLEAR_MARGIN in logits), and at >= 98% of all positions of a held-out file.
+    Near-ties are where bf16 activations may flip the choice, and how often depends on the
+    CPU's bf16 matmul (98.8% overall on an Intel with AMX, all six flips within 0.1 logits)."""
     from codegen_lsp.engine.api import EngineSpec
     from codegen_lsp.engine.loader import load_engine
 
     directory = str(default_model_dir())
     ids = _tokenizer().encode(_snippet())[:500]
     tokens, positions = torch.tensor([ids]), torch.arange(len(ids))
-    top1 = []
+    logits = []
     for dtype, quantize in (("float32", "none"), ("bfloat16", "int8")):  # int8: bf16 activations
         engine = load_engine(EngineSpec(model=directory, dtype=dtype, quantize=quantize))
         with torch.no_grad():
             hidden = engine.model.transformer(tokens, positions)[0]  # [T, E]
-            top1.append(engine.head(hidden).argmax(-1))
+            logits.append(engine.head(hidden).float())
     assert engine.quantize == "int8"
-    agree = (top1[0] == top1[1]).float().mean().item()
-    assert agree >= 0.99, f"int8 agrees with float32 at {agree:.1%} of {len(ids)} positions"
+    same = logits[0].argmax(-1) == logits[1].argmax(-1)  # [T]
+    best = logits[0].topk(2, dim=-1).values  # [T, 2]
+    clear = best[:, 0] - best[:, 1] >= CLEAR_MARGIN
+    assert clear.float().mean().item() > 0.8, "the file has too few clear positions to judge"
+    flips = (~same & clear).sum().item()
+    assert flips == 0, f"int8 changed the top token at {flips} clear positions"
+    agree = same.float().mean().item()
+    assert agree >= 0.98, f"int8 agrees with float32 at {agree:.1%} of {len(ids)} positions"
