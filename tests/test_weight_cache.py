@@ -227,3 +227,40 @@ def test_cache_list_and_clear_through_the_cli(
     assert cli("clear").returncode == 0
     assert list_entries(cache_dir) == []
     assert "0 entries" in cli("list").stdout
+
+
+@pytest.fixture
+def row_checks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts the speculation row checks the engines run (seconds each on a real model)."""
+    from codegen_lsp.engine import local
+
+    calls: list[int] = []
+    real = local.rows_agree
+
+    def counting(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(local, "rows_agree", counting)
+    return calls
+
+
+def test_the_row_check_verdict_is_kept_with_the_entry(
+    tiny_checkpoint: Path, cache_dir: Path, row_checks: list[int]
+) -> None:
+    first = load(tiny_checkpoint)
+    assert row_checks == [1] and first.rows_verdict is True  # checked at the first start
+    second = load(tiny_checkpoint)
+    assert row_checks == [1], "a second start runs the row check again"
+    assert second.rows_verdict is True and second.spec_width == first.spec_width > 1
+    # a verdict that rows differ, kept for this machine, turns speculation off with its reason
+    (rows,) = cache_dir.glob("*.rows")
+    verdicts = json.loads(rows.read_text())
+    rows.write_text(json.dumps({machine: False for machine in verdicts}))
+    third = load(tiny_checkpoint)
+    assert row_checks == [1] and third.spec_width == 1
+    assert "verify rows differ" in third.speculation_state()
+    # another machine's verdict is not taken: the check runs
+    rows.write_text(json.dumps({"another machine": False}))
+    fourth = load(tiny_checkpoint)
+    assert row_checks == [1, 1] and fourth.rows_verdict is True

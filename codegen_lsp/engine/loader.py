@@ -47,6 +47,7 @@ from codegen_lsp.engine.quantize import (
 from codegen_lsp.engine.remote import RemoteEngine
 from codegen_lsp.engine.selfcheck import check_quantized
 from codegen_lsp.engine.weight_cache import WeightCache
+from codegen_lsp.engine.weight_files import machine_id, read_rows_verdict, write_rows_verdict
 
 DOWNLOAD_SHARE = 80  # percent of a load's progress bar taken by a download before it
 # Salesforce/codegen-350M-mono, models--Salesforce--codegen2-1B, codegen-2B-multi ...
@@ -245,8 +246,16 @@ def load_engine(
     if spec.draft_model:
         report(f"loading the draft model {spec.draft_model}", 80)
         engine.draft = load_draft(spec, engine)
+    # the speculation row check (seconds; 20 s for a 2B model) is kept with the weight cache
+    machine = f"{machine_id()}; {kernels.describe()}; {torch.get_num_threads()} threads"
+    if cache is not None and cache.hit:
+        verdict = read_rows_verdict(cache.root, cache.key, machine)
+        if verdict is not None:
+            engine.settle_rows(verdict)
     report("warming up", 90)
     engine.warmup()
+    if cache is not None and engine.rows_verdict is not None:
+        write_rows_verdict(cache.root, cache.key, machine, engine.rows_verdict)
     release_freed_memory()
     report("ready", 100)
     if cache is not None and not cache.hit:  # written after ready: the first start pays nothing

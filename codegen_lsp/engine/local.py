@@ -6,8 +6,7 @@ rest), one shared prefill then ``n`` forked rows, and the one decode loop of the
 which checks the cancel flag, the time limit, eos and each row's stop check at every step.
 A greedy row decoded in the slot itself may verify prompt-lookup drafts in the same loop
 (``engine/speculate.py``: exact, so the text is the same with speculation on or off).
-Every command that generates (the server, ``complete``, ``generate``, the model card's
-evaluation, the bench) runs this loop.
+Every command that generates runs this loop.
 """
 
 from __future__ import annotations
@@ -40,7 +39,7 @@ from codegen_lsp.engine.kv_cache import KVSlot, kv_bytes_per_token, plan_blocks
 from codegen_lsp.engine.machine import EngineConfigError, dtype_name
 from codegen_lsp.engine.prefix_cache import CacheBudgetError, PrefixCache
 from codegen_lsp.engine.quantize import weight_count
-from codegen_lsp.engine.sampling import DecodeState, fit_prompt, sample_step
+from codegen_lsp.engine.sampling import DecodeState, fit_prompt, interrupted, sample_step
 from codegen_lsp.engine.speculate import DraftLength, LookupDrafter, rows_agree, verify_width
 
 log = logging.getLogger(__name__)
@@ -150,15 +149,26 @@ class CodeGenEngine:
         """Whether ``req``'s greedy rows verify lookup drafts (checked once on this machine)."""
         if req.speculation == "off" or self.spec_width <= 1:
             return False
-        if not self._rows_checked:
-            self._rows_checked = True
+        if self.rows_verdict is None:
             config, dev = self.model.config, self.device
-            if not rows_agree(self.model, self.head, config, self.kv_dtype, dev, self.spec_width):
-                self.spec_width = 1
-                self.spec_reason = "off: verify rows differ from one-token steps on this machine"
-                log.warning("speculative decoding %s", self.spec_reason)
-                return False
-        return True
+            self.settle_rows(
+                rows_agree(self.model, self.head, config, self.kv_dtype, dev, self.spec_width)
+            )
+        return self.spec_width > 1
+
+    @property
+    def rows_verdict(self) -> bool | None:
+        """Whether verify rows equal one-token steps here; None before the check ran."""
+        return self.spec_width > 1 if self._rows_checked else None
+
+    def settle_rows(self, agree: bool) -> None:
+        """The row check's verdict: found at the first speculation, or known from an earlier
+        start with the same weights, code and CPU (the weight cache keeps it)."""
+        self._rows_checked = True
+        if not agree:
+            self.spec_width = 1
+            self.spec_reason = "off: verify rows differ from one-token steps on this machine"
+            log.warning("speculative decoding %s", self.spec_reason)
 
     def watch(self, callback: HealthFn | None) -> None:
         """Health never changes locally."""
@@ -304,7 +314,7 @@ class CodeGenEngine:
         """Sample, check, feed back, one token per step, until every row has finished."""
         vocab = self.tokenizer.vocab_size
         while True:
-            if _interrupted(state, cancel, deadline):
+            if interrupted(state, cancel, deadline):
                 return
             logits = self.head(hidden).cpu()  # [rows, V] float32
             next_ids = sample_step(
@@ -345,7 +355,7 @@ class CodeGenEngine:
         logits = self.head(hidden).cpu()  # [1, V]
         token: int | None = None
         while True:
-            if _interrupted(state, cancel, deadline):
+            if interrupted(state, cancel, deadline):
                 return
             if token is None:
                 token = self._choose(state, logits, generator)
@@ -387,14 +397,3 @@ class CodeGenEngine:
         """The next token of the single row of ``state`` from its logits ``[1, V]``."""
         vocab = self.tokenizer.vocab_size
         return sample_step(state, logits, vocab, self.prefix_index, self.token_bytes, generator)[0]
-
-
-def _interrupted(state: DecodeState, cancel: Cancel, deadline: float | None) -> bool:
-    """End every row (cancelled, or out of time) when the request must stop now."""
-    if cancel.is_set():
-        state.finish_all("cancelled")
-        return True
-    if deadline is not None and time.perf_counter() > deadline:
-        state.finish_all("time")
-        return True
-    return False

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import codecs
 import dataclasses
+import time
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
 from codegen_lsp.engine.api import (
+    Cancel,
     Candidate,
     GenerateRequest,
     LineFn,
@@ -227,3 +229,14 @@ def sample_step(
         if row.finish is None:
             state.accept(r, token, float(logprobs[r]), token_bytes)
     return next_ids
+
+
+def interrupted(state: DecodeState, cancel: Cancel, deadline: float | None) -> bool:
+    """End every row (cancelled, or out of time) when the request must stop now."""
+    if cancel.is_set():
+        state.finish_all("cancelled")
+        return True
+    if deadline is not None and time.perf_counter() > deadline:
+        state.finish_all("time")
+        return True
+    return False

@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import os
+import platform
 import struct
 import time
 import zlib
@@ -183,7 +184,7 @@ def list_entries(root: Path) -> list[Entry]:
 def remove_entry(root: Path, key: str) -> bool:
     """Remove one entry's files (sidecar first, so a half-removed entry is a miss)."""
     removed = False
-    for path in (root / f"{key}.json", root / f"{key}.safetensors"):
+    for path in (root / f"{key}.json", root / f"{key}.safetensors", root / f"{key}.rows"):
         try:
             path.unlink()
             removed = True
@@ -192,6 +193,51 @@ def remove_entry(root: Path, key: str) -> bool:
         except OSError as exc:
             log.warning("weight cache: cannot remove %s (%s)", path, exc)
     return removed
+
+
+def machine_id() -> str:
+    """This machine as far as arithmetic goes: architecture and CPU model (what makes a
+    kernel's rounding differ between machines that share a home folder)."""
+    model = platform.processor() or ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            model = next(
+                (ln.split(":", 1)[1].strip() for ln in cpuinfo if ln.startswith("model name")),
+                model,
+            )
+    except OSError:
+        pass
+    return f"{platform.machine()} {model}"
+
+
+def read_rows_verdict(root: Path, key: str, machine: str) -> bool | None:
+    """The speculation row check's verdict stored beside entry ``key`` for ``machine``."""
+    try:
+        verdicts = json.loads((root / f"{key}.rows").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    verdict = verdicts.get(machine) if isinstance(verdicts, dict) else None
+    return verdict if isinstance(verdict, bool) else None
+
+
+def write_rows_verdict(root: Path, key: str, machine: str, agree: bool) -> None:
+    """Keep the row check's verdict beside entry ``key`` (a small JSON map by machine; the
+    check costs seconds at every start, 20 s for a 2B model, and its result depends only on
+    the weights, the code and the machine, which the key and ``machine`` name)."""
+    path = root / f"{key}.rows"
+    try:
+        verdicts = json.loads(path.read_text(encoding="utf-8"))
+        verdicts = verdicts if isinstance(verdicts, dict) else {}
+    except (OSError, ValueError):
+        verdicts = {}
+    verdicts[machine] = agree
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(verdicts), encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        log.debug("weight cache: cannot keep the row check's verdict (%s)", exc)
 
 
 def sweep_temps(root: Path) -> None:
