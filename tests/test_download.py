@@ -10,6 +10,7 @@ talk to :class:`hub_server.FakeHub` on 127.0.0.1, which serves the tiny random c
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -67,7 +68,8 @@ def env(hub: FakeHub, tmp_path: Path) -> dict[str, str]:
 
 
 def pull(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-c", PULL_WITHOUT_TORCH, "pull", *args]
+    """``pull --no-prepare ARGS``, which must not import torch (the download needs none)."""
+    command = [sys.executable, "-c", PULL_WITHOUT_TORCH, "pull", "--no-prepare", *args]
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
 
 
@@ -113,6 +115,21 @@ def test_pull_fetches_a_checkpoint_that_then_loads_offline(
     again = pull(env, REPO)  # everything is cached: nothing is fetched again
     assert again.returncode == 0, again.stderr
     assert len(hub.gets(WEIGHTS)) == 1
+
+
+def test_pull_prepares_the_weight_cache(hub: FakeHub, env: dict[str, str], tmp_path: Path):
+    """By default a pull then loads the model once: its quantized weights are in the weight
+    cache, so the editor's first start maps them instead of quantizing."""
+    cache = tmp_path / "weights"
+    env = {**env, "CODEGEN_WEIGHT_CACHE_DIR": str(cache)}
+    run = subprocess.run(
+        [*CLI_COMMAND, "pull", REPO], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert run.returncode == 0, run.stderr
+    assert "preparing the quantized weights" in run.stderr
+    entries = list(cache.glob("*.json"))
+    assert len(entries) == 1, run.stderr
+    assert json.loads(entries[0].read_text())["format"]["quantize"] in ("int8", "int4")
 
 
 def test_a_broken_connection_is_resumed_within_the_pull(

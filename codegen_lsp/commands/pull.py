@@ -4,8 +4,10 @@ The files are the ones a load reads (:func:`codegen_lsp.codegen.download.wanted_
 fetched by :func:`~codegen_lsp.codegen.download.download` with a progress bar on standard
 error (bytes, percent, rate; a plain line per tenth when standard error is not a terminal).
 An interrupted pull keeps its partial file and the next one resumes it. At the end the
-snapshot's folder and how to use it are printed on standard output. No torch is imported:
-the argument checks and the download need none.
+snapshot's folder and how to use it are printed on standard output. Then the model is loaded
+once as the server loads it, which writes its quantized weights to the weight cache
+(``--no-prepare`` skips that). Torch is imported only for that step: the argument checks and
+the download need none.
 """
 
 from __future__ import annotations
@@ -34,6 +36,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments of ``pull``."""
     p.add_argument("model", help="hub id, e.g. Salesforce/codegen-350M-mono")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress, only the result")
+    p.add_argument(
+        "--no-prepare",
+        action="store_true",
+        help="only download (by default the model is then loaded once, which writes its "
+        "quantized weights to the weight cache: the editor's first start is then fast)",
+    )
 
 
 class Bar:
@@ -105,6 +113,31 @@ def run(args: argparse.Namespace) -> int:
         print(f"codegen-lsp pull: {exc}", file=sys.stderr)
         return 1
     print(f"{name} is in the Hugging Face cache: {snapshot}")
+    if not args.no_prepare:
+        prepared = prepare(name, quiet=args.quiet)
+        if prepared:
+            print(f"codegen-lsp pull: {prepared}", file=sys.stderr)
     print(f'use it: codegen-lsp generate --model {name} "def hello():"')
     print(f'  or in the editor: "codegen.model": "{name}" (no allowDownload needed now)')
     return 0
+
+
+def prepare(name: str, quiet: bool = False) -> str:
+    """Load ``name`` once as the server would by default (int8 weights on a CPU with bf16),
+    so its quantized weights land in the weight cache; what went wrong, or "". Imports
+    torch (the download did not need it)."""
+    if not quiet:
+        print("preparing the quantized weights (one load of the model)...", file=sys.stderr)
+    from codegen_lsp.codegen.locate import CheckpointError
+    from codegen_lsp.engine.api import EngineSpec
+    from codegen_lsp.engine.loader import load_engine
+    from codegen_lsp.engine.machine import EngineConfigError
+    from codegen_lsp.engine.weight_cache import wait_for_writes
+
+    try:
+        engine = load_engine(EngineSpec(model=name))
+    except (CheckpointError, EngineConfigError) as exc:
+        return f"downloaded, but it does not load: {exc}"
+    engine.close()
+    wait_for_writes()
+    return ""
