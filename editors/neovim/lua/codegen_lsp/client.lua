@@ -66,7 +66,9 @@ function M.command()
   if exe ~= "" then
     return { exe, "serve" }
   end
-  return nil, "`codegen-lsp` is not on PATH; install it from a checkout (pip install -e . in a virtual environment, see the README) or set `cmd` or `python`"
+  return nil,
+    "`codegen-lsp` is not on PATH; install it from a checkout (pip install -e . in a "
+      .. "virtual environment, see the README) or set `cmd` or `python`"
 end
 
 local function root_dir(bufnr)

@@ -31,7 +31,10 @@ end
 local function check_server_command()
   local cmd, err = client.command()
   if not cmd then
-    report.error(err, { "from a codegen-lsp checkout: pip install -e . (torch first, see its README)", "or setup({ cmd = { '/path/to/codegen-lsp', 'serve' } })" })
+    report.error(err, {
+      "from a codegen-lsp checkout: pip install -e . (torch first, see its README)",
+      "or setup({ cmd = { '/path/to/codegen-lsp', 'serve' } })",
+    })
     return
   end
   if vim.fn.executable(cmd[1]) ~= 1 then
