@@ -17,6 +17,7 @@ import sys
 
 HELP = "run the language server (stdio by default, or --tcp --port N)"
 
+CACHE_WRITE_WAIT_S = 120.0  # the most an exit waits for a weight-cache entry being written
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
@@ -123,6 +124,11 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout = sys.stderr  # stray prints must not corrupt the protocol stream
         code = serve_stdio(server, sys.stdin.buffer, protocol_out)
     log.info("exiting with code %d", code)
+    # A weight-cache entry still being written (it starts when the model is ready) is
+    # finished first: an editor closed right after starting would otherwise cut it every time.
+    from codegen_lsp.engine.weight_cache import wait_for_writes
+
+    wait_for_writes(timeout=CACHE_WRITE_WAIT_S)
     # The session is over and the worker stopped; tearing down an interpreter with torch
     # loaded takes seconds, which an editor waiting for its server to exit should not pay.
     logging.shutdown()
