@@ -136,7 +136,8 @@ class CodeGenEngine:
 
     def health(self) -> Health:
         """A local engine can always serve."""
-        return Health(details={"remote": False, "speculation": self.speculation_state()})
+        details = {"remote": False, "speculation": self.speculation_state()}
+        return Health(details={**details, "kernels": kernels.describe()})
 
     def speculation_state(self) -> str:
         """``lookup (up to N drafts)`` or ``off: why`` (for the status)."""

@@ -22,6 +22,8 @@ time. All three keep a k-row call equal to k one-row calls.
 
 from __future__ import annotations
 
+from typing import overload
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -29,7 +31,21 @@ from torch import Tensor, nn
 from codegen_lsp.engine import kernels
 
 DEFAULT_SMALL_ROWS = 8
+ALIGNMENT = 64  # bytes
 CHUNK_ELEMENTS = 2**20  # rows quantized at a time: about this many weights (4 MiB in fp32)
+
+
+@overload
+def aligned(tensor: Tensor) -> Tensor: ...
+@overload
+def aligned(tensor: None) -> None: ...
+def aligned(tensor: Tensor | None) -> Tensor | None:
+    """``tensor``, or a copy of it where its data does not start on a 64-byte boundary (a
+    tensor mapped from a file by offset: ATen's int8/int4 kernels read out of bounds there;
+    memory from torch's allocator is aligned)."""
+    if tensor is None or tensor.data_ptr() % ALIGNMENT == 0:
+        return tensor
+    return tensor.clone()
 
 
 def quantize_weight(weight: Tensor) -> tuple[Tensor, Tensor]:
@@ -105,11 +121,13 @@ class Int8Linear(nn.Module):
         n, k = q.shape
         self.in_features, self.out_features = k, n
         self.small_rows = small_rows
+        self.route = kernels.route("gemv_q8", k, n, act_dtype, q.device)
+        if self.route == "aten":  # ATen's kernel faults on weights mapped at odd addresses
+            q, scales, bias = aligned(q), aligned(scales), aligned(bias)
         self.register_buffer("qweight", q)  # [N, K] int8
         self.register_buffer("scales", scales)  # [N]
         self.register_buffer("bias", bias)
         self.register_buffer("dense", self.dequantized() if keep_dense else None)  # [N, K]
-        self.route = kernels.route("gemv_q8", k, n, act_dtype, q.device)
         native = self.route == "native"
         # the native kernel's float32 copies of the same (bf16-rounded) scales and bias
         self.register_buffer("scale32", self.scales.float() if native else None, persistent=False)
@@ -226,6 +244,8 @@ class Int4Linear(nn.Module):
         bias: Tensor | None,
         dense: Tensor | None,
     ) -> None:
+        if self.route == "aten":  # as for int8: ATen's kernel wants allocator-aligned memory
+            packed, scale_zero, bias = (aligned(t) for t in (packed, scale_zero, bias))
         self.register_buffer("qweight", packed)
         self.register_buffer("scale_zero", scale_zero)
         self.register_buffer("bias", bias)
