@@ -11,6 +11,7 @@ import argparse
 import importlib
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 
 from codegen_lsp import __version__
@@ -71,6 +72,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # shares the CPU with the editor (spinning made a decode step up to 10x slower under load).
     # Set before torch is imported by any subcommand.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # torch warns at import when numpy is missing; the package does not use numpy (it is not
+    # a dependency), so on a fresh install the warning is noise before every command's output
+    warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
     args_list = list(sys.argv[1:] if argv is None else argv)
     only = next((a for a in args_list if a in COMMANDS), None)
     parser = build_parser(only if only is not None else "__none__")
