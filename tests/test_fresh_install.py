@@ -68,6 +68,7 @@ def test_demo_in_a_fresh_venv_prints_a_suggestion(first_run, fresh_env) -> None:
     suggestion = first_run.stdout.split("--- suggestion", 1)[1].split("---\n", 1)[1]
     assert suggestion.strip(), "an empty suggestion"
     assert "Traceback" not in first_run.stderr, first_run.stderr
+    assert "UserWarning" not in first_run.stderr, first_run.stderr  # torch's numpy notice
     installed = _installed(fresh_env)
     assert "codegen-lsp" in installed and "torch" in installed
     # the package alone: none of the test extra came along
@@ -92,3 +93,21 @@ def test_demo_with_a_broken_model_stops_at_the_servers_error(first_run, fresh_en
     assert len(lines) == 1, proc.stderr
     assert "load" in lines[0] and "n_embd" in lines[0], lines[0]
     assert "Traceback" not in proc.stderr
+
+
+def test_complete_in_the_fresh_venv_prints_no_warnings(first_run, fresh_env, tmp_path) -> None:
+    # torch notices at import that numpy is missing; the package does not use numpy, so a
+    # fresh install must not print that before every command's output
+    source = tmp_path / "app.py"
+    source.write_text("def add(a, b):\n    return ", encoding="utf-8")
+    python = Path(fresh_env["VIRTUAL_ENV"]) / "bin" / "python"
+    proc = subprocess.run(
+        [str(python), "-m", "codegen_lsp", "complete", str(source), "--line", "1"],
+        capture_output=True,
+        text=True,
+        env=fresh_env,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert proc.returncode in (0, 1), proc.stderr
+    assert "Warning" not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
