@@ -43,7 +43,75 @@ def inline_params(uri: str, line: int, character: int) -> dict[str, Any]:
     }
 
 
-class RawServer:
+class RawClient:
+    """An LSP peer spoken to in raw frames over some transport: subclasses feed parsed
+    messages into ``messages`` (None at the end of output) and implement :meth:`send_raw`."""
+
+    timeout = 30.0  # default seconds to wait for an answer
+
+    def __init__(self, first_id: int = 1000) -> None:
+        self.messages: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self.seen: list[dict[str, Any]] = []
+        self._ids = itertools.count(first_id)
+
+    def next_message(self, timeout: float) -> dict[str, Any] | None:
+        """The next message from the server, or None at end of output; raises on timeout."""
+        message = self.messages.get(timeout=timeout)
+        if message is not None:
+            self.seen.append(message)
+        return message
+
+    def wait_response(self, msg_id: Any, timeout: float | None = None) -> dict[str, Any]:
+        """The answer to request ``msg_id`` (it may have been read already)."""
+        for message in self.seen:
+            if is_response(message) and message["id"] == msg_id:
+                return message
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        while True:
+            message = self.next_message(max(0.01, deadline - time.monotonic()))
+            if message is None:
+                raise AssertionError(f"the server exited before answering {msg_id!r}")
+            if is_response(message) and message["id"] == msg_id:
+                return message
+
+    def send_raw(self, data: bytes) -> None:
+        """Write bytes to the server."""
+        raise NotImplementedError
+
+    def send(self, message: dict[str, Any]) -> None:
+        """Write one message as a well-formed frame."""
+        self.send_raw(frame({"jsonrpc": "2.0", **message}))
+
+    def request(self, method: str, params: Any = None) -> int:
+        """Send a request; its id."""
+        msg_id = next(self._ids)
+        self.send({"id": msg_id, "method": method, "params": params})
+        return msg_id
+
+    def call(self, method: str, params: Any = None, timeout: float | None = None) -> dict[str, Any]:
+        """Send a request and wait for its answer."""
+        return self.wait_response(self.request(method, params), timeout)
+
+    def notify(self, method: str, params: Any = None) -> None:
+        """Send a notification."""
+        self.send({"method": method, "params": params})
+
+    def status(self) -> dict[str, Any]:
+        """The ``codegen/status`` result."""
+        return self.call("codegen/status")["result"]
+
+    def wait_state(self, state: str, timeout: float = 90) -> dict[str, Any]:
+        """Poll ``codegen/status`` until it reports ``state``."""
+        last: dict[str, Any] = {}
+
+        def reached() -> dict[str, Any] | None:
+            last.update(self.status())
+            return dict(last) if last["state"] == state else None
+
+        return wait_until(reached, timeout, lambda: f"state {state} (last status {last})")
+
+
+class RawServer(RawClient):
     """The server as a subprocess; raw frames in, parsed messages out."""
 
     def __init__(
@@ -62,10 +130,8 @@ class RawServer:
             env={**os.environ, **(env or {})},
             cwd=cwd,
         )
-        self.messages: queue.Queue[dict[str, Any] | None] = queue.Queue()
-        self.seen: list[dict[str, Any]] = []
+        super().__init__()
         self.stdout_errors: list[str] = []
-        self._ids = itertools.count(1000)
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
@@ -90,26 +156,6 @@ class RawServer:
             except (IndexError, ValueError) as exc:
                 self.stdout_errors.append(f"{exc}: {header!r}")
 
-    def next_message(self, timeout: float) -> dict[str, Any] | None:
-        """The next message from the server, or None at end of output; raises on timeout."""
-        message = self.messages.get(timeout=timeout)
-        if message is not None:
-            self.seen.append(message)
-        return message
-
-    def wait_response(self, msg_id: Any, timeout: float = 30) -> dict[str, Any]:
-        """The answer to request ``msg_id`` (it may have been read already)."""
-        for message in self.seen:
-            if is_response(message) and message["id"] == msg_id:
-                return message
-        deadline = time.monotonic() + timeout
-        while True:
-            message = self.next_message(max(0.01, deadline - time.monotonic()))
-            if message is None:
-                raise AssertionError(f"the server exited before answering {msg_id!r}")
-            if is_response(message) and message["id"] == msg_id:
-                return message
-
     def responses_until(self, msg_id: Any, timeout: float = 30) -> list[dict[str, Any]]:
         """Every answer up to and including the one to ``msg_id``."""
         start = len(self.seen)
@@ -127,24 +173,6 @@ class RawServer:
         self.proc.stdin.write(data)
         self.proc.stdin.flush()
 
-    def send(self, message: dict[str, Any]) -> None:
-        """Write one message as a well-formed frame."""
-        self.send_raw(frame({"jsonrpc": "2.0", **message}))
-
-    def request(self, method: str, params: Any = None) -> int:
-        """Send a request; its id."""
-        msg_id = next(self._ids)
-        self.send({"id": msg_id, "method": method, "params": params})
-        return msg_id
-
-    def call(self, method: str, params: Any = None, timeout: float = 30) -> dict[str, Any]:
-        """Send a request and wait for its answer."""
-        return self.wait_response(self.request(method, params), timeout)
-
-    def notify(self, method: str, params: Any = None) -> None:
-        """Send a notification."""
-        self.send({"method": method, "params": params})
-
     # --- LSP helpers ----------------------------------------------------------------------
     def initialize(self, settings: dict[str, Any], wait_for: str | None = "ready") -> None:
         """initialize + initialized with ``codegen`` settings; wait for a model state."""
@@ -158,20 +186,6 @@ class RawServer:
     def configure(self, settings: dict[str, Any]) -> None:
         """didChangeConfiguration with ``settings`` (``{"codegen": {...}}``)."""
         self.notify("workspace/didChangeConfiguration", {"settings": settings})
-
-    def status(self) -> dict[str, Any]:
-        """The ``codegen/status`` result."""
-        return self.call("codegen/status")["result"]
-
-    def wait_state(self, state: str, timeout: float = 90) -> dict[str, Any]:
-        """Poll ``codegen/status`` until it reports ``state``."""
-        last: dict[str, Any] = {}
-
-        def reached() -> dict[str, Any] | None:
-            last.update(self.status())
-            return dict(last) if last["state"] == state else None
-
-        return wait_until(reached, timeout, lambda: f"state {state} (last status {last})")
 
     def open(self, uri: str, text: str, language: str = "python", version: int = 1) -> None:
         """didOpen."""

@@ -8,9 +8,7 @@ with exit code 0.
 
 from __future__ import annotations
 
-import itertools
 import json
-import queue
 import re
 import signal
 import socket
@@ -22,20 +20,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from raw_lsp import frame, inline_params, is_response
+from raw_lsp import RawClient, inline_params
 from support import SERVER_COMMAND, codegen_settings, free_port, wait_until
 
 TEXT = "value = valu"
 
 
-class Editor:
+class Editor(RawClient):
     """One LSP client over a TCP connection; parsed messages arrive on a reader thread."""
 
+    timeout = 60.0
+
     def __init__(self, port: int) -> None:
+        super().__init__(first_id=1)
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=30)
-        self.messages: queue.Queue[dict[str, Any] | None] = queue.Queue()
-        self.seen: list[dict[str, Any]] = []
-        self._ids = itertools.count(1)
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:
@@ -59,39 +57,8 @@ class Editor:
         except (EOFError, OSError):
             self.messages.put(None)  # the server closed the connection
 
-    def send(self, message: dict[str, Any]) -> None:
-        self.sock.sendall(frame({"jsonrpc": "2.0", **message}))
-
-    def request(self, method: str, params: Any = None) -> int:
-        msg_id = next(self._ids)
-        self.send({"id": msg_id, "method": method, "params": params})
-        return msg_id
-
-    def wait_response(self, msg_id: int, timeout: float = 60) -> dict[str, Any]:
-        while True:
-            message = self.messages.get(timeout=timeout)
-            assert message is not None, f"the connection closed before answer {msg_id}"
-            self.seen.append(message)
-            if is_response(message) and message["id"] == msg_id:
-                return message
-
-    def call(self, method: str, params: Any = None, timeout: float = 60) -> dict[str, Any]:
-        return self.wait_response(self.request(method, params), timeout)
-
-    def notify(self, method: str, params: Any = None) -> None:
-        self.send({"method": method, "params": params})
-
-    def status(self) -> dict[str, Any]:
-        return self.call("codegen/status")["result"]
-
-    def wait_state(self, state: str, timeout: float = 90) -> dict[str, Any]:
-        last: dict[str, Any] = {}
-
-        def reached() -> dict[str, Any] | None:
-            last.update(self.status())
-            return dict(last) if last["state"] == state else None
-
-        return wait_until(reached, timeout, lambda: f"state {state} (last status {last})")
+    def send_raw(self, data: bytes) -> None:
+        self.sock.sendall(data)
 
     def initialize(self, settings: dict[str, Any]) -> None:
         params = {"processId": None, "capabilities": {}, "initializationOptions": settings}

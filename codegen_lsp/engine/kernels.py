@@ -253,28 +253,26 @@ def _ptr(t: Tensor | None) -> int | None:
 def gemv_q8(x: Tensor, qweight: Tensor, scale: Tensor, bias: Tensor | None) -> Tensor:
     """Native ``x @ (qweight * scale[:, None]).T + bias``: x ``[m, k]`` float32/bf16, qweight
     int8 ``[n, k]``, scale and bias float32 ``[n]``; ``[m, n]`` in x's dtype."""
-    lib = table().lib
-    assert lib is not None, "gemv_q8 called without the native library"
-    x = x.contiguous()
-    (m, k), n = x.shape, qweight.shape[0]
-    y = torch.empty((m, n), dtype=x.dtype)
-    args = (x.data_ptr(), m, k, qweight.data_ptr(), scale.data_ptr(), _ptr(bias), n,
-            y.data_ptr(), NATIVE_DTYPES[x.dtype])  # fmt: skip
-    _call("gemv_q8", _profiled("gemv_q8", lambda: lib.cg_gemv_q8(*args)))
-    return y
+    return _gemv("gemv_q8", x, qweight, scale, bias)
 
 
 def gemv_q4(x: Tensor, packed: Tensor, sz: Tensor, bias: Tensor | None) -> Tensor:
     """Native int4 GEMV on :func:`pack_q4`'s layout: packed uint8 ``[n, k/2]``, sz bf16
     ``[n, k/32, 2]`` (scale, zero), bias float32 ``[n]``; ``[m, n]`` in x's dtype."""
+    return _gemv("gemv_q4", x, packed, sz, bias)
+
+
+def _gemv(name: str, x: Tensor, weight: Tensor, scales: Tensor, bias: Tensor | None) -> Tensor:
+    """Call the library's ``cg_<name>`` (both GEMVs share one C signature)."""
     lib = table().lib
-    assert lib is not None, "gemv_q4 called without the native library"
+    assert lib is not None, f"{name} called without the native library"
     x = x.contiguous()
-    (m, k), n = x.shape, packed.shape[0]
+    (m, k), n = x.shape, weight.shape[0]
     y = torch.empty((m, n), dtype=x.dtype)
-    args = (x.data_ptr(), m, k, packed.data_ptr(), sz.data_ptr(), _ptr(bias), n,
+    args = (x.data_ptr(), m, k, weight.data_ptr(), scales.data_ptr(), _ptr(bias), n,
             y.data_ptr(), NATIVE_DTYPES[x.dtype])  # fmt: skip
-    _call("gemv_q4", _profiled("gemv_q4", lambda: lib.cg_gemv_q4(*args)))
+    fn = getattr(lib, f"cg_{name}")
+    _call(name, _profiled(name, lambda: fn(*args)))
     return y
 
 
