@@ -65,15 +65,12 @@ class ModelDrafter:
         if k <= 0 or length == 0:
             return [], 0
         start = min(common_prefix(self.written, self.ids), length - 1)
-        engine = self.engine
-        device = engine.device
+        step = self.engine.step
         feed = self.ids[start:]
         drafts: list[int] = []
         while len(drafts) < k:
-            tokens = torch.tensor([feed], device=device)
-            positions = torch.arange(start, start + len(feed), device=device)
-            hidden = engine._forward(tokens, positions, self.slot.cache)[:, -1]
-            logits = engine.head(hidden)[0, : self.vocab]
+            hidden = step.hidden([feed], start, self.slot.cache)[:, -1]
+            logits = step.logits(hidden)[0, : self.vocab]
             drafts.append(int(logits.argmax()))
             start += len(feed)
             feed = drafts[-1:]

@@ -41,6 +41,7 @@ from codegen_lsp.engine.prefix_cache import CacheBudgetError, PrefixCache
 from codegen_lsp.engine.quantize import weight_count
 from codegen_lsp.engine.sampling import DecodeState, fit_prompt, interrupted, sample_step
 from codegen_lsp.engine.speculate import DraftLength, LookupDrafter, rows_agree, verify_width
+from codegen_lsp.engine.step import Step
 
 log = logging.getLogger(__name__)
 
@@ -98,11 +99,12 @@ class CodeGenEngine:
         self.head = head or LogitsHead.for_model(model)
         self.token_bytes = tokenizer.token_bytes()
         self.prefix_index = prefix_index(tokenizer)
-        self._forward: CodeGenModel = model.transformer
+        forward: CodeGenModel = model.transformer
         if kernels.table().entries["attend"].impl == "native":  # one-token and verify calls
             model.transformer.use_decode_attention(kernels.decode_attention)
         if compile:  # the compiled module is called as the model it wraps
-            self._forward = cast(CodeGenModel, torch.compile(model.transformer, dynamic=True))
+            forward = cast(CodeGenModel, torch.compile(model.transformer, dynamic=True))
+        self.step = Step(forward, self.head, self.device)  # every call of the model
         # rows per speculative verify call (1: speculation off, for the reason given)
         self.spec_width, self.spec_reason = verify_width(model, self.device, compile)
         self._rows_checked = False
@@ -254,9 +256,7 @@ class CodeGenEngine:
                 continue
             if cancel.is_set() or (deadline is not None and time.perf_counter() > deadline):
                 return None
-            tokens = torch.tensor([ids[s:e]], device=self.device)  # [1, T]
-            positions = torch.arange(s, e, device=self.device)
-            hidden = self._forward(tokens, positions, slot.cache)[:, -1]  # [1, E]
+            hidden = self.step.hidden([ids[s:e]], s, slot.cache)[:, -1]  # [1, E]
             slot.record(block, ids[s:e], hidden)
         return slot.last_hidden()
 
@@ -317,15 +317,13 @@ class CodeGenEngine:
         while True:
             if interrupted(state, cancel, deadline):
                 return
-            logits = self.head(hidden).cpu()  # [rows, V] float32
+            logits = self.step.logits(hidden)  # [rows, V] float32
             next_ids = sample_step(
                 state, logits, vocab, self.prefix_index, self.token_bytes, generator
             )
             if state.done():
                 return
-            tokens = torch.tensor(next_ids, device=self.device)[:, None]  # [rows, 1]
-            positions = torch.tensor([position], device=self.device)
-            hidden = self._forward(tokens, positions, slot.cache)[:, -1]  # [rows, E]
+            hidden = self.step.hidden([[t] for t in next_ids], position, slot.cache)[:, -1]
             stats.decode_forwards += 1
             if keep:
                 slot.record((position, position + 1), next_ids[:1], hidden)
@@ -353,7 +351,7 @@ class CodeGenEngine:
             room = state.max_new + self.spec_width
             drafter = ModelDrafter(self.draft, slot.key, slot.tokens[:position], room)
         length = DraftLength(self.spec_width - 1)
-        logits = self.head(hidden).cpu()  # [1, V]
+        logits = self.step.logits(hidden)  # [1, V]
         token: int | None = None
         while True:
             if interrupted(state, cancel, deadline):
@@ -366,10 +364,8 @@ class CodeGenEngine:
             k, min_n = length.next()
             proposed, _ = drafter.propose(min(k, state.max_new - len(row.ids)), min_n)
             fed = [token, *proposed]
-            tokens = torch.tensor([fed], device=self.device)  # [1, 1 + d]
-            positions = torch.arange(position, position + len(fed), device=self.device)
-            out = self._forward(tokens, positions, slot.cache, rowwise=len(fed) > 1)[0]  # [T, E]
-            rows = self.head(out, rowwise=True).cpu()  # [T, V]
+            out = self.step.hidden([fed], position, slot.cache, exact=True)[0]  # [T, E]
+            rows = self.step.logits(out, exact=True)  # [T, V]
             stats.decode_forwards += 1
             stats.drafted_tokens += len(proposed)
             slot.record((position, position + 1), [token], out[:1])

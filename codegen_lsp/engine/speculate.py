@@ -39,6 +39,7 @@ from codegen_lsp.codegen.config import CodeGenConfig
 from codegen_lsp.codegen.modeling import CodeGenForCausalLM, KVCache
 from codegen_lsp.engine.head import LogitsHead
 from codegen_lsp.engine.quantize import Int4Linear, Int8Linear
+from codegen_lsp.engine.step import Step
 
 NGRAMS = (3, 2, 1)  # the suffix lengths tried, longest first
 MAX_WIDTH = 8  # rows of a verify call: the current token plus at most 7 drafts
@@ -156,26 +157,22 @@ def rows_agree(
     """True when rowwise verify calls of every size from 2 to ``width`` rows reproduce
     one-token steps bit for bit (hidden states, logits and the keys and values written) on
     this machine's kernels (``width`` one-token steps and ``width - 1`` verify calls)."""
-    forward = model.transformer
+    step = Step(model.transformer, head, device)
     gen = torch.Generator().manual_seed(1234)
     start = 5
-    tokens = torch.randint(0, config.vocab_size, (1, start + width), generator=gen).to(device)
+    tokens = torch.randint(0, config.vocab_size, (1, start + width), generator=gen)
     caches = [KVCache(config, 1, start + width, kv_dtype, device) for _ in range(width)]
     for cache in caches:
-        forward(tokens[:, :start], torch.arange(start, device=device), cache)
+        step.hidden(tokens[:, :start], 0, cache)
     one, *verifies = caches
-    steps = [
-        forward(tokens[:, p : p + 1], torch.tensor([p], device=device), one)[:, -1]
-        for p in range(start, start + width)
-    ]
+    steps = [step.hidden(tokens[:, p : p + 1], p, one)[:, -1] for p in range(start, start + width)]
     stepped = torch.cat(steps)  # [width, E]
-    logits = torch.cat([head(h[None]) for h in stepped])  # [width, V]
+    logits = torch.cat([step.logits(h[None]) for h in stepped])  # [width, V]
     for rows, cache in zip(range(2, width + 1), verifies, strict=True):
-        positions = torch.arange(start, start + rows, device=device)
-        verified = forward(tokens[:, start : start + rows], positions, cache, True)[0]
+        verified = step.hidden(tokens[:, start : start + rows], start, cache, exact=True)[0]
         if not torch.equal(verified, stepped[:rows]):
             return False
-        if not torch.equal(head(verified, rowwise=True), logits[:rows]):
+        if not torch.equal(step.logits(verified, exact=True), logits[:rows]):
             return False
         span = slice(start, start + rows)
         for a, b in zip(one.k + one.v, cache.k + cache.v, strict=True):

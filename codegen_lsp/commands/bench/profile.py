@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     """Profile and print the operator table."""
     spec = EngineSpec(model=args.model, quantize=args.quantize, threads=args.threads)
     engine = load_local(spec)
-    model, config = engine.model, engine.model.config
+    config = engine.model.config
     context = min(args.context, engine.n_ctx - args.steps - 2)
     gen = torch.Generator().manual_seed(0)
     ids = torch.randint(0, engine.tokenizer.vocab_size, (context,), generator=gen).tolist()
@@ -60,14 +60,13 @@ def run(args: argparse.Namespace) -> int:
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.rows))
         return 0
     cache = KVCache(config, 1, context + args.steps + 1, engine.kv_dtype, engine.device)
-    token = torch.tensor([[ids[-1]]])
+    step = engine.step
     with torch.inference_mode():
-        model.transformer(torch.tensor([ids]), torch.arange(context), cache)
+        step.hidden([ids], 0, cache)
 
         def steps() -> None:
             for _ in range(args.steps):  # the same position: every step reads context keys
-                hidden = model.transformer(token, torch.tensor([context]), cache)[:, -1]
-                engine.head(hidden)
+                step([[ids[-1]]], context, cache)
 
         steps()
         plain = float("inf")

@@ -113,19 +113,15 @@ def verify_cost(
     engine: CodeGenEngine, ids: list[int], context: int, widths: tuple[int, ...], repeats: int
 ) -> dict[str, Any]:
     """Milliseconds of one forward + head with ``w`` rows at ``context``, and the ratio to one."""
-    model, head = engine.model, engine.head
-    forward = model.transformer
-    cache = KVCache(model.config, 1, context + max(widths) + 1, engine.kv_dtype, engine.device)
-    prompt = torch.tensor([ids[:context]], device=engine.device)
-    forward(prompt, torch.arange(context, device=engine.device), cache)
+    step = engine.step
+    config = engine.model.config
+    cache = KVCache(config, 1, context + max(widths) + 1, engine.kv_dtype, engine.device)
+    step.hidden([ids[:context]], 0, cache)
     ms: dict[str, float] = {}
     for _ in range(repeats):
         for w in widths:
-            tokens = torch.tensor([ids[context : context + w]], device=engine.device)
-            positions = torch.arange(context, context + w, device=engine.device)
             start = time.perf_counter()
-            out = forward(tokens, positions, cache, rowwise=w > 1)[0]
-            head(out, rowwise=w > 1)
+            step([ids[context : context + w]], context, cache, exact=w > 1)
             took = (time.perf_counter() - start) * 1000
             ms[str(w)] = min(took, ms.get(str(w), float("inf")))
     return {
