@@ -59,6 +59,17 @@ def common_prefix(a: list[int], b: list[int]) -> int:
     return i
 
 
+def default_kv_dtype(device: torch.device, act_dtype: torch.dtype, native_kv: bool) -> torch.dtype:
+    """The cache dtype ``kvCache: auto`` picks. Keys and values are computed in the
+    activations' dtype, so a cache in that dtype holds them exactly (a wider one only costs
+    bandwidth): on CUDA, and on a CPU when the native attention kernel reads it
+    (``native_kv``; the bench's KV table measures it). Otherwise float32 on a CPU, where
+    ATen's attention over a bf16 cache is ~10x slower."""
+    if device.type != "cpu" or native_kv:
+        return act_dtype
+    return torch.float32
+
+
 def kv_bytes_per_token(config: CodeGenConfig, dtype: torch.dtype, rows: int = 1) -> int:
     """Bytes of keys and values one position takes across all layers."""
     itemsize = torch.empty((), dtype=dtype).element_size()

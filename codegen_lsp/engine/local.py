@@ -35,7 +35,7 @@ from codegen_lsp.engine.api import (
 from codegen_lsp.engine.draft import ModelDrafter
 from codegen_lsp.engine.head import LogitsHead
 from codegen_lsp.engine.healing import heal, prefix_index
-from codegen_lsp.engine.kv_cache import KVSlot, kv_bytes_per_token, plan_blocks
+from codegen_lsp.engine.kv_cache import KVSlot, default_kv_dtype, kv_bytes_per_token, plan_blocks
 from codegen_lsp.engine.machine import EngineConfigError, dtype_name
 from codegen_lsp.engine.prefix_cache import CacheBudgetError, PrefixCache
 from codegen_lsp.engine.quantize import weight_count
@@ -82,8 +82,9 @@ class CodeGenEngine:
         self.quantize = quantize
         self.device = model.device
         self.act_dtype = next(p for p in model.parameters() if p.is_floating_point()).dtype
-        # CPU attention over a bf16 cache is ~10x slower than over a float32 one
-        self.kv_dtype = kv_dtype or (torch.float32 if self.device.type == "cpu" else self.act_dtype)
+        attend = kernels.table().entries["attend"]
+        native_kv = attend.impl == "native" and self.act_dtype in kernels.ATTEND_CONTRACT.kv_dtypes
+        self.kv_dtype = kv_dtype or default_kv_dtype(self.device, self.act_dtype, native_kv)
         budget = int(cache_memory_mb * 2**20)
         per_token = kv_bytes_per_token(config, self.kv_dtype)
         fit = budget // per_token
@@ -100,7 +101,7 @@ class CodeGenEngine:
         self.token_bytes = tokenizer.token_bytes()
         self.prefix_index = prefix_index(tokenizer)
         forward: CodeGenModel = model.transformer
-        if kernels.table().entries["attend"].impl == "native":  # one-token and verify calls
+        if attend.impl == "native":  # one-token and verify calls
             model.transformer.use_decode_attention(kernels.decode_attention)
         if compile:  # the compiled module is called as the model it wraps
             forward = cast(CodeGenModel, torch.compile(model.transformer, dynamic=True))

@@ -110,7 +110,19 @@ class EngineSpec:
         maximum=64,
     )
     compile: bool = False
-    kv_dtype: str = "auto"  # auto (float32 on CPU, where attention is fastest in it) | ...
+    kv_dtype: str = declare(
+        "kvCache",
+        "enum",
+        "auto",
+        "Dtype of the KV cache: `auto` (the activations' dtype when that holds keys and "
+        "values exactly and attention reads it fast, else float32), `float32` or `bfloat16`.",
+        enum=("auto", "float32", "bfloat16"),
+        enum_docs=(
+            "bf16 for a bf16 model on the native kernels and on CUDA; float32 otherwise.",
+            "Four bytes a value: the ATen attention's fastest on a CPU.",
+            "Two bytes a value: half the cache memory and attention reads.",
+        ),
+    )
     # int8 weights: keep a bf16 copy beside them for prefill (~10% faster prefill, 2 more
     # bytes per weight; the same results); off: one copy, dequantized per call (docs/memory.md)
     dense_prefill: bool = False

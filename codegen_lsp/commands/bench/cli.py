@@ -32,6 +32,8 @@ from codegen_lsp.commands.bench.backends import (
     token_strings,
 )
 from codegen_lsp.commands.bench.kernels import kernel_rates
+from codegen_lsp.commands.bench.kvcache import kv_compare
+from codegen_lsp.commands.bench.neighbour import busy_neighbour
 from codegen_lsp.commands.bench.probes import (
     WEIGHT_BYTES,
     decode_bound_ms,
@@ -58,7 +60,7 @@ HELP = (
     "(`codegen-lsp bench soak -h`: the long-typing soak; `bench remote -h`: against vLLM; "
     "`bench profile -h`: one decode step under torch.profiler)"
 )
-REPO_TOKENIZER = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "codegen-tokenizer"
+REPO_TOKENIZER = Path(__file__).resolve().parents[3] / "tests" / "fixtures" / "codegen-tokenizer"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -97,6 +99,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--spec-tokens", type=int, default=32, help="greedy tokens per cursor")
     p.add_argument("--waits", type=int, default=6, help="cold suggestions / function bodies")
     p.add_argument("--context-keystrokes", type=int, default=120, help="other-files replay")
+    p.add_argument("--kv-module", default="pygls.server", help="held-out text of the KV table")
+    p.add_argument("--kv-steps", type=int, default=200, help="teacher-forced steps per KV dtype")
 
 
 def log(message: str) -> None:
@@ -196,6 +200,13 @@ def bench_model(name: str, directory: Path, args: argparse.Namespace, bw: float)
     del entries
     gc.collect()
     speed_parts(name, engine, text, ids, decode_ctx, args, result)
+    kv_text, kv_source = module_text(args.kv_module)
+    log(f"{name}: KV cache dtypes on {kv_source}")
+    kv_ids = encode(kv_text)
+    kv_ctx = min(decode_ctx, len(kv_ids) - args.kv_steps - 1)
+    result["kv_cache"] = kv_compare(engine, kv_ids, kv_ctx, args.kv_steps, kv_source)
+    log(f"{name}: decode with a busy neighbour")
+    result["busy_neighbour"] = busy_neighbour(engine, ids, decode_ctx, args.kv_steps // 2)
     log(f"{name}: kernel rates at ctx {decode_ctx}")
     result["kernel_rates"] = kernel_rates(config, decode_ctx)
     result["targets"] = report.targets(result)
@@ -265,6 +276,7 @@ def run(args: argparse.Namespace) -> int:
         args.spec_positions = min(args.spec_positions, 10)
         args.waits = min(args.waits, 3)
         args.context_keystrokes = min(args.context_keystrokes, 30)
+        args.kv_steps = min(args.kv_steps, 40)
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.out)

@@ -45,7 +45,7 @@ def _best_ms(run: Callable[[], None], repeats: int) -> float:
 
 
 def _entry(ms: float, nbytes: int) -> dict[str, float]:
-    return {"ms": round(ms, 3), "bytes": nbytes, "gbs": round(nbytes / ms / 1e6, 2)}
+    return {"ms": round(ms, 3), "bytes": nbytes, "gbs": round(nbytes / ms / 1e6, 4)}
 
 
 def _int4_entry(

@@ -53,6 +53,7 @@ M.defaults = {
 local SERVER_ENUMS = {
   dtype = { "auto", "float32", "bfloat16", "float16" },
   quantize = { "auto", "none", "int8" },
+  kvCache = { "auto", "float32", "bfloat16" },
   speculation = { "auto", "off", "lookup", "draft" },
   multiline = { "auto", "always", "never" },
   fim = { "auto", "on", "off" },
@@ -71,6 +72,7 @@ M.server_types = {
   { "memoryLimitMB", "number" },
   { "draftModel", "string" },
   { "qkvShards", "number" },
+  { "kvCache", "string" },
   { "endpoint", "string" },
   { "remoteModel", "string" },
   { "apiKeyEnv", "string" },
