@@ -3,7 +3,8 @@
  * lanes; v_zero, v_set1, v_load, v_load_bf16, v_store, v_add, v_sub, v_div, v_fma, v_hsum,
  * v_exp; CG_ATTEND_NAME: the exported name). Each file compiles it with its own flags.
  *
- * Each (batch row, query, head) is computed alone, in an order fixed by its key count alone:
+ * The keys and values of a head are streamed once for all the call's queries; each (batch row,
+ * query, head) is computed in an order fixed by its key count alone:
  * scores q.k_t (one vector accumulator over the head's dims, then a fixed horizontal sum),
  * times scale; their maximum; p_t = exp(s_t - max) (lane-wise, so a score's p does not depend
  * on its place in a vector), their sum in CG_VW lanes in key order, then a fixed horizontal
@@ -31,36 +32,70 @@ static inline __attribute__((always_inline)) CG_V kv_chunk(const void *row, int6
     return v_load(tmp);
 }
 
-static inline __attribute__((always_inline)) void attend_one(
-    const float *qf, int64_t dim, const char *k, const char *v, int64_t row_bytes, int64_t len,
-    float scale, float *s, float *out, const int kvd) {
+/* Every query of one (batch row, head): the keys and values are read once for all of them
+ * (a verify call costs about what one query costs), each query's arithmetic the same as
+ * alone. qf [nq, dpad] queries, s [nq, spad] scores, acc [nq, dpad] output sums. */
+static inline __attribute__((always_inline)) void attend_head(
+    int64_t nq, const int64_t *lengths, int64_t longest, const float *qf, int64_t dim,
+    int64_t dpad, int64_t spad, const char *k, const char *v, int64_t row_bytes, float scale,
+    float *s, float *acc, const int kvd) {
     int64_t chunks = (dim + CG_VW - 1) / CG_VW;
-    CG_V q[CG_MAXC];
-    for (int64_t c = 0; c < chunks; c++) q[c] = v_load(qf + c * CG_VW);
-    for (int64_t t = 0; t < len; t++) {
+    CG_V row[CG_MAXC];
+    for (int64_t t = 0; t < longest; t++) {
         const void *kt = k + t * row_bytes;
-        CG_V acc = v_zero();
-        for (int64_t c = 0; c < chunks; c++) acc = v_fma(q[c], kv_chunk(kt, c * CG_VW, dim, kvd), acc);
-        s[t] = v_hsum(acc) * scale;
+        for (int64_t c = 0; c < chunks; c++) row[c] = kv_chunk(kt, c * CG_VW, dim, kvd);
+        for (int64_t i = 0; i < nq; i++) {
+            if (t >= lengths[i]) continue;
+            const float *q = qf + i * dpad;
+            CG_V a = v_zero();
+            for (int64_t c = 0; c < chunks; c++) a = v_fma(v_load(q + c * CG_VW), row[c], a);
+            s[i * spad + t] = v_hsum(a) * scale;
+        }
     }
-    float top = s[0];
-    for (int64_t t = 1; t < len; t++) top = s[t] > top ? s[t] : top;
-    int64_t padded = (len + CG_VW - 1) / CG_VW * CG_VW;
-    for (int64_t t = len; t < padded; t++) s[t] = top;
-    CG_V shift = v_set1(top);
-    for (int64_t t = 0; t < padded; t += CG_VW) v_store(s + t, v_exp(v_sub(v_load(s + t), shift)));
-    for (int64_t t = len; t < padded; t++) s[t] = 0.0f;
-    CG_V lanes = v_zero();
-    for (int64_t t = 0; t < padded; t += CG_VW) lanes = v_add(lanes, v_load(s + t));
-    CG_V denom = v_set1(v_hsum(lanes));
-    CG_V acc[CG_MAXC];
-    for (int64_t c = 0; c < chunks; c++) acc[c] = v_zero();
-    for (int64_t t = 0; t < len; t++) {
+    for (int64_t i = 0; i < nq; i++) {
+        float *si = s + i * spad;
+        int64_t len = lengths[i];
+        float top = si[0];
+        for (int64_t t = 1; t < len; t++) top = si[t] > top ? si[t] : top;
+        int64_t padded = (len + CG_VW - 1) / CG_VW * CG_VW;
+        for (int64_t t = len; t < padded; t++) si[t] = top;
+        CG_V shift = v_set1(top);
+        for (int64_t t = 0; t < padded; t += CG_VW)
+            v_store(si + t, v_exp(v_sub(v_load(si + t), shift)));
+        for (int64_t t = len; t < padded; t++) si[t] = 0.0f;
+        for (int64_t c = 0; c < chunks; c++) v_store(acc + i * dpad + c * CG_VW, v_zero());
+    }
+    if (nq == 1) { /* the decode step: the sums stay in registers (the same arithmetic) */
+        CG_V a[CG_MAXC];
+        for (int64_t c = 0; c < chunks; c++) a[c] = v_zero();
+        for (int64_t t = 0; t < longest; t++) {
+            const void *vt = v + t * row_bytes;
+            CG_V p = v_set1(s[t]);
+            for (int64_t c = 0; c < chunks; c++)
+                a[c] = v_fma(p, kv_chunk(vt, c * CG_VW, dim, kvd), a[c]);
+        }
+        for (int64_t c = 0; c < chunks; c++) v_store(acc + c * CG_VW, a[c]);
+    } else for (int64_t t = 0; t < longest; t++) {
         const void *vt = v + t * row_bytes;
-        CG_V p = v_set1(s[t]);
-        for (int64_t c = 0; c < chunks; c++) acc[c] = v_fma(p, kv_chunk(vt, c * CG_VW, dim, kvd), acc[c]);
+        for (int64_t c = 0; c < chunks; c++) row[c] = kv_chunk(vt, c * CG_VW, dim, kvd);
+        for (int64_t i = 0; i < nq; i++) {
+            if (t >= lengths[i]) continue;
+            CG_V p = v_set1(s[i * spad + t]);
+            float *a = acc + i * dpad;
+            for (int64_t c = 0; c < chunks; c++)
+                v_store(a + c * CG_VW, v_fma(p, row[c], v_load(a + c * CG_VW)));
+        }
     }
-    for (int64_t c = 0; c < chunks; c++) v_store(out + c * CG_VW, v_div(acc[c], denom));
+    for (int64_t i = 0; i < nq; i++) {
+        float *si = s + i * spad;
+        int64_t padded = (lengths[i] + CG_VW - 1) / CG_VW * CG_VW;
+        CG_V lanes = v_zero();
+        for (int64_t t = 0; t < padded; t += CG_VW) lanes = v_add(lanes, v_load(si + t));
+        CG_V denom = v_set1(v_hsum(lanes));
+        float *a = acc + i * dpad;
+        for (int64_t c = 0; c < chunks; c++)
+            v_store(a + c * CG_VW, v_div(v_load(a + c * CG_VW), denom));
+    }
 }
 
 int CG_ATTEND_NAME(const void *q, int64_t batch, int64_t nq, int64_t heads, int64_t dim,
@@ -72,26 +107,34 @@ int CG_ATTEND_NAME(const void *q, int64_t batch, int64_t nq, int64_t heads, int6
     for (int64_t i = 0; i < nq; i++) longest = lengths[i] > longest ? lengths[i] : longest;
     int64_t dpad = (dim + CG_VW - 1) / CG_VW * CG_VW;
     int64_t spad = (longest + CG_VW - 1) / CG_VW * CG_VW;
-    float *s = (float *)aligned_alloc(64, (size_t)(spad + 2 * dpad + 16) * sizeof(float));
+    size_t floats = (size_t)(nq * (spad + 2 * dpad) + 16);
+    float *s = (float *)aligned_alloc(64, (floats * sizeof(float) + 63) / 64 * 64);
     if (!s) return CG_ENOMEM;
-    float *qf = s + spad, *out = qf + dpad;
+    float *qf = s + nq * spad, *acc = qf + nq * dpad;
     int64_t elem = kv_dtype == CG_BF16 ? 2 : 4, row_bytes = dim * elem;
     for (int64_t b = 0; b < batch; b++)
-        for (int64_t i = 0; i < nq; i++)
-            for (int64_t h = 0; h < heads; h++) {
+        for (int64_t h = 0; h < heads; h++) {
+            for (int64_t i = 0; i < nq; i++) {
                 int64_t qi = ((b * nq + i) * heads + h) * dim;
                 for (int64_t d = 0; d < dpad; d++)
-                    qf[d] = d >= dim ? 0.0f
-                            : dtype == CG_BF16 ? cg_bf16_to_f32(((const uint16_t *)q)[qi + d])
-                                               : ((const float *)q)[qi + d];
-                int64_t base = ((b * heads + h) * max_len) * row_bytes;
-                const char *kh = (const char *)k + base, *vh = (const char *)v + base;
-                if (kv_dtype == CG_BF16)
-                    attend_one(qf, dim, kh, vh, row_bytes, lengths[i], scale, s, out, CG_BF16);
-                else
-                    attend_one(qf, dim, kh, vh, row_bytes, lengths[i], scale, s, out, CG_F32);
-                for (int64_t d = 0; d < dim; d++) cg_store(y, qi + d, out[d], dtype);
+                    qf[i * dpad + d] = d >= dim ? 0.0f
+                                       : dtype == CG_BF16
+                                           ? cg_bf16_to_f32(((const uint16_t *)q)[qi + d])
+                                           : ((const float *)q)[qi + d];
             }
+            int64_t base = ((b * heads + h) * max_len) * row_bytes;
+            const char *kh = (const char *)k + base, *vh = (const char *)v + base;
+            if (kv_dtype == CG_BF16)
+                attend_head(nq, lengths, longest, qf, dim, dpad, spad, kh, vh, row_bytes, scale,
+                            s, acc, CG_BF16);
+            else
+                attend_head(nq, lengths, longest, qf, dim, dpad, spad, kh, vh, row_bytes, scale,
+                            s, acc, CG_F32);
+            for (int64_t i = 0; i < nq; i++) {
+                int64_t qi = ((b * nq + i) * heads + h) * dim;
+                for (int64_t d = 0; d < dim; d++) cg_store(y, qi + d, acc[i * dpad + d], dtype);
+            }
+        }
     free(s);
     return CG_OK;
 }
