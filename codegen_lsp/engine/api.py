@@ -17,7 +17,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from codegen_lsp.engine.spec import EngineSpec as EngineSpec  # part of the contract
 
@@ -106,6 +106,7 @@ class GenerateRequest:
     # exact where it runs (greedy rows only; see engine/speculate.py), so it never changes text
     speculation: str = "auto"
     on_first_line: LineFn | None = None  # local engines only; a remote one answers whole
+    prefill_only: bool = False  # fill the cache and stop (the engine's background prefill)
 
 
 @dataclass
@@ -141,6 +142,7 @@ class GenerateStats:
     drafted_tokens: int = 0
     accepted_tokens: int = 0
     decode_forwards: int = 0
+    cold_tail: int = 0  # a cold answer: the prompt's last tokens it read (engine/cold.py)
 
     @property
     def tokens_per_forward(self) -> float:
@@ -240,6 +242,15 @@ class Engine(Protocol):
 
     def close(self) -> None:
         """Release what the engine holds (connections, threads); it is not used again."""
+        ...
+
+
+@runtime_checkable
+class IdleWork(Protocol):
+    """An engine with work for the worker's idle time (a local one's background prefill)."""
+
+    def idle(self, cancel: Cancel) -> bool:
+        """Do a piece of the work until done or ``cancel``; True while work remains."""
         ...
 
 

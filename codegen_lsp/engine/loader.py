@@ -241,6 +241,7 @@ def load_engine(
         quantize=quantize,
         kv_dtype=None if spec.kv_dtype == "auto" else pick_dtype(spec.kv_dtype, device),
         head=head,
+        cold_start_ms=spec.cold_start_ms,
     )
     engine.bos_id = file_start_id(spec, directory, tokenizer)
     if spec.draft_model:

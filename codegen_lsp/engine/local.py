@@ -32,7 +32,7 @@ from codegen_lsp.engine.api import (
     HealthFn,
     ModelInfo,
 )
-from codegen_lsp.engine.draft import ModelDrafter
+from codegen_lsp.engine.cold import ColdStart
 from codegen_lsp.engine.head import LogitsHead
 from codegen_lsp.engine.healing import heal, prefix_index
 from codegen_lsp.engine.kv_cache import KVSlot, default_kv_dtype, kv_bytes_per_token, plan_blocks
@@ -40,7 +40,7 @@ from codegen_lsp.engine.machine import EngineConfigError, dtype_name
 from codegen_lsp.engine.prefix_cache import CacheBudgetError, PrefixCache
 from codegen_lsp.engine.quantize import weight_count
 from codegen_lsp.engine.sampling import DecodeState, fit_prompt, interrupted, sample_step
-from codegen_lsp.engine.speculate import DraftLength, LookupDrafter, rows_agree, verify_width
+from codegen_lsp.engine.speculate import decode_lookup, rows_agree, verify_width
 from codegen_lsp.engine.step import Step
 
 log = logging.getLogger(__name__)
@@ -65,6 +65,7 @@ class CodeGenEngine:
         max_block: int = MAX_BLOCK,
         kv_dtype: torch.dtype | None = None,
         head: LogitsHead | None = None,
+        cold_start_ms: float = 0,
     ) -> None:
         config = model.config
         if max_block < 1 or max_block & (max_block - 1):
@@ -110,6 +111,7 @@ class CodeGenEngine:
         self.spec_width, self.spec_reason = verify_width(model, self.device, compile)
         self._rows_checked = False
         self.draft: CodeGenEngine | None = None  # draftModel: a smaller CodeGen, same tokenizer
+        self.cold = ColdStart(cold_start_ms)  # a cold prompt's tail first (engine/cold.py)
         n_params = weight_count(model)
         self.info = info or ModelInfo("model", parameters=n_params)
         self.description = (
@@ -182,10 +184,16 @@ class CodeGenEngine:
         self.cache.clear()
 
     def warmup(self) -> None:
-        """Run a short generation so the first real request does not pay for kernel setup."""
-        req = GenerateRequest(key="\0warmup", prompt=[self.tokenizer.eos_id] * 3, max_new_tokens=2)
-        self.generate(req, threading.Event())  # also checks verify rows on this machine
+        """Run a short generation so the first real request does not pay for kernel setup,
+        then a 64-token prefill for the cold-start policy's first prefill rate."""
+        for n, new in ((3, 2), (64, 0)):  # the first also checks verify rows on this machine
+            req = GenerateRequest("\0warmup", [self.tokenizer.eos_id] * n, max_new_tokens=new)
+            self.cold.observe(self.generate(req, threading.Event()).stats)
         self.cache.clear()
+
+    def idle(self, cancel: Cancel) -> bool:
+        """The worker's idle time: the background prefill of a cold prompt."""
+        return self.cold.background(self, cancel)
 
     def generate(self, req: GenerateRequest, cancel: Cancel) -> GenerateResult:
         """Continue ``req.prompt``: reuse cached KV, prefill the rest, decode ``req.n`` rows.
@@ -193,12 +201,16 @@ class CodeGenEngine:
         A KV cache that cannot make room for the request is emptied and the request run
         once more: a request alone always fits the cache's context.
         """
+        run = self.cold.plan(self, req)
         try:
-            return self._generate(req, cancel)
+            result = self._generate(run, cancel)
         except CacheBudgetError as exc:
             log.warning("%s; emptying the KV cache and running the request again", exc)
             self.cache.clear()
-            return self._generate(req, cancel)
+            result = self._generate(run, cancel)
+        result.stats.cold_tail = len(run.prompt) if run is not req else 0
+        self.cold.observe(result.stats)
+        return result
 
     @torch.inference_mode()
     def _generate(self, req: GenerateRequest, cancel: Cancel) -> GenerateResult:
@@ -222,7 +234,7 @@ class CodeGenEngine:
         state = DecodeState.start(req, max_new, removed, self.tokenizer.eos_id)
         if hidden is None:
             state.finish_all("cancelled" if cancel.is_set() else "time")
-        elif max_new == 0:
+        elif max_new == 0 or req.prefill_only:
             state.finish_all("length")
         else:
             decode_start = time.perf_counter()
@@ -289,8 +301,8 @@ class CodeGenEngine:
                 greedy = state.params.temperature == 0 or (state.greedy_first and first == 0)
                 hidden = slot.decode_start()
                 if drafts and greedy:
-                    self._decode_lookup(
-                        sub, slot, hidden, length, cancel, deadline, generator, stats, drafts
+                    decode_lookup(
+                        self, sub, slot, hidden, length, cancel, deadline, generator, stats, drafts
                     )
                 else:
                     self._decode(sub, slot, hidden, length, cancel, deadline, generator, stats)
@@ -329,65 +341,6 @@ class CodeGenEngine:
             if keep:
                 slot.record((position, position + 1), next_ids[:1], hidden)
             position += 1
-
-    def _decode_lookup(
-        self,
-        state: DecodeState,
-        slot: KVSlot,
-        hidden: torch.Tensor,
-        position: int,
-        cancel: Cancel,
-        deadline: float | None,
-        generator: torch.Generator | None,
-        stats: GenerateStats,
-        drafts: str = "lookup",
-    ) -> None:
-        """Greedy decoding of one row in the slot, each call verifying drafts (prompt lookup,
-        or the draft model's with ``drafts="draft"``): the current token and ``k`` drafts go
-        in one row-exact call; drafts are kept while greedy decoding chooses them, the model's
-        own choice after them comes free. Only kept positions are recorded."""
-        row = state.rows[0]
-        drafter: LookupDrafter | ModelDrafter = LookupDrafter(slot.tokens[:position])
-        if drafts == "draft" and self.draft is not None and slot.key is not None:
-            room = state.max_new + self.spec_width
-            drafter = ModelDrafter(self.draft, slot.key, slot.tokens[:position], room)
-        length = DraftLength(self.spec_width - 1)
-        logits = self.step.logits(hidden)  # [1, V]
-        token: int | None = None
-        while True:
-            if interrupted(state, cancel, deadline):
-                return
-            if token is None:
-                token = self._choose(state, logits, generator)
-                if state.done():
-                    return
-            drafter.extend([token])
-            k, min_n = length.next()
-            proposed, _ = drafter.propose(min(k, state.max_new - len(row.ids)), min_n)
-            fed = [token, *proposed]
-            out = self.step.hidden([fed], position, slot.cache, exact=True)[0]  # [T, E]
-            rows = self.step.logits(out, exact=True)  # [T, V]
-            stats.decode_forwards += 1
-            stats.drafted_tokens += len(proposed)
-            slot.record((position, position + 1), [token], out[:1])
-            position += 1
-            token, kept = None, 0
-            for i, draft in enumerate(proposed):
-                chosen = self._choose(state, rows[i : i + 1], generator)
-                if chosen != draft or state.done():
-                    kept += chosen == draft
-                    token = chosen
-                    break
-                kept += 1
-                drafter.extend([draft])
-                slot.record((position, position + 1), [draft], out[i + 1 : i + 2])
-                position += 1
-            else:
-                logits = rows[len(proposed) :]
-            stats.accepted_tokens += kept
-            length.update(len(proposed), kept)
-            if state.done():
-                return
 
     def _choose(
         self, state: DecodeState, logits: torch.Tensor, generator: torch.Generator | None

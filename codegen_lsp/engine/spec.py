@@ -109,6 +109,17 @@ class EngineSpec:
         minimum=0,
         maximum=64,
     )
+    cold_start_ms: int = declare(
+        "coldStartMs",
+        "int",
+        800,
+        "When prefilling a prompt's uncached part would take longer than this (at the "
+        "model's measured prefill rate), the suggestion reads only the prompt's last tokens "
+        "that fit, and the whole prompt is prefilled in the background; 0: always the whole "
+        "prompt.",
+        minimum=0,
+        maximum=600_000,
+    )
     compile: bool = False
     kv_dtype: str = declare(
         "kvCache",

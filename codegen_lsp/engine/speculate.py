@@ -32,14 +32,23 @@ Sampled rows (temperature > 0) never speculate; neither do forked candidate rows
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 
 from codegen_lsp.codegen.config import CodeGenConfig
 from codegen_lsp.codegen.modeling import CodeGenForCausalLM, KVCache
+from codegen_lsp.engine.api import Cancel, GenerateStats
+from codegen_lsp.engine.draft import ModelDrafter
 from codegen_lsp.engine.head import LogitsHead
+from codegen_lsp.engine.kv_cache import KVSlot
 from codegen_lsp.engine.quantize import Int4Linear, Int8Linear
+from codegen_lsp.engine.sampling import DecodeState, interrupted
 from codegen_lsp.engine.step import Step
+
+if TYPE_CHECKING:  # local.py imports this module
+    from codegen_lsp.engine.local import CodeGenEngine
 
 NGRAMS = (3, 2, 1)  # the suffix lengths tried, longest first
 MAX_WIDTH = 8  # rows of a verify call: the current token plus at most 7 drafts
@@ -179,3 +188,63 @@ def rows_agree(
             if not torch.equal(a[:, :, span], b[:, :, span]):
                 return False
     return True
+
+
+def decode_lookup(
+    engine: CodeGenEngine,
+    state: DecodeState,
+    slot: KVSlot,
+    hidden: torch.Tensor,
+    position: int,
+    cancel: Cancel,
+    deadline: float | None,
+    generator: torch.Generator | None,
+    stats: GenerateStats,
+    drafts: str = "lookup",
+) -> None:
+    """Greedy decoding of one row of ``engine`` in the slot, each call verifying drafts
+    (prompt lookup, or the draft model's with ``drafts="draft"``): the current token and
+    ``k`` drafts go in one row-exact call; drafts are kept while greedy decoding chooses
+    them, the model's own choice after them comes free. Only kept positions are recorded."""
+    row = state.rows[0]
+    drafter: LookupDrafter | ModelDrafter = LookupDrafter(slot.tokens[:position])
+    if drafts == "draft" and engine.draft is not None and slot.key is not None:
+        room = state.max_new + engine.spec_width
+        drafter = ModelDrafter(engine.draft, slot.key, slot.tokens[:position], room)
+    length = DraftLength(engine.spec_width - 1)
+    logits = engine.step.logits(hidden)  # [1, V]
+    token: int | None = None
+    while True:
+        if interrupted(state, cancel, deadline):
+            return
+        if token is None:
+            token = engine._choose(state, logits, generator)
+            if state.done():
+                return
+        drafter.extend([token])
+        k, min_n = length.next()
+        proposed, _ = drafter.propose(min(k, state.max_new - len(row.ids)), min_n)
+        fed = [token, *proposed]
+        out = engine.step.hidden([fed], position, slot.cache, exact=True)[0]  # [T, E]
+        rows = engine.step.logits(out, exact=True)  # [T, V]
+        stats.decode_forwards += 1
+        stats.drafted_tokens += len(proposed)
+        slot.record((position, position + 1), [token], out[:1])
+        position += 1
+        token, kept = None, 0
+        for i, draft in enumerate(proposed):
+            chosen = engine._choose(state, rows[i : i + 1], generator)
+            if chosen != draft or state.done():
+                kept += chosen == draft
+                token = chosen
+                break
+            kept += 1
+            drafter.extend([draft])
+            slot.record((position, position + 1), [draft], out[i + 1 : i + 2])
+            position += 1
+        else:
+            logits = rows[len(proposed) :]
+        stats.accepted_tokens += kept
+        length.update(len(proposed), kept)
+        if state.done():
+            return

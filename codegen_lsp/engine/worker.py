@@ -26,6 +26,7 @@ from codegen_lsp.engine.api import (
     EngineSpec,
     GenerateRequest,
     GenerateResult,
+    IdleWork,
     ProgressFn,
 )
 
@@ -57,6 +58,8 @@ class Worker:
         self.load_error: str | None = None
         self.generate_runs = 0  # jobs that reached the engine
         self.cancelled = 0  # generate jobs cancelled before or while running
+        self._idle_work = False  # the engine may have background work (after a generate)
+        self._idle_cancel = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="codegen-worker", daemon=True)
         self._thread.start()
 
@@ -106,6 +109,7 @@ class Worker:
                 self._finish_cancelled(self._queue.popleft())
             if self._running is not None:
                 self._running.cancel.set()
+            self._idle_cancel.set()
             self._cond.notify_all()
         self._thread.join(timeout)
 
@@ -124,18 +128,26 @@ class Worker:
                 self._finish_cancelled(job)
                 return job.future
             self._queue.append(job)
+            self._idle_cancel.set()  # background work yields to the job
             self._cond.notify()
         return job.future
 
     def _loop(self) -> None:
+        engine: Engine | None = None
         while True:
             with self._cond:
-                while not self._queue and not self._closed:
+                while not self._queue and not self._closed and not self._idle_work:
                     self._cond.wait()
                 if self._closed:
                     return
-                job = self._queue.popleft()
+                if not self._queue:  # idle: the engine's background work, until a job comes
+                    self._idle_cancel.clear()
+                    engine = self.engine
+                job = self._queue.popleft() if self._queue else None
                 self._running = job
+            if job is None:
+                self._idle(engine)
+                continue
             try:
                 if job.future.set_running_or_notify_cancel():
                     job.future.set_result(self._run(job))
@@ -149,6 +161,18 @@ class Worker:
             finally:
                 with self._cond:
                     self._running = None
+                    self._idle_work = job.kind == "generate" or self._idle_work
+
+    def _idle(self, engine: Engine | None) -> None:
+        """One piece of the engine's idle work (a new job interrupts it between blocks)."""
+        more = False
+        try:
+            if isinstance(engine, IdleWork):
+                more = engine.idle(self._idle_cancel)
+        except Exception:  # background work never takes the worker down
+            log.exception("the engine's background work failed")
+        with self._cond:
+            self._idle_work = more
 
     def _run(self, job: _Job) -> Any:
         if job.kind == "load":

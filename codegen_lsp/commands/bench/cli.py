@@ -136,6 +136,7 @@ def bench_model(name: str, directory: Path, args: argparse.Namespace, bw: float)
         cache_memory_mb=1024,
     )
     engine = load_local(spec, lambda m, p: log(f"  load {p:3d}% {m}"))
+    cold_ms, engine.cold.budget_ms = engine.cold.budget_ms, 0  # on for user_waits only
     scratch = CodeGenEngine(
         engine.model,
         engine.tokenizer,
@@ -199,7 +200,7 @@ def bench_model(name: str, directory: Path, args: argparse.Namespace, bw: float)
         result["backends"][entry.backend.name] = {**tp, "replay": rep.to_dict()}
     del entries
     gc.collect()
-    speed_parts(name, engine, text, ids, decode_ctx, args, result)
+    speed_parts(name, engine, text, ids, decode_ctx, cold_ms, args, result)
     kv_text, kv_source = module_text(args.kv_module)
     log(f"{name}: KV cache dtypes on {kv_source}")
     kv_ids = encode(kv_text)
@@ -220,6 +221,7 @@ def speed_parts(
     text: str,
     ids: list[int],
     ctx: int,
+    cold_ms: float,
     args: argparse.Namespace,
     out: dict,
 ) -> None:
@@ -239,7 +241,7 @@ def speed_parts(
             engine, spec_text, others, args.context_keystrokes, log
         )
     wait_ctx = min(900, engine.n_ctx - 80)
-    out["user_waits"] = speed.user_waits(engine, text, args.waits, wait_ctx, log)
+    out["user_waits"] = speed.user_waits(engine, text, args.waits, wait_ctx, cold_ms, log)
 
 
 def reprint(path: Path) -> int:

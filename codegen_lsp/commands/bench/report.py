@@ -183,8 +183,13 @@ def _speed_lines(model: dict[str, Any]) -> list[str]:
         )
     waits = model.get("user_waits") or {}
     for label, key in (
-        ("cold suggestion (first line)", "cold_suggestion"),
-        ("cold suggestion (whole)", "cold_suggestion_whole"),
+        ("cold suggestion (default settings: coldStartMs, first line)", "cold_suggestion"),
+        ("the same cursor after the background prefill", "after_background"),
+        (
+            "cold suggestion, whole prompt (coldStartMs 0, first line)",
+            "cold_suggestion_full_prompt",
+        ),
+        ("cold suggestion, whole prompt, whole answer", "cold_suggestion_whole"),
         ("function body", "function_body"),
     ):
         data = waits.get(key) or {}

@@ -150,10 +150,12 @@ def _service(engine: CodeGenEngine, settings: dict[str, Any]) -> tuple[Any, Any]
 
 
 def user_waits(
-    engine: CodeGenEngine, text: str, positions: int, context: int, log: Log
+    engine: CodeGenEngine, text: str, positions: int, context: int, cold_ms: float, log: Log
 ) -> dict[str, Any]:
     """Cold suggestions and hover function bodies through the suggestion service (default
-    settings; the engine's cache emptied before each, as for a newly opened file)."""
+    settings, ``coldStartMs`` = ``cold_ms``; the engine's cache emptied before each, as for a
+    newly opened file); then the same cursor once the background prefill is done; and cold
+    suggestions reading the whole prompt (``coldStartMs`` 0), answered early and whole."""
     from codegen_lsp.completion.context import Cursor
     from codegen_lsp.completion.core import CompletionSkipped
     from codegen_lsp.completion.languages import language_for
@@ -163,25 +165,37 @@ def user_waits(
     lines = text.split("\n")
     worker, service = _service(engine, {})
     whole_worker, whole = _service(engine, {"answerEarly": False})
-    cold, cold_whole, bodies = [], [], []
+    cold: list[dict[str, Any]] = []
+    cold_whole: list[dict[str, Any]] = []
+    bodies: list[dict[str, Any]] = []
+    full: list[dict[str, Any]] = []
+    after: list[dict[str, Any]] = []
     try:
         cursors = line_starts(text, engine.encode, context, positions, opener=True)
         for n, (window, cursor) in enumerate(cursors):
             doc_lines = split_lines(text[window:cursor])[:-1]  # cursor at the end of a line
             end = len(doc_lines) - 1
             c = Cursor.at(doc_lines, end, len(doc_lines[end]), language, "bench.py")
-            engine.cache.clear()
-            whole.reset()
-            out, took = asyncio.run(_timed(whole, f"whole{n}", c))
-            shown = out.texts[0] if out.texts else ""
-            cold_whole.append({"ms": took, "tokens": len(engine.encode(shown))})
+            for rows, svc, key in ((cold_whole, whole, "whole"), (full, service, "full")):
+                engine.cache.clear()
+                svc.reset()
+                out, took = asyncio.run(_timed(svc, f"{key}{n}", c))
+                rows.append({"ms": took, "tokens": len(engine.encode((out.texts or [""])[0]))})
             engine.cache.clear()
             service.reset()
+            engine.cold.budget_ms = cold_ms
             out, took = asyncio.run(_timed(service, f"cold{n}", c))
+            finished = time.monotonic() + 60
+            while engine.cold.pending is not None and time.monotonic() < finished:
+                time.sleep(0.02)  # the worker prefills the whole prompt while idle
+            again, again_ms = asyncio.run(_timed(service, f"again{n}", c))
+            engine.cold.budget_ms = 0
+            after.append({"ms": again_ms, "tokens": len(engine.encode((again.texts or [""])[0]))})
             shown = out.texts[0] if out.texts else ""
             stats = out.stats
             cold.append(
                 {
+                    "cold_tail": stats.cold_tail if stats else 0,
                     "ms": took,
                     "tokens": len(engine.encode(shown)),
                     "generated": stats.generated_tokens if stats else 0,
@@ -212,7 +226,11 @@ def user_waits(
         whole_worker.close()
     engine.cache.clear()
     return {
+        "cold_start_ms": cold_ms,
         "cold_suggestion": _summary(cold),
+        "cold_tails": [r["cold_tail"] for r in cold],
+        "after_background": _summary(after),
+        "cold_suggestion_full_prompt": _summary(full),
         "cold_suggestion_whole": _summary(cold_whole),
         "function_body": _summary(bodies),
     }

@@ -27,6 +27,7 @@ export const SERVER_SETTING_KEYS = [
   "memoryLimitMB",
   "draftModel",
   "qkvShards",
+  "coldStartMs",
   "kvCache",
   "endpoint",
   "remoteModel",

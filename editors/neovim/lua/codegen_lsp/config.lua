@@ -72,6 +72,7 @@ M.server_types = {
   { "memoryLimitMB", "number" },
   { "draftModel", "string" },
   { "qkvShards", "number" },
+  { "coldStartMs", "number" },
   { "kvCache", "string" },
   { "endpoint", "string" },
   { "remoteModel", "string" },
