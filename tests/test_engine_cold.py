@@ -17,7 +17,7 @@ import pygls.server
 import pytest
 
 from codegen_lsp.engine.api import GenerateRequest, GenerateResult
-from codegen_lsp.engine.cold import COLD_SUFFIX, MIN_TAIL
+from codegen_lsp.engine.cold import COLD_SUFFIX, MIN_COLD, MIN_TAIL
 from codegen_lsp.engine.loader import load_engine
 from codegen_lsp.engine.local import CodeGenEngine
 from codegen_lsp.engine.spec import EngineSpec
@@ -29,9 +29,11 @@ NEW = 16
 def engine(cold_ms: int, reuse: bool = True) -> CodeGenEngine:
     loaded = load_engine(EngineSpec(cold_start_ms=cold_ms, prefix_reuse=reuse))
     assert isinstance(loaded, CodeGenEngine)
-    if cold_ms:  # a slow machine, as seen by the policy: 128 tokens fit the budget
+    if cold_ms:  # a slow machine, as seen by the policy: 128 tokens fit the budget, and
+        # prompts this short count as cold (the shipped model's context is 512 tokens)
         loaded.cold.rate = MIN_TAIL / (cold_ms / 1000)
         loaded.cold.observe = lambda stats: None  # type: ignore[method-assign]
+        loaded.cold.min_cold = 2 * MIN_TAIL
     return loaded
 
 
@@ -100,3 +102,6 @@ def test_off_and_warm_prompts_run_whole(ids: list[int]) -> None:
     assert run(off, ids[:400]).stats.cold_tail == 0
     cold = engine(1000)
     assert run(cold, ids[:120]).stats.cold_tail == 0  # fits the budget
+    assert run(cold, ids[:250]).stats.cold_tail == 0  # too few tokens to count as cold
+    assert load_engine(EngineSpec()).cold.min_cold == MIN_COLD  # which the shipped model...
+    assert MIN_COLD >= 512  # ...never reaches: a test's prompt never goes cold on a slow day

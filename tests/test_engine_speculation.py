@@ -64,7 +64,7 @@ def generate(eng, prompt: list[int], speculation: str, new: int = 48, **kw) -> G
 def slot_state(eng: CodeGenEngine) -> tuple[list[int], list, list[torch.Tensor]]:
     slot = eng.cache.slots[-1]
     n = slot.length
-    return slot.tokens, slot.blocks, [t[:, :, :n] for t in slot.cache.k + slot.cache.v]
+    return slot.tokens, slot.blocks, [t[:, :, :n] for t in slot.cache.buffers]
 
 
 def assert_same(got: GenerateResult, want: GenerateResult, on, off) -> None:

@@ -1,5 +1,6 @@
-"""The KV cache's dtype: what ``kvCache: auto`` picks, and that a bf16 cache under a bf16 model
-changes nothing (keys and values are computed in bf16, so the cache holds them exactly).
+"""The KV cache's dtype: what ``kvCache: auto`` picks, that a bf16 cache under a bf16 model
+changes nothing (keys and values are computed in bf16, so the cache holds them exactly), and
+that an int8 cache (lossy) keeps the rules: reuse = recompute, speculation on = off.
 
 On the shipped model (real weights, bf16 activations, int8 weights as the server loads it):
 greedy text over held-out code is token for token the same with a bf16 and a float32 cache,
@@ -33,14 +34,15 @@ def test_auto_picks_the_activation_dtype_only_where_it_is_exact_and_fast() -> No
     assert default_kv_dtype(torch.device("cuda"), torch.float16, native_kv=False) is torch.float16
 
 
-def _engine(kv: str) -> CodeGenEngine:
-    engine = load_engine(EngineSpec(quantize="int8", dtype="bfloat16", kv_dtype=kv))
+def _engine(kv: str, reuse: bool = True) -> CodeGenEngine:
+    spec = EngineSpec(quantize="int8", dtype="bfloat16", kv_dtype=kv, prefix_reuse=reuse)
+    engine = load_engine(spec)
     assert isinstance(engine, CodeGenEngine)
     return engine
 
 
 def _greedy(engine: CodeGenEngine, ids: list[int], cuts: list[int], speculation: str) -> list:
-    out, reused = [], 0
+    out, reused = [], int(not engine.prefix_reuse)
     for cut in cuts:  # consecutive cursors of one file: later ones reuse the cache
         request = GenerateRequest("f.py", ids[:cut], max_new_tokens=24, speculation=speculation)
         result = engine.generate(request, threading.Event())
@@ -66,3 +68,13 @@ def test_auto_on_the_shipped_model_follows_the_attention_path() -> None:
     native = kernels.table().entries["attend"].impl == "native"
     assert engine.kv_dtype == (torch.bfloat16 if native else torch.float32)
     assert f"{'bfloat16' if native else 'float32'} KV cache" in engine.description
+
+
+def test_int8_cache_keeps_reuse_and_speculation_exact() -> None:
+    text = Path(pygls.server.__file__).read_text(encoding="utf-8")
+    reusing, fresh = _engine("int8"), _engine("int8", reuse=False)
+    assert reusing.kv_dtype == torch.int8 and "int8 KV cache" in reusing.description
+    ids = reusing.encode(text)
+    cuts = [150, 157, 300, 301]
+    lookup = _greedy(reusing, ids, cuts, "lookup")
+    assert lookup == _greedy(reusing, ids, cuts, "off") == _greedy(fresh, ids, cuts, "off")

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -41,9 +42,9 @@ from torch import Tensor, nn
 
 from codegen_lsp.codegen.config import DEFAULT_QKV_SHARDS, CodeGenConfig
 
-# attention of queries [B, T, H, D] at positions [T] over a layer's cache buffers [B, H, S, D]:
-# [B, T, H, D], or None for a call it does not take (see CodeGenModel.use_decode_attention)
-DecodeAttention = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor | None]
+# attention of queries [B, T, H, D] at positions [T] over a layer's cache: [B, T, H, D], or
+# None for a call it does not take (see CodeGenModel.use_decode_attention)
+DecodeAttention = Callable[[Tensor, Tensor, "LayerKV"], Tensor | None]
 MP_SHARDS = DEFAULT_QKV_SHARDS  # CodeGen1's shard count; a checkpoint's own is config.qkv_shards
 
 
@@ -94,8 +95,51 @@ def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     return rotated if rot == x.shape[-1] else torch.cat((rotated, x[..., rot:]), dim=-1)
 
 
+class LayerKV(NamedTuple):
+    """One layer's cache: keys and values ``[B, H, S, D]``; for an int8 cache also their
+    scales ``[B, H, S]`` (float32: a value is ``q * scale``, one scale per head and position)."""
+
+    k: Tensor
+    v: Tensor
+    k_scale: Tensor | None = None
+    v_scale: Tensor | None = None
+
+    def write(self, positions: Tensor, k: Tensor, v: Tensor) -> None:
+        """Store keys and values ``[B, H, T, D]`` at ``positions`` (rounded to int8 with a
+        scale per head and position, for an int8 cache)."""
+        for buf, scale_buf, x in ((self.k, self.k_scale, k), (self.v, self.v_scale, v)):
+            if scale_buf is None:
+                buf.index_copy_(2, positions, x.to(buf.dtype))
+                continue
+            q, scale = quantize_rows(x)
+            buf.index_copy_(2, positions, q)
+            scale_buf.index_copy_(2, positions, scale)
+
+    def read(self, length: int) -> tuple[Tensor, Tensor]:
+        """Keys and values of positions ``0..length-1`` for ATen's attention (float32 on a
+        CPU, where attention over bf16 is ~10x slower; int8 dequantized)."""
+        k, v = self.k[:, :, :length], self.v[:, :, :length]
+        if self.k_scale is not None and self.v_scale is not None:
+            k = k.float() * self.k_scale[:, :, :length, None]
+            v = v.float() * self.v_scale[:, :, :length, None]
+        elif k.device.type == "cpu" and k.dtype != torch.float32:
+            k, v = k.float(), v.float()
+        return k, v
+
+
+def quantize_rows(x: Tensor) -> tuple[Tensor, Tensor]:
+    """``x`` ``[..., D]`` as int8 ``round(x / scale)`` and float32 ``scale = max|x| / 127``
+    per row (a row of zeros gets scale 1)."""
+    x = x.float()
+    amax = x.abs().amax(-1)
+    scale = torch.where(amax > 0, amax / 127, torch.ones_like(amax))
+    q = torch.round(x / scale[..., None]).clamp_(-127, 127).to(torch.int8)
+    return q, scale
+
+
 class KVCache:
-    """Static key/value buffers for every layer: ``k[i]``, ``v[i]`` are ``[B, H, S, D]``."""
+    """Static key/value buffers for every layer: ``k[i]``, ``v[i]`` are ``[B, H, S, D]``; an
+    int8 cache also keeps ``k_scale[i]``, ``v_scale[i]`` ``[B, H, S]``."""
 
     def __init__(
         self,
@@ -109,6 +153,21 @@ class KVCache:
         shape = (batch, config.n_head, self.max_len, config.head_dim)
         self.k = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(config.n_layer)]
         self.v = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(config.n_layer)]
+        n_scales = config.n_layer if dtype == torch.int8 else 0
+        scale_shape = shape[:3]
+        self.k_scale = [torch.ones(scale_shape, device=device) for _ in range(n_scales)]
+        self.v_scale = [torch.ones(scale_shape, device=device) for _ in range(n_scales)]
+
+    def layer(self, i: int) -> LayerKV:
+        """Layer ``i``'s buffers."""
+        if self.k_scale:
+            return LayerKV(self.k[i], self.v[i], self.k_scale[i], self.v_scale[i])
+        return LayerKV(self.k[i], self.v[i])
+
+    @property
+    def buffers(self) -> list[Tensor]:
+        """Every tensor of the cache; position is dimension 2 of each."""
+        return self.k + self.v + self.k_scale + self.v_scale
 
     @property
     def batch(self) -> int:
@@ -118,11 +177,11 @@ class KVCache:
     @property
     def nbytes(self) -> int:
         """Memory held by the buffers."""
-        return sum(t.numel() * t.element_size() for t in self.k + self.v)
+        return sum(t.numel() * t.element_size() for t in self.buffers)
 
     def copy_rows_(self, src: KVCache, length: int, src_row: int = 0) -> None:
         """Fill every row of this cache with positions ``[0, length)`` of ``src``'s row."""
-        for dst_t, src_t in zip(self.k + self.v, src.k + src.v, strict=True):
+        for dst_t, src_t in zip(self.buffers, src.buffers, strict=True):
             dst_t[:, :, :length].copy_(src_t[src_row : src_row + 1, :, :length])
 
 
@@ -144,7 +203,7 @@ class Attention(nn.Module):
         cos: Tensor,
         sin: Tensor,
         positions: Tensor,
-        cache: tuple[Tensor, Tensor] | None,
+        cache: LayerKV | None,
         rowwise: bool = False,
     ) -> Tensor:
         bsz, seq, embd = x.shape
@@ -156,29 +215,25 @@ class Attention(nn.Module):
         if cache is None:
             y = F.scaled_dot_product_attention(q.transpose(1, 2), k, v, is_causal=seq > 1)
         else:
-            k_buf, v_buf = cache
-            # the cache may hold a wider dtype than the activations (float32 keys and values
-            # for a bf16 model: CPU attention is much faster in float32)
-            k_buf.index_copy_(2, positions, k.to(k_buf.dtype))
-            v_buf.index_copy_(2, positions, v.to(v_buf.dtype))
+            cache.write(positions, k, v)
             native = None
             if self.decode_attention is not None and (seq == 1 or rowwise):
-                native = self.decode_attention(q, positions, k_buf, v_buf)  # [B, T, H, D]
+                native = self.decode_attention(q, positions, cache)  # [B, T, H, D]
             if native is not None:  # each row computed alone, as a one-token call would
                 return self.out_proj(native.reshape(bsz, seq, embd))
             if rowwise and seq > 1:
                 rows = [
-                    self._attend(q[:, i : i + 1].contiguous(), positions[i : i + 1], k_buf, v_buf)
+                    self._attend(q[:, i : i + 1].contiguous(), positions[i : i + 1], cache)
                     for i in range(seq)
                 ]
                 y = torch.cat(rows, dim=2)  # [B, H, T, D]
             else:
-                y = self._attend(q, positions, k_buf, v_buf)
+                y = self._attend(q, positions, cache)
         y = y.transpose(1, 2).reshape(bsz, seq, embd)  # [B, T, E]
         return self.out_proj(y)
 
     @staticmethod
-    def _attend(q: Tensor, positions: Tensor, k_buf: Tensor, v_buf: Tensor) -> Tensor:
+    def _attend(q: Tensor, positions: Tensor, cache: LayerKV) -> Tensor:
         """Attention of queries ``q`` [B, T, H, D] at ``positions`` over the cache's keys
         ``0..positions[-1]``; ``[B, H, T, D]`` in ``q``'s dtype."""
         length = int(positions[-1]) + 1
@@ -186,10 +241,7 @@ class Attention(nn.Module):
         if q.shape[1] > 1:
             keys_pos = torch.arange(length, device=q.device)
             mask = positions[:, None] >= keys_pos[None, :]  # [T, L]
-        keys, values = k_buf[:, :, :length], v_buf[:, :, :length]
-        if keys.device.type == "cpu" and keys.dtype != torch.float32:
-            # CPU attention over a bf16 cache is ~10x slower than widening it first
-            keys, values = keys.float(), values.float()
+        keys, values = cache.read(length)
         y = F.scaled_dot_product_attention(
             q.transpose(1, 2).to(keys.dtype), keys, values, attn_mask=mask
         )
@@ -237,7 +289,7 @@ class Block(nn.Module):
         cos: Tensor,
         sin: Tensor,
         positions: Tensor,
-        cache: tuple[Tensor, Tensor] | None,
+        cache: LayerKV | None,
         rowwise: bool = False,
     ) -> Tensor:
         h = self.ln_1(x)
@@ -288,7 +340,7 @@ class CodeGenModel(nn.Module):
         cos, sin = rotary_factors(cos_table[positions], sin_table[positions])  # [1, T, 1, rot]
         x = self.wte(tokens)
         for i, block in enumerate(self.h):
-            layer_cache = None if cache is None else (cache.k[i], cache.v[i])
+            layer_cache = None if cache is None else cache.layer(i)
             x = block(x, cos, sin, positions, layer_cache, rowwise)
         return self.ln_f(x)
 

@@ -1,11 +1,11 @@
 """A cold prompt answers from its tail first; the whole prompt is prefilled while idle.
 
 A file just opened has nothing cached: on a 350M model ~900 tokens before the cursor take
-seconds to prefill. When the uncached part of a request's prompt would take longer than
-``coldStartMs`` at the engine's measured prefill rate, the request runs on the prompt's last
-tokens that fit that time (at least :data:`MIN_TAIL`, from the line start before them where
-one is near), under a key of its own, and the whole prompt is noted for the background: the worker
-prefills it block by block while no request waits (:meth:`ColdStart.background`; a new
+seconds to prefill. When the uncached part of a request's prompt (at least :data:`MIN_COLD`
+tokens) would take longer than ``coldStartMs`` at the engine's measured prefill rate, the
+request runs on the prompt's last tokens that fit that time (at least :data:`MIN_TAIL`, from
+the line start before them where one is near), under a key of its own, and the whole prompt
+is noted for the background: the worker prefills it block by block while no request waits (:meth:`ColdStart.background`; a new
 request interrupts it between blocks and the blocks done stay cached). The next keystroke
 whose prompt is then cached runs on the whole prompt as usual. The tail's start stays put
 while the user types, so consecutive cold keystrokes reuse the tail's cache too.
@@ -26,6 +26,7 @@ from codegen_lsp.engine.kv_cache import plan_blocks
 from codegen_lsp.engine.prefix_cache import PrefixCache
 
 MIN_TAIL = 128  # a cold answer reads at least this many tokens
+MIN_COLD = 512  # a prompt is cold only when at least this many of its tokens are uncached
 LINE_SEARCH = 48  # tokens after the cut searched for a line start
 COLD_SUFFIX = "\0cold"  # the tail's cache slot key: never the document's own slot
 RATE_WEIGHT = 0.3  # weight of a new prefill-rate observation
@@ -45,6 +46,7 @@ class ColdStart:
     document, and the prompt waiting for a background prefill."""
 
     budget_ms: float  # 0: off
+    min_cold: int = MIN_COLD
     rate: float = 0.0  # prefill tokens per second (0: not measured yet)
     cuts: dict[str, int] = field(default_factory=dict)
     pending: GenerateRequest | None = None
@@ -65,7 +67,7 @@ class ColdStart:
         plan = plan_blocks(len(ids), engine.max_block)
         cached = max((s.reusable(ids, plan) for s in engine.cache.slots), default=0)
         fits = max(MIN_TAIL, int(self.rate * self.budget_ms / 1000))
-        if len(ids) - cached <= fits:
+        if len(ids) - cached <= max(fits, self.min_cold):
             self.cuts.pop(req.key, None)
             return req
         cut = self.cuts.get(req.key, -1)

@@ -29,14 +29,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from codegen_lsp.codegen.modeling import LayerKV
+
 log = logging.getLogger(__name__)
 
-ABI_VERSION = 2  # codegen_native.h's CG_ABI_VERSION
+ABI_VERSION = 3  # codegen_native.h's CG_ABI_VERSION
 NATIVE_DIR = Path(__file__).resolve().parents[1] / "native"  # the C sources and the library
 LIBRARY = "libcodegen_native.dylib" if sys.platform == "darwin" else "libcodegen_native.so"
 Q4_GROUP = 32
 KERNELS = ("gemv_q8", "gemv_q4", "attend")
-NATIVE_DTYPES = {torch.float32: 0, torch.bfloat16: 1}  # CG_F32, CG_BF16
+NATIVE_DTYPES = {torch.float32: 0, torch.bfloat16: 1, torch.int8: 2}  # CG_F32, CG_BF16, CG_I8
 ISAS = ("generic", "avx2", "avx512")
 
 
@@ -87,7 +89,7 @@ class AttendContract:
     max_queries: int = 8
     max_dim: int = 256  # codegen_native.h's CG_ATTEND_MAX_DIM
     dtypes: tuple[torch.dtype, ...] = (torch.float32, torch.bfloat16)
-    kv_dtypes: tuple[torch.dtype, ...] = (torch.float32, torch.bfloat16)
+    kv_dtypes: tuple[torch.dtype, ...] = (torch.float32, torch.bfloat16, torch.int8)
     device_type: str = "cpu"
     row_exact: bool = True
 
@@ -142,7 +144,7 @@ def _bind(lib: ctypes.CDLL) -> None:
         getattr(lib, f"{name}_isa").argtypes = [i32, *gemv]
         getattr(lib, f"{name}_isa").restype = i32
     attend: list[type[ctypes.c_int64 | ctypes.c_void_p | ctypes.c_float | ctypes.c_int]]
-    attend = [ptr, i64, i64, i64, i64, ptr, ptr, i64, ptr, ctypes.c_float, ptr, i32, i32]
+    attend = [ptr, i64, i64, i64, i64, ptr, ptr, ptr, ptr, i64, ptr, ctypes.c_float, ptr, i32, i32]
     lib.cg_attend.argtypes = attend
     lib.cg_attend.restype = i32
     lib.cg_attend_isa.argtypes = [i32, *attend]
@@ -328,42 +330,47 @@ def gemv_q4_reference(x: Tensor, packed: Tensor, sz: Tensor, bias: Tensor | None
     return y + bias.double() if bias is not None else y
 
 
-def attend(q: Tensor, positions: Tensor, k_buf: Tensor, v_buf: Tensor) -> Tensor:
-    """Native attention of queries ``q`` ``[B, T, H, D]`` at ``positions`` ``[T]`` over the KV
-    cache ``k_buf``/``v_buf`` ``[B, H, S, D]`` (query i sees keys ``0..positions[i]``), scale
-    ``D ** -0.5``; ``[B, T, H, D]`` in q's dtype. Each query computed alone."""
+def attend(q: Tensor, positions: Tensor, cache: LayerKV) -> Tensor:
+    """Native attention of queries ``q`` ``[B, T, H, D]`` at ``positions`` ``[T]`` over a
+    layer's KV cache (keys and values ``[B, H, S, D]``, with scales ``[B, H, S]`` when int8;
+    query i sees keys ``0..positions[i]``), scale ``D ** -0.5``; ``[B, T, H, D]`` in q's
+    dtype. Each query computed alone."""
     lib = table().lib
     assert lib is not None, "attend called without the native library"
     q = q.contiguous()
-    (b, t, h, d), max_len = q.shape, k_buf.shape[2]
+    (b, t, h, d), max_len = q.shape, cache.k.shape[2]
     lengths = (positions.to(torch.int64) + 1).contiguous()
     y = torch.empty_like(q)
-    args = (q.data_ptr(), b, t, h, d, k_buf.data_ptr(), v_buf.data_ptr(), max_len,
-            lengths.data_ptr(), d**-0.5, y.data_ptr(), NATIVE_DTYPES[q.dtype],
-            NATIVE_DTYPES[k_buf.dtype])  # fmt: skip
+    args = (q.data_ptr(), b, t, h, d, cache.k.data_ptr(), cache.v.data_ptr(),
+            _ptr(cache.k_scale), _ptr(cache.v_scale), max_len, lengths.data_ptr(), d**-0.5,
+            y.data_ptr(), NATIVE_DTYPES[q.dtype], NATIVE_DTYPES[cache.k.dtype])  # fmt: skip
     _call("attend", _profiled("attend", lambda: lib.cg_attend(*args)))
     return y
 
 
-def decode_attention(q: Tensor, positions: Tensor, k_buf: Tensor, v_buf: Tensor) -> Tensor | None:
+def decode_attention(q: Tensor, positions: Tensor, cache: LayerKV) -> Tensor | None:
     """:func:`attend` where the table runs it natively and :data:`ATTEND_CONTRACT` accepts the
     call (contiguous cache buffers on the CPU), else None (the caller's torch path)."""
     if table().lib is None or q.device.type != ATTEND_CONTRACT.device_type:
         return None
     _, t, _, d = q.shape
-    if not (k_buf.is_contiguous() and v_buf.is_contiguous() and k_buf.dtype == v_buf.dtype):
+    if not all(x is None or x.is_contiguous() for x in cache) or cache.k.dtype != cache.v.dtype:
         return None
-    if not ATTEND_CONTRACT.accepts(t, d, q.dtype, k_buf.dtype):
+    if not ATTEND_CONTRACT.accepts(t, d, q.dtype, cache.k.dtype):
         return None
-    return attend(q, positions, k_buf, v_buf)
+    return attend(q, positions, cache)
 
 
-def attend_reference(q: Tensor, positions: Tensor, k_buf: Tensor, v_buf: Tensor) -> Tensor:
+def attend_reference(q: Tensor, positions: Tensor, cache: LayerKV) -> Tensor:
     """The float64 oracle of :func:`attend` (``[B, T, H, D]``, float64)."""
+    k_buf, v_buf = cache.k.double(), cache.v.double()
+    if cache.k_scale is not None and cache.v_scale is not None:
+        k_buf = k_buf * cache.k_scale.double()[..., None]
+        v_buf = v_buf * cache.v_scale.double()[..., None]
     out = []
     for i, p in enumerate(positions.tolist()):
         qi = q[:, i].double()  # [B, H, D]
-        k, v = k_buf[:, :, : p + 1].double(), v_buf[:, :, : p + 1].double()
+        k, v = k_buf[:, :, : p + 1], v_buf[:, :, : p + 1]
         w = torch.softmax(torch.einsum("bhd,bhtd->bht", qi, k) * q.shape[-1] ** -0.5, -1)
         out.append(torch.einsum("bht,bhtd->bhd", w, v))
     return torch.stack(out, dim=1)

@@ -71,9 +71,11 @@ def default_kv_dtype(device: torch.device, act_dtype: torch.dtype, native_kv: bo
 
 
 def kv_bytes_per_token(config: CodeGenConfig, dtype: torch.dtype, rows: int = 1) -> int:
-    """Bytes of keys and values one position takes across all layers."""
+    """Bytes of keys and values one position takes across all layers (an int8 cache's
+    float32 scales included)."""
     itemsize = torch.empty((), dtype=dtype).element_size()
-    return 2 * config.n_layer * config.n_embd * itemsize * rows
+    scales = 4 * config.n_head if dtype == torch.int8 else 0
+    return 2 * config.n_layer * (config.n_embd * itemsize + scales) * rows
 
 
 class KVSlot:
@@ -165,7 +167,7 @@ class KVSlot:
         old = self.cache
         self.cache = KVCache(self.config, old.batch, capacity, dtype=self.dtype, device=self.device)
         n = self.length
-        for dst, src in zip(self.cache.k + self.cache.v, old.k + old.v, strict=True):
+        for dst, src in zip(self.cache.buffers, old.buffers, strict=True):
             dst[:, :, :n].copy_(src[:, :, :n])
 
     def copy_from(self, src: KVSlot, length: int) -> None:

@@ -54,6 +54,7 @@ DOWNLOAD_SHARE = 80  # percent of a load's progress bar taken by a download befo
 _PUBLISHED = re.compile(r"(codegen2?)-(\d+(?:_\d+)?[MB])(?:-(mono|multi|nl))?", re.IGNORECASE)
 
 log = logging.getLogger(__name__)
+KV_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "int8": torch.int8}
 
 
 def shipped_model_dir() -> Path:
@@ -239,7 +240,7 @@ def load_engine(
         prefix_reuse=spec.prefix_reuse,
         compile=spec.compile,
         quantize=quantize,
-        kv_dtype=None if spec.kv_dtype == "auto" else pick_dtype(spec.kv_dtype, device),
+        kv_dtype=KV_DTYPES.get(spec.kv_dtype),  # auto: None, the engine's choice
         head=head,
         cold_start_ms=spec.cold_start_ms,
     )

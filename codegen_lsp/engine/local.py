@@ -185,10 +185,13 @@ class CodeGenEngine:
 
     def warmup(self) -> None:
         """Run a short generation so the first real request does not pay for kernel setup,
-        then a 64-token prefill for the cold-start policy's first prefill rate."""
-        for n, new in ((3, 2), (64, 0)):  # the first also checks verify rows on this machine
+        then 64-token prefills (the second one timed) for the cold start's prefill rate."""
+        for n, new in ((3, 2), (64, 0), (64, 0)):  # the first also checks the verify rows
+            self.cache.clear()
             req = GenerateRequest("\0warmup", [self.tokenizer.eos_id] * n, max_new_tokens=new)
-            self.cold.observe(self.generate(req, threading.Event()).stats)
+            stats = self.generate(req, threading.Event()).stats
+        self.cold.rate = 0.0
+        self.cold.observe(stats)
         self.cache.clear()
 
     def idle(self, cancel: Cancel) -> bool:

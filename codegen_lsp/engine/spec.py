@@ -126,12 +126,15 @@ class EngineSpec:
         "enum",
         "auto",
         "Dtype of the KV cache: `auto` (the activations' dtype when that holds keys and "
-        "values exactly and attention reads it fast, else float32), `float32` or `bfloat16`.",
-        enum=("auto", "float32", "bfloat16"),
+        "values exactly and attention reads it fast, else float32), `float32`, `bfloat16` or "
+        "`int8` (lossy: see the bench's KV table).",
+        enum=("auto", "float32", "bfloat16", "int8"),
         enum_docs=(
             "bf16 for a bf16 model on the native kernels and on CUDA; float32 otherwise.",
             "Four bytes a value: the ATen attention's fastest on a CPU.",
             "Two bytes a value: half the cache memory and attention reads.",
+            "One byte a value and a scale per head and position: a quarter of float32's, "
+            "rounded (the native kernel reads it; elsewhere it is widened per call).",
         ),
     )
     # int8 weights: keep a bf16 copy beside them for prefill (~10% faster prefill, 2 more

@@ -184,7 +184,7 @@ def rows_agree(
         if not torch.equal(step.logits(verified, exact=True), logits[:rows]):
             return False
         span = slice(start, start + rows)
-        for a, b in zip(one.k + one.v, cache.k + cache.v, strict=True):
+        for a, b in zip(one.buffers, cache.buffers, strict=True):
             if not torch.equal(a[:, :, span], b[:, :, span]):
                 return False
     return True

@@ -1,6 +1,6 @@
 /* attend_impl.h: the attention kernel, written once over a small vector vocabulary that each
  * instruction-set file defines before including it (CG_V: the vector type, CG_VW: its float32
- * lanes; v_zero, v_set1, v_load, v_load_bf16, v_store, v_add, v_sub, v_div, v_fma, v_hsum,
+ * lanes; v_zero, v_set1, v_load, v_load_bf16, v_load_i8, v_store, v_add, v_sub, v_div, v_fma, v_hsum,
  * v_exp; CG_ATTEND_NAME: the exported name). Each file compiles it with its own flags.
  *
  * The keys and values of a head are streamed once for all the call's queries; each (batch row,
@@ -21,12 +21,14 @@ static inline __attribute__((always_inline)) CG_V kv_chunk(const void *row, int6
                                                            int64_t dim, const int kvd) {
     if (c0 + CG_VW <= dim)
         return kvd == CG_BF16 ? v_load_bf16((const uint16_t *)row + c0)
+               : kvd == CG_I8 ? v_load_i8((const int8_t *)row + c0)
                               : v_load((const float *)row + c0);
     float tmp[CG_VW];
     for (int j = 0; j < CG_VW; j++) {
         int64_t d = c0 + j;
-        tmp[j] = d >= dim ? 0.0f
+        tmp[j] = d >= dim          ? 0.0f
                  : kvd == CG_BF16 ? cg_bf16_to_f32(((const uint16_t *)row)[d])
+                 : kvd == CG_I8   ? (float)((const int8_t *)row)[d]
                                   : ((const float *)row)[d];
     }
     return v_load(tmp);
@@ -37,8 +39,8 @@ static inline __attribute__((always_inline)) CG_V kv_chunk(const void *row, int6
  * alone. qf [nq, dpad] queries, s [nq, spad] scores, acc [nq, dpad] output sums. */
 static inline __attribute__((always_inline)) void attend_head(
     int64_t nq, const int64_t *lengths, int64_t longest, const float *qf, int64_t dim,
-    int64_t dpad, int64_t spad, const char *k, const char *v, int64_t row_bytes, float scale,
-    float *s, float *acc, const int kvd) {
+    int64_t dpad, int64_t spad, const char *k, const char *v, const float *ks, const float *vs,
+    int64_t row_bytes, float scale, float *s, float *acc, const int kvd) {
     int64_t chunks = (dim + CG_VW - 1) / CG_VW;
     CG_V row[CG_MAXC];
     for (int64_t t = 0; t < longest; t++) {
@@ -49,7 +51,7 @@ static inline __attribute__((always_inline)) void attend_head(
             const float *q = qf + i * dpad;
             CG_V a = v_zero();
             for (int64_t c = 0; c < chunks; c++) a = v_fma(v_load(q + c * CG_VW), row[c], a);
-            s[i * spad + t] = v_hsum(a) * scale;
+            s[i * spad + t] = v_hsum(a) * (ks ? scale * ks[t] : scale);
         }
     }
     for (int64_t i = 0; i < nq; i++) {
@@ -70,7 +72,7 @@ static inline __attribute__((always_inline)) void attend_head(
         for (int64_t c = 0; c < chunks; c++) a[c] = v_zero();
         for (int64_t t = 0; t < longest; t++) {
             const void *vt = v + t * row_bytes;
-            CG_V p = v_set1(s[t]);
+            CG_V p = v_set1(vs ? s[t] * vs[t] : s[t]);
             for (int64_t c = 0; c < chunks; c++)
                 a[c] = v_fma(p, kv_chunk(vt, c * CG_VW, dim, kvd), a[c]);
         }
@@ -80,7 +82,7 @@ static inline __attribute__((always_inline)) void attend_head(
         for (int64_t c = 0; c < chunks; c++) row[c] = kv_chunk(vt, c * CG_VW, dim, kvd);
         for (int64_t i = 0; i < nq; i++) {
             if (t >= lengths[i]) continue;
-            CG_V p = v_set1(s[i * spad + t]);
+            CG_V p = v_set1(vs ? s[i * spad + t] * vs[t] : s[i * spad + t]);
             float *a = acc + i * dpad;
             for (int64_t c = 0; c < chunks; c++)
                 v_store(a + c * CG_VW, v_fma(p, row[c], v_load(a + c * CG_VW)));
@@ -98,10 +100,9 @@ static inline __attribute__((always_inline)) void attend_head(
     }
 }
 
-int CG_ATTEND_NAME(const void *q, int64_t batch, int64_t nq, int64_t heads, int64_t dim,
-                   const void *k, const void *v, int64_t max_len, const int64_t *lengths,
-                   float scale, void *y, int dtype, int kv_dtype) {
-    int rc = cg_attend_check(q, batch, nq, heads, dim, k, v, max_len, lengths, y, dtype, kv_dtype);
+int CG_ATTEND_NAME(CG_ATTEND_ARGS) {
+    int rc = cg_attend_check(q, batch, nq, heads, dim, k, v, k_scale, v_scale, max_len, lengths, y,
+                             dtype, kv_dtype);
     if (rc || batch == 0 || nq == 0 || heads == 0) return rc;
     int64_t longest = 0;
     for (int64_t i = 0; i < nq; i++) longest = lengths[i] > longest ? lengths[i] : longest;
@@ -111,7 +112,7 @@ int CG_ATTEND_NAME(const void *q, int64_t batch, int64_t nq, int64_t heads, int6
     float *s = (float *)aligned_alloc(64, (floats * sizeof(float) + 63) / 64 * 64);
     if (!s) return CG_ENOMEM;
     float *qf = s + nq * spad, *acc = qf + nq * dpad;
-    int64_t elem = kv_dtype == CG_BF16 ? 2 : 4, row_bytes = dim * elem;
+    int64_t elem = kv_dtype == CG_BF16 ? 2 : kv_dtype == CG_I8 ? 1 : 4, row_bytes = dim * elem;
     for (int64_t b = 0; b < batch; b++)
         for (int64_t h = 0; h < heads; h++) {
             for (int64_t i = 0; i < nq; i++) {
@@ -124,12 +125,16 @@ int CG_ATTEND_NAME(const void *q, int64_t batch, int64_t nq, int64_t heads, int6
             }
             int64_t base = ((b * heads + h) * max_len) * row_bytes;
             const char *kh = (const char *)k + base, *vh = (const char *)v + base;
+            int64_t sb = (b * heads + h) * max_len; /* this head's scales (int8 caches) */
             if (kv_dtype == CG_BF16)
-                attend_head(nq, lengths, longest, qf, dim, dpad, spad, kh, vh, row_bytes, scale,
-                            s, acc, CG_BF16);
+                attend_head(nq, lengths, longest, qf, dim, dpad, spad, kh, vh, NULL, NULL,
+                            row_bytes, scale, s, acc, CG_BF16);
+            else if (kv_dtype == CG_I8)
+                attend_head(nq, lengths, longest, qf, dim, dpad, spad, kh, vh, k_scale + sb,
+                            v_scale + sb, row_bytes, scale, s, acc, CG_I8);
             else
-                attend_head(nq, lengths, longest, qf, dim, dpad, spad, kh, vh, row_bytes, scale,
-                            s, acc, CG_F32);
+                attend_head(nq, lengths, longest, qf, dim, dpad, spad, kh, vh, NULL, NULL,
+                            row_bytes, scale, s, acc, CG_F32);
             for (int64_t i = 0; i < nq; i++) {
                 int64_t qi = ((b * nq + i) * heads + h) * dim;
                 for (int64_t d = 0; d < dim; d++) cg_store(y, qi + d, acc[i * dpad + d], dtype);

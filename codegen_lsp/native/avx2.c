@@ -240,6 +240,9 @@ INLINE CG_V v_load_bf16(const uint16_t *p) {
     __m256i e = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p));
     return _mm256_castsi256_ps(_mm256_slli_epi32(e, 16));
 }
+INLINE CG_V v_load_i8(const int8_t *p) {
+    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)p)));
+}
 INLINE void v_store(float *p, CG_V a) { _mm256_storeu_ps(p, a); }
 INLINE CG_V v_add(CG_V a, CG_V b) { return _mm256_add_ps(a, b); }
 INLINE CG_V v_sub(CG_V a, CG_V b) { return _mm256_sub_ps(a, b); }

@@ -244,6 +244,9 @@ INLINE CG_V v_load_bf16(const uint16_t *p) {
     __m512i e = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p));
     return _mm512_castsi512_ps(_mm512_slli_epi32(e, 16));
 }
+INLINE CG_V v_load_i8(const int8_t *p) {
+    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)p)));
+}
 INLINE void v_store(float *p, CG_V a) { _mm512_storeu_ps(p, a); }
 INLINE CG_V v_add(CG_V a, CG_V b) { return _mm512_add_ps(a, b); }
 INLINE CG_V v_sub(CG_V a, CG_V b) { return _mm512_sub_ps(a, b); }

@@ -18,7 +18,9 @@
  *            y[i, j] = sum_t x[i, t] * weight[j, t] + bias[j]
  *
  *   attend:  q [batch, nq, heads, dim] (dtype); k, v [batch, heads, max_len, dim] (kv_dtype:
- *            CG_F32 or CG_BF16), the KV cache; lengths int64 [nq]: query i sees keys
+ *            CG_F32, CG_BF16 or CG_I8), the KV cache; for CG_I8 k_scale, v_scale float32
+ *            [batch, heads, max_len] (a key is k * k_scale; NULL otherwise); lengths int64
+ *            [nq]: query i sees keys
  *            0 .. lengths[i] - 1 (its position + 1; 1 <= lengths[i] <= max_len); dim at most
  *            CG_ATTEND_MAX_DIM; y [batch, nq, heads, dim] (dtype)
  *            y[b, i, h] = softmax_t(scale * q[b, i, h] . k[b, h, t]) @ v[b, h, :lengths[i]]
@@ -37,6 +39,7 @@ extern "C" {
 
 #define CG_F32 0
 #define CG_BF16 1
+#define CG_I8 2 /* KV caches only: int8 with a float32 scale per head and position */
 
 #define CG_ISA_GENERIC 0
 #define CG_ISA_AVX2 1
@@ -50,7 +53,7 @@ extern "C" {
 
 #define CG_Q4_GROUP 32
 #define CG_ATTEND_MAX_DIM 256
-#define CG_ABI_VERSION 2
+#define CG_ABI_VERSION 3
 
 typedef int (*cg_gemv_q8_fn)(const void *x, int64_t m, int64_t k, const int8_t *w,
                              const float *scale, const float *bias, int64_t n, void *y,
@@ -60,13 +63,13 @@ typedef int (*cg_gemv_q4_fn)(const void *x, int64_t m, int64_t k, const uint8_t 
                              int dtype);
 
 typedef int (*cg_attend_fn)(const void *q, int64_t batch, int64_t nq, int64_t heads, int64_t dim,
-                            const void *k, const void *v, int64_t max_len,
-                            const int64_t *lengths, float scale, void *y, int dtype,
-                            int kv_dtype);
+                            const void *k, const void *v, const float *k_scale,
+                            const float *v_scale, int64_t max_len, const int64_t *lengths,
+                            float scale, void *y, int dtype, int kv_dtype);
 #define CG_ATTEND_ARGS                                                                           \
     const void *q, int64_t batch, int64_t nq, int64_t heads, int64_t dim, const void *k,         \
-        const void *v, int64_t max_len, const int64_t *lengths, float scale, void *y, int dtype, \
-        int kv_dtype
+        const void *v, const float *k_scale, const float *v_scale, int64_t max_len,              \
+        const int64_t *lengths, float scale, void *y, int dtype, int kv_dtype
 
 /* dispatch.c: the exported entry points */
 int cg_abi_version(void);

@@ -65,13 +65,15 @@ static inline float *cg_padded_x(const void *x, int64_t m, int64_t k, int dtype)
 
 /* the attention kernels' argument check (see codegen_native.h) */
 static inline int cg_attend_check(const void *q, int64_t batch, int64_t nq, int64_t heads,
-                                  int64_t dim, const void *k, const void *v, int64_t max_len,
-                                  const int64_t *lengths, const void *y, int dtype, int kv_dtype) {
+                                  int64_t dim, const void *k, const void *v, const float *k_scale,
+                                  const float *v_scale, int64_t max_len, const int64_t *lengths,
+                                  const void *y, int dtype, int kv_dtype) {
     if (batch < 0 || nq < 0 || heads < 0 || dim < 1 || dim > CG_ATTEND_MAX_DIM) return CG_EBADARG;
     if (dtype != CG_F32 && dtype != CG_BF16) return CG_EBADARG;
-    if (kv_dtype != CG_F32 && kv_dtype != CG_BF16) return CG_EBADARG;
+    if (kv_dtype != CG_F32 && kv_dtype != CG_BF16 && kv_dtype != CG_I8) return CG_EBADARG;
     if (batch == 0 || nq == 0 || heads == 0) return CG_OK;
     if (!q || !k || !v || !lengths || !y) return CG_EBADARG;
+    if (kv_dtype == CG_I8 && (!k_scale || !v_scale)) return CG_EBADARG;
     for (int64_t i = 0; i < nq; i++)
         if (lengths[i] < 1 || lengths[i] > max_len) return CG_EBADARG;
     return CG_OK;

@@ -113,7 +113,8 @@ int cg_gemv_q4_isa(int isa, const void *x, int64_t m, int64_t k, const uint8_t *
     return table_for(isa).gemv_q4(x, m, k, w, sz, bias, n, y, dtype);
 }
 
-#define CG_ATTEND_PASS q, batch, nq, heads, dim, k, v, max_len, lengths, scale, y, dtype, kv_dtype
+#define CG_ATTEND_PASS                                                                           \
+    q, batch, nq, heads, dim, k, v, k_scale, v_scale, max_len, lengths, scale, y, dtype, kv_dtype
 
 int cg_attend(CG_ATTEND_ARGS) { return table_for(selected).attend(CG_ATTEND_PASS); }
 

@@ -94,6 +94,7 @@ static inline CG_V v_zero(void) { return 0.0f; }
 static inline CG_V v_set1(float a) { return a; }
 static inline CG_V v_load(const float *p) { return *p; }
 static inline CG_V v_load_bf16(const uint16_t *p) { return cg_bf16_to_f32(*p); }
+static inline CG_V v_load_i8(const int8_t *p) { return (float)*p; }
 static inline void v_store(float *p, CG_V a) { *p = a; }
 static inline CG_V v_add(CG_V a, CG_V b) { return a + b; }
 static inline CG_V v_sub(CG_V a, CG_V b) { return a - b; }

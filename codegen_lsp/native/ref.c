@@ -6,7 +6,9 @@
 #include "common.h"
 
 static inline float cg_kv(const void *p, int kv_dtype, int64_t index) {
-    return kv_dtype == CG_BF16 ? cg_bf16_to_f32(((const uint16_t *)p)[index]) : ((const float *)p)[index];
+    if (kv_dtype == CG_BF16) return cg_bf16_to_f32(((const uint16_t *)p)[index]);
+    if (kv_dtype == CG_I8) return (float)((const int8_t *)p)[index];
+    return ((const float *)p)[index];
 }
 
 int cg_gemv_q8_ref(const void *x, int64_t m, int64_t k, const int8_t *w, const float *scale,
@@ -60,7 +62,8 @@ int cg_gemv_q4_ref(const void *x, int64_t m, int64_t k, const uint8_t *w, const 
 }
 
 int cg_attend_ref(CG_ATTEND_ARGS) {
-    int rc = cg_attend_check(q, batch, nq, heads, dim, k, v, max_len, lengths, y, dtype, kv_dtype);
+    int rc = cg_attend_check(q, batch, nq, heads, dim, k, v, k_scale, v_scale, max_len, lengths, y,
+                             dtype, kv_dtype);
     if (rc || batch == 0 || nq == 0 || heads == 0) return rc;
     int64_t longest = 0;
     for (int64_t i = 0; i < nq; i++) longest = lengths[i] > longest ? lengths[i] : longest;
@@ -79,14 +82,16 @@ int cg_attend_ref(CG_ATTEND_ARGS) {
                 for (int64_t t = 0; t < len; t++) {
                     float acc = 0.0f;
                     for (int64_t d = 0; d < dim; d++) acc += qf[d] * cg_kv(k, kv_dtype, base + t * dim + d);
-                    s[t] = acc * scale;
+                    s[t] = acc * scale * (k_scale ? k_scale[base / dim + t] : 1.0f);
                     top = t == 0 || s[t] > top ? s[t] : top;
                 }
                 float denom = 0.0f;
                 for (int64_t t = 0; t < len; t++) denom += (s[t] = expf(s[t] - top));
                 for (int64_t d = 0; d < dim; d++) {
                     float acc = 0.0f;
-                    for (int64_t t = 0; t < len; t++) acc += s[t] * cg_kv(v, kv_dtype, base + t * dim + d);
+                    for (int64_t t = 0; t < len; t++)
+                        acc += s[t] * (v_scale ? v_scale[base / dim + t] : 1.0f) *
+                               cg_kv(v, kv_dtype, base + t * dim + d);
                     out[d] = acc / denom;
                 }
                 for (int64_t d = 0; d < dim; d++) cg_store(y, qi + d, out[d], dtype);

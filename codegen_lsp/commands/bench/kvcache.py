@@ -19,7 +19,7 @@ from codegen_lsp.codegen.modeling import KVCache
 from codegen_lsp.engine.local import CodeGenEngine
 from codegen_lsp.engine.machine import dtype_name
 
-KV_DTYPES = (torch.float32, torch.bfloat16)
+KV_DTYPES = (torch.float32, torch.bfloat16, torch.int8)
 
 
 @torch.inference_mode()
