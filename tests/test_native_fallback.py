@@ -18,7 +18,13 @@ from support import cpu_settings
 from codegen_lsp.engine import kernels
 
 TESTS = Path(__file__).resolve().parent
-EXACTNESS = ["test_engine_reuse.py", "test_engine_speculation.py", "test_engine_draft.py"]
+EXACTNESS = [
+    "test_engine_reuse.py",
+    "test_engine_speculation.py",
+    "test_engine_draft.py",
+    "test_kv_dtype.py::test_int8_cache_keeps_reuse_and_speculation_exact",
+    "test_engine_cold.py",
+]
 
 
 @pytest.mark.parametrize("native", ["1", "0"])
