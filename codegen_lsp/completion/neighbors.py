@@ -4,7 +4,8 @@ As Copilot's "neighboring tabs" and Tabby do, every other open (or recently clos
 document of the same language is cut into windows of lines, each window scored by the
 Jaccard similarity of its identifier set with the identifiers just above the cursor, and the
 best windows go before the file's own window as a comment block ("Compare this snippet from
-PATH:"), within a token budget.
+PATH:"), within a token budget. A window holding a recent edit of its document scores more
+(``recent_edits``): what the user just changed elsewhere is likely what they use next.
 
 The block comes first in the prompt, so a change re-prefills everything after it: it must
 change rarely while typing. The query therefore leaves out the cursor's own line (typing in
@@ -25,6 +26,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from codegen_lsp.completion.context import Cursor
+from codegen_lsp.completion.recent_edits import edit_bonus
 
 WINDOW_LINES = 20  # lines per candidate snippet
 WINDOW_STEP = 10  # windows overlap by half
@@ -52,6 +54,7 @@ class Neighbor:
     path: str
     lines: Sequence[str]
     version: int = 0  # the document's version: the same version, the same lines
+    edited: tuple[int, ...] = ()  # lines edited lately, the latest first (recent_edits)
 
 
 @dataclass(frozen=True)
@@ -168,7 +171,7 @@ def best_windows(
             kept = cache[doc.path] = (doc.version, len(lines), index.blocks(lines))
         top: tuple[float, int] | None = None
         for start, ids in windows(kept[2], len(lines)):
-            score = jaccard(query, ids)
+            score = jaccard(query, ids) + edit_bonus(doc.edited, start, start + WINDOW_LINES)
             if score >= MIN_SCORE and (top is None or score > top[0]):
                 top = (score, start)
         if top is not None:
@@ -226,7 +229,7 @@ class NeighborContext:
         if snippets <= 0 or tokens <= 0 or not neighbors:
             return ""
         query = query_of(cursor)
-        inputs = (query, snippets, tokens, tuple((n.path, n.version) for n in neighbors))
+        inputs = (query, snippets, tokens, tuple((n.path, n.version, n.edited) for n in neighbors))
         last = self._blocks.get(key)
         if last is not None and last[0] == inputs:
             return last[1]  # typing within a line: nothing the choice depends on changed
@@ -249,4 +252,5 @@ class NeighborContext:
 def _rescore(snippet: Snippet, query: frozenset[str], doc: Neighbor) -> Snippet:
     """``snippet`` with its text and score as they are now in ``doc``."""
     text = window_text(doc.lines, snippet.start)
-    return Snippet(snippet.path, snippet.start, text, jaccard(query, identifiers(text)))
+    bonus = edit_bonus(doc.edited, snippet.start, snippet.start + WINDOW_LINES)
+    return Snippet(snippet.path, snippet.start, text, jaccard(query, identifiers(text)) + bonus)

@@ -124,6 +124,29 @@ class CompletionOptions:
         minimum=0,
         maximum=8192,
     )
+    definitions: bool = declare(
+        "definitions",
+        "bool",
+        True,
+        "Put the definitions of the names near the cursor (signature, docstring, a class's "
+        "fields and methods), as the editor's other language servers resolve them, before "
+        "the file's own text as comments (clients that support `codegen/resolveDefinitions`).",
+    )
+    definition_tokens: int = declare(
+        "definitionTokens",
+        "int",
+        192,
+        "Most tokens for those definitions (at most a fifth of the prompt).",
+        minimum=0,
+        maximum=8192,
+    )
+    recent_edits: bool = declare(
+        "recentEdits",
+        "bool",
+        True,
+        "Rank the places edited lately in other open files first among the snippets "
+        "(`contextFiles`).",
+    )
     fim: str = declare(
         "fim",
         "enum",
