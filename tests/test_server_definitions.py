@@ -62,7 +62,10 @@ def start(tmp_path: Path, model: Path, capable: bool = True) -> RawServer:
 
 def typed(server: RawServer, version: int, text: str) -> tuple[int, int]:
     """Replace the cursor line (line 4) by ``text``; the cursor after it."""
-    change = {"range": {"start": {"line": 4, "character": 0}, "end": {"line": 4, "character": 999}}, "text": text}  # fmt: skip
+    change = {
+        "range": {"start": {"line": 4, "character": 0}, "end": {"line": 4, "character": 999}},
+        "text": text,
+    }
     server.notify(
         "textDocument/didChange",
         {"textDocument": {"uri": APP, "version": version}, "contentChanges": [change]},
@@ -71,7 +74,9 @@ def typed(server: RawServer, version: int, text: str) -> tuple[int, int]:
 
 
 def asked(server: RawServer, since: int = 0) -> list[dict[str, Any]]:
-    return [m["params"] for m in server.seen[since:] if m.get("method") == "codegen/resolveDefinitions"]  # fmt: skip
+    return [
+        m["params"] for m in server.seen[since:] if m.get("method") == "codegen/resolveDefinitions"
+    ]
 
 
 def part(prompt: dict[str, Any], name: str) -> dict[str, Any]:
@@ -124,13 +129,16 @@ def test_the_prompt_holds_the_signature_and_keeps_the_block_while_typing(
         prompt = last_prompt(server)
         block = part(prompt, "definitions")
         assert "# Definition of fetch_page from lib.py:\n" in block["text"]
-        assert "# def fetch_page(url: str, retries: int = 3, *, timeout: float = 10.0) -> Page:" in block["text"]  # fmt: skip
+        signature = "def fetch_page(url: str, retries: int = 3, *, timeout: float = 10.0) -> Page:"
+        assert f"# {signature}" in block["text"]
         assert "Fetch one page" in block["text"] and "return Page()" not in block["text"]
         assert block["tokens"] > 20
         assert part(prompt, "window")["text"].endswith("fetch_page(url, r")
         assert prompt["promptTokens"] >= sum(p["tokens"] for p in prompt["parts"])
 
-        for version, text in enumerate(["    page = fetch_page(url, re", "    page = fetch_page(url, ret"], 4):  # fmt: skip
+        for version, text in enumerate(
+            ["    page = fetch_page(url, re", "    page = fetch_page(url, ret"], 4
+        ):
             server.inline(APP, *typed(server, version, text))
             assert part(last_prompt(server), "definitions")["text"] == block["text"]
         status = server.status()
@@ -169,20 +177,55 @@ def test_odd_and_huge_answers_are_left_out_and_the_server_stays_up(
         request = asked(server)[0]
         doc = request["textDocument"]
         odd: list[Any] = [
-            None, 3, "x", [], {"definitions": "no"}, {"textDocument": doc},
+            None,
+            3,
+            "x",
+            [],
+            {"definitions": "no"},
+            {"textDocument": doc},
             {"textDocument": {"uri": 5}, "definitions": []},
-            {"textDocument": doc, "definitions": [None, 1, {"name": 3}, {"name": "never_asked", "uri": LIB, "range": {"start": {"line": 0}}, "text": "def x(): pass"}]},  # noqa: E501
-            {"textDocument": doc, "definitions": [{"name": "fetch_page", "uri": LIB, "range": {"start": {"line": -1}}, "text": "def f(): pass"}]},  # noqa: E501
-            {"textDocument": doc, "definitions": [{"name": "fetch_page", "uri": LIB, "range": "x", "text": ["def"]}]},  # noqa: E501
-        ]  # fmt: skip
+            {
+                "textDocument": doc,
+                "definitions": [
+                    None,
+                    1,
+                    {"name": 3},
+                    {
+                        "name": "never_asked",
+                        "uri": LIB,
+                        "range": {"start": {"line": 0}},
+                        "text": "def x(): pass",
+                    },
+                ],
+            },
+            {
+                "textDocument": doc,
+                "definitions": [
+                    {
+                        "name": "fetch_page",
+                        "uri": LIB,
+                        "range": {"start": {"line": -1}},
+                        "text": "def f(): pass",
+                    }
+                ],
+            },
+            {
+                "textDocument": doc,
+                "definitions": [{"name": "fetch_page", "uri": LIB, "range": "x", "text": ["def"]}],
+            },
+        ]
         for params in odd:
             server.notify("codegen/didResolveDefinitions", params)
         # huge: a 2 MB one-line definition text and 10,000 entries
         huge = "def fetch_page(" + "a, " * 700_000 + "):\n    pass\n"
         where = {"start": {"line": 0, "character": 0}, "end": {"line": 0, "character": 1}}
         entries = [{"name": "fetch_page", "uri": LIB, "range": where, "text": huge}]
-        entries += [{"name": f"n{i}", "uri": LIB, "range": where, "text": "x = 1"} for i in range(10_000)]  # fmt: skip
-        server.notify("codegen/didResolveDefinitions", {"textDocument": doc, "definitions": entries})
+        entries += [
+            {"name": f"n{i}", "uri": LIB, "range": where, "text": "x = 1"} for i in range(10_000)
+        ]
+        server.notify(
+            "codegen/didResolveDefinitions", {"textDocument": doc, "definitions": entries}
+        )
         reply = server.inline(APP, *typed(server, 3, "    page = fetch_page(url, r"))
         assert "result" in reply, reply
         text = part(last_prompt(server), "definitions")["text"]

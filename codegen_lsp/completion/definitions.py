@@ -242,6 +242,18 @@ def head_of(text: str, language: Language) -> str:
     return "".join(line[base:].rstrip() + "\n" for line in picked[:HEAD_LINES])
 
 
+def definition_head(
+    name: str, path: str, text: str, language: Language, in_window: bool = False
+) -> Head | None:
+    """The head of ``name``'s definition whose file (shown as ``path``) reads ``text`` from
+    the definition's line on; None when it shows nothing worth its tokens (no text, an import
+    line) or the definition is ``in_window`` (just above the cursor in the same document)."""
+    if in_window:
+        return None
+    head = head_of(text, language)
+    return Head(name, path, head) if head else None
+
+
 def render(heads: Sequence[Head], comment: str, tokens: int, count: Callable[[str], int]) -> str:
     """The comment block for ``heads`` (nearest name first) within ``tokens``: the nearest
     ones are kept, and listed last."""

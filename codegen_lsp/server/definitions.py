@@ -20,7 +20,12 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from codegen_lsp.completion.definitions import LOOKBACK_LINES, Head, NameUse, head_of
+from codegen_lsp.completion.definitions import (
+    LOOKBACK_LINES,
+    Head,
+    NameUse,
+    definition_head,
+)
 from codegen_lsp.completion.languages import language_for
 
 if TYPE_CHECKING:
@@ -154,14 +159,12 @@ class DefinitionBridge:
             if target is not None:
                 self.rejected += 1
             return None
-        if target == uri and used_at - LOOKBACK_LINES <= line <= used_at:
-            return None  # defined just above the cursor: the window shows it
         path = self.server._shown_path(target)
         language = language_for(None, path)
         if not language.comment or language.name == "plaintext":
             language = language_for(language_id, path)
-        head = head_of(text[:MAX_TEXT_CHARS], language)
-        return Head(str(entry["name"]), path, head) if head else None
+        in_window = target == uri and used_at - LOOKBACK_LINES <= line <= used_at
+        return definition_head(str(entry["name"]), path, text[:MAX_TEXT_CHARS], language, in_window)
 
 
 def _start_line(range_: Any) -> int | None:
