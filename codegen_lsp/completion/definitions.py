@@ -38,9 +38,13 @@ ABOVE_LINES = 3  # lines above the cursor line whose names count as "near"
 LOOKBACK_LINES = 150  # a name defined this close above the cursor is in the window already
 MAX_NAMES = 8  # names asked about per request
 HEAD_LINES = 12  # lines of one definition's head
-HEAD_CHARS = 160  # characters of one head line
+HEAD_CHARS = 160
+DOC_LINES = (
+    3  # lines of a docstring shown (its first paragraph, at most)  # characters of one head line
+)
 TEXT_LINES = 200  # lines of a client's definition text that are read
 STALE_S = 30.0  # an answer older than this is asked again (kept and used meanwhile)
+NONE_STALE_S = 5.0  # "no definition" is asked again sooner (a language server still starting)
 MAX_KEPT = 256  # definitions kept per document (then the oldest are dropped)
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _STRING = re.compile(r"(\"\"\"|'''|\"(?:\\.|[^\"\\])*\"|'(?:\\.|[^'\\])*')")
@@ -81,6 +85,9 @@ def _code_only(line: str, comment: str) -> str:
     """``line`` with its string literals blanked and its comment cut (roughly: enough to
     keep names in strings and comments out of the query)."""
     line = _STRING.sub(lambda m: " " * len(m.group(0)), line)
+    for quote in "\"'":  # a string still open (being typed): its text is no code
+        if quote in line:
+            line = line[: line.index(quote)]
     if comment and comment in line:
         line = line[: line.index(comment)]
     return line
@@ -148,7 +155,8 @@ def _signature(lines: Sequence[str]) -> int:
 
 
 def _docstring(body: Sequence[str], out: list[str]) -> int:
-    """Append the docstring that starts ``body`` (if it does) to ``out``; lines taken."""
+    """Append the first paragraph (at most DOC_LINES lines) of the docstring that starts
+    ``body`` (if one does) to ``out``; the number of lines the whole docstring takes."""
     stripped = body[0].strip() if body else ""
     quote = stripped[:3]
     if quote not in ('"""', "'''"):
@@ -156,9 +164,13 @@ def _docstring(body: Sequence[str], out: list[str]) -> int:
     out.append(body[0])
     taken = 1
     done = stripped.count(quote) >= 2
-    while not done and taken < len(body) and len(out) < HEAD_LINES:
-        out.append(body[taken])
-        done = quote in body[taken]
+    showing = True
+    while not done and taken < len(body):
+        line = body[taken]
+        done = quote in line
+        showing = showing and bool(line.strip()) and taken < DOC_LINES
+        if showing:
+            out.append(line)
         taken += 1
     return taken
 
@@ -229,13 +241,26 @@ def _brace_head(lines: Sequence[str]) -> list[str]:
     return out
 
 
+def _declares(line: str, language: Language) -> bool:
+    """Whether ``line`` can start a definition (not a comment, docstring or bare expression:
+    what a language server answers for a module name is the module's first line)."""
+    stripped = line.strip()
+    if language.name == "python":
+        return bool(
+            stripped.startswith(("def ", "async def ", "class ", "@"))
+            or _ASSIGNS.match(line)
+            or re.match(r"^[A-Za-z_]\w*\s*:", stripped)
+        )
+    return not stripped.startswith(("//", "/*", "*", "#", "--"))
+
+
 def head_of(text: str, language: Language) -> str:
     """The head of the definition that starts ``text``'s first line ("" when there is none
-    worth showing: empty text, or an import line)."""
+    worth showing: empty text, an import line, a comment or docstring)."""
     lines = [line.rstrip("\r\n")[:HEAD_CHARS] for line in text.split("\n")[:TEXT_LINES]]
     while lines and not lines[0].strip():
         lines.pop(0)
-    if not lines or _IMPORT.match(lines[0]):
+    if not lines or _IMPORT.match(lines[0]) or not _declares(lines[0], language):
         return ""
     picked = _python_head(lines) if language.name == "python" else _brace_head(lines)
     base = _indent(picked[0])
@@ -283,7 +308,7 @@ class DefinitionContext:
     docstring). Pure: the server feeds it what the client answered."""
 
     def __init__(self) -> None:
-        # key -> name -> (head or None: "no definition", when it was answered)
+        # key -> name -> (head or None: nothing to show, until when the answer is fresh)
         self._heads: dict[str, dict[str, tuple[Head | None, float]]] = {}
         self._kept: dict[str, tuple[tuple[Head, ...], tuple[object, ...], str]] = {}
 
@@ -292,18 +317,21 @@ class DefinitionContext:
         self._heads.pop(key, None)
         self._kept.pop(key, None)
 
-    def store(self, key: str, name: str, head: Head | None) -> None:
-        """What the client resolved ``name`` to in document ``key`` (None: nothing)."""
+    def store(self, key: str, name: str, head: Head | None, retry_s: float | None = None) -> None:
+        """What the client resolved ``name`` to in document ``key`` (None: nothing to show),
+        fresh for ``retry_s`` (default: STALE_S for a head, NONE_STALE_S for None)."""
         heads = self._heads.setdefault(key, {})
         heads.pop(name, None)
-        heads[name] = (head, time.monotonic())
+        if retry_s is None:
+            retry_s = STALE_S if head is not None else NONE_STALE_S
+        heads[name] = (head, time.monotonic() + retry_s)
         while len(heads) > MAX_KEPT:
             heads.pop(next(iter(heads)))
 
     def known(self, key: str, name: str) -> bool:
         """Whether an answer for ``name`` is kept (a definition or "none") and is fresh."""
         kept = self._heads.get(key, {}).get(name)
-        return kept is not None and time.monotonic() - kept[1] < STALE_S
+        return kept is not None and time.monotonic() < kept[1]
 
     def block(
         self,

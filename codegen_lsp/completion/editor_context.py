@@ -67,6 +67,8 @@ class EditorContext:
         self._views: OrderedDict[str, PromptParts] = OrderedDict()
         self._last: str | None = None
         self._times: deque[float] = deque(maxlen=TIMINGS)
+        self.timed = 0  # requests whose context time was recorded
+        self.last_context_ms = 0.0
 
     def forget(self, key: str) -> None:
         """The document was closed."""
@@ -74,16 +76,17 @@ class EditorContext:
         self._blocks.pop(key, None)
         self._views.pop(key, None)
 
-    def store(self, key: str, name: str, head: Head | None) -> None:
-        """A definition the client resolved (None: it found none)."""
-        self.definitions.store(key, name, head)
+    def store(self, key: str, name: str, head: Head | None, retry_s: float | None = None) -> None:
+        """A definition the client resolved (None: none to show; asked again after
+        ``retry_s``, by default soon when it found none)."""
+        self.definitions.store(key, name, head, retry_s)
 
     def definitions_block(
         self, key: str, cursor: Cursor, engine: EngineInfo | None, options: CompletionOptions
     ) -> str:
         """The block of the definitions that are ready for ``cursor`` ("" when off, none are
         ready or no model is loaded); asks for the names without an answer."""
-        if not options.definitions or options.definition_tokens <= 0 or engine is None:
+        if options.definitions == "off" or options.definition_tokens <= 0 or engine is None:
             self._blocks.pop(key, None)
             return ""
         names = names_near(cursor)
@@ -108,6 +111,8 @@ class EditorContext:
     ) -> None:
         """Keep ``prepared``'s prompt by part, and the time its context took."""
         self._times.append(context_ms)
+        self.timed += 1
+        self.last_context_ms = context_ms
         cursor = prepared.cursor
         definitions = self._blocks.get(prepared.key, "")
         header = header_text(cursor.language, cursor.path) if options.header else ""

@@ -124,13 +124,20 @@ class CompletionOptions:
         minimum=0,
         maximum=8192,
     )
-    definitions: bool = declare(
+    definitions: str = declare(
         "definitions",
-        "bool",
-        True,
+        "enum",
+        "workspace",
         "Put the definitions of the names near the cursor (signature, docstring, a class's "
         "fields and methods), as the editor's other language servers resolve them, before "
-        "the file's own text as comments (clients that support `codegen/resolveDefinitions`).",
+        "the file's own text as comments (clients that support `codegen/resolveDefinitions`): "
+        "`workspace` (those in the workspace's files), `all` (libraries too), or `off`.",
+        enum=("workspace", "all", "off"),
+        enum_docs=(
+            "Definitions in the workspace's own files (code no model has seen).",
+            "Also definitions in libraries (the standard library, installed packages).",
+            "No definitions.",
+        ),
     )
     definition_tokens: int = declare(
         "definitionTokens",

@@ -17,11 +17,15 @@ per document.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from typing import TYPE_CHECKING, Any
 
+from pygls.uris import to_fs_path
+
 from codegen_lsp.completion.definitions import (
     LOOKBACK_LINES,
+    STALE_S,
     Head,
     NameUse,
     definition_head,
@@ -137,8 +141,13 @@ class DefinitionBridge:
             if not isinstance(name, str) or asked is None or name in done:
                 self.rejected += asked is None
                 continue  # a name never asked about, or one already answered here
+            target = entry.get("uri")
+            if isinstance(target, str) and not self._in_scope(uri, target):
+                done.add(name)  # a library's: not shown in "workspace" mode; not asked soon
+                editor.store(uri, name, None, STALE_S)
+                continue
             head = self._head(uri, entry, asked[2], doc.language_id)
-            if head is not None or not entry.get("uri"):
+            if head is not None or not target:
                 done.add(name)
                 editor.store(uri, name, head)
                 self.received += head is not None
@@ -149,6 +158,16 @@ class DefinitionBridge:
                 MAX_DEFINITIONS,
                 len(entries),
             )
+
+    def _in_scope(self, uri: str, target: str) -> bool:
+        """Whether the definition at ``target`` may be shown for document ``uri``: always with
+        ``definitions: all``; with ``workspace``, when it is under the workspace root (or, with
+        no root, in the document's folder or below)."""
+        if self.server.service.options.definitions == "all":
+            return True
+        folder = self.server.root or os.path.dirname(to_fs_path(uri) or "")
+        path = to_fs_path(target) or ""
+        return bool(folder) and path.startswith(folder.rstrip(os.sep) + os.sep)
 
     def _head(self, uri: str, entry: dict[str, Any], used_at: int, language_id: str) -> Head | None:
         """The head of one answered definition; None when it shows nothing worth its tokens

@@ -5,10 +5,11 @@ A held-out cross-file replay through the suggestion service on the shipped model
 typed up to just after ``name(``; the suggestion's first line is compared with the rest of the
 real line (exact match, and edit similarity: 1 - Levenshtein distance / the longer length).
 
-- definitions off / on, on cross-file calls and on the other calls (which must not get
-  worse). With definitions on, the service asks at the cursor, jedi answers (as
-  jedi-language-server would), and the measured request comes after: as when the name was
-  typed a few keystrokes before the suggestion that counts.
+- definitions off / workspace (the package's own files) / all (libraries too), on
+  cross-file calls and on the other calls (which must not get worse). With definitions on,
+  the service asks at the cursor, jedi answers (as jedi-language-server would), and the
+  measured request comes after: as when the name was typed a few keystrokes before the
+  suggestion that counts.
 - recent edits: the module that defines the name and two other modules of the package are
   open; off, the snippet block is chosen by similarity alone; on, the definition's lines are
   that module's latest edit ("edit a function, then type a call to it elsewhere").
@@ -39,6 +40,7 @@ from codegen_lsp.completion.options import CompletionOptions
 from codegen_lsp.completion.service import SuggestionService
 
 HELP = "definitions and recent edits in the prompt: a held-out cross-file replay"
+MODES = ("off", "workspace", "all")  # the `definitions` setting's values
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -80,11 +82,18 @@ class Replay:
         service.editor.resolve = self.resolver.ask
 
     def options(self, **changes: Any) -> None:
-        self.service.configure(dataclasses.replace(self.base, **changes))
+        """The base options with ``changes``."""
+        options = dataclasses.replace(self.base, **changes)
+        self.resolver.workspace_only = options.definitions == "workspace"
+        self.service.configure(options)
 
-    async def suggest(self, case: Case, typed: str, key: str) -> tuple[str, Any]:
+    async def suggest(
+        self, case: Case, typed: str, key: str, fresh: bool = True
+    ) -> tuple[str, Any]:
+        """The first line of the suggestion at ``typed`` (``fresh``: never from type-ahead)."""
         cursor, text = _cursor(case, typed)
-        self.service.completer.typeahead.forget(key)
+        if fresh:
+            self.service.completer.typeahead.forget(key)
         try:
             out = await self.service.suggest(key, lambda: cursor)
         except CompletionSkipped:
@@ -100,7 +109,7 @@ class Replay:
         for n, case in enumerate(cases):
             key = f"{label}:{case.path}:{case.line}"
             typed = case.path.read_text(encoding="utf-8").splitlines()[case.line][: case.column]
-            if self.service.options.definitions:
+            if self.service.options.definitions != "off":
                 await self.suggest(case, typed, key)  # asks; jedi answers
             got, _ = await self.suggest(case, typed, key)
             exact.append(got.rstrip() == case.expected.rstrip())
@@ -127,11 +136,11 @@ class Replay:
             if engine is not None:
                 engine.clear_cache()  # each line starts cold: its first keystroke prefills all
             for end in range(indent + 1, case.column + 1):
-                before = len(self.service.editor._times)
-                _, stats = await self.suggest(case, line[:end], key)
+                before = self.service.editor.timed
+                _, stats = await self.suggest(case, line[:end], key, fresh=False)
                 served += 1
-                if len(self.service.editor._times) > before:
-                    context.append(self.service.editor._times[-1])
+                if self.service.editor.timed > before:
+                    context.append(self.service.editor.last_context_ms)
                 if stats is not None:
                     prefilled.append(stats.prefilled_tokens)
             self.service.forget(key)
@@ -199,22 +208,23 @@ async def _run(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str
     replay = Replay(service, base)
     result: dict[str, Any] = {"engine": engine.description, "packages": packages}
     try:
-        for name, on in (("without", False), ("with", True)):
-            replay.options(definitions=on)
-            result[f"cross_{name}_definitions"] = await replay.accuracy(cross, f"x{name}", log)
-            result[f"other_{name}_definitions"] = await replay.accuracy(other, f"o{name}", log)
-            log(f"definitions {name}: {result[f'cross_{name}_definitions']}")
+        for mode in MODES:
+            replay.options(definitions=mode)
+            result[f"cross_definitions_{mode}"] = await replay.accuracy(cross, f"x{mode}", log)
+            result[f"other_definitions_{mode}"] = await replay.accuracy(other, f"o{mode}", log)
+            log(f"definitions {mode}: {result[f'cross_definitions_{mode}']}, "
+                f"other: {result[f'other_definitions_{mode}']}")  # fmt: skip
         for name, on in (("off", False), ("on", True)):
-            replay.options(definitions=False, recent_edits=on)
+            replay.options(definitions="off", recent_edits=on)
             service.neighbors = _open_modules(cross, files, on)
             result[f"cross_recent_edits_{name}"] = await replay.accuracy(cross, f"e{name}", log)
             log(f"recent edits {name}: {result[f'cross_recent_edits_{name}']}")
         service.neighbors = lambda key: []
         typed = cross[: args.typed]
-        for name, on in (("without", False), ("with", True)):
-            replay.options(definitions=on)
-            result[f"keystrokes_{name}_definitions"] = await replay.keystrokes(typed, f"k{name}")
-            log(f"keystrokes {name}: {result[f'keystrokes_{name}_definitions']}")
+        for mode in MODES:
+            replay.options(definitions=mode)
+            result[f"keystrokes_definitions_{mode}"] = await replay.keystrokes(typed, f"k{mode}")
+            log(f"keystrokes {mode}: {result[f'keystrokes_definitions_{mode}']}")
         resolve = replay.resolver.ms
         result["jedi_resolve_ms_p50"] = round(statistics.median(resolve), 1) if resolve else None
         result["examples"] = [dataclasses.asdict(c) | {"path": str(c.path), "root": str(c.root)}
@@ -252,8 +262,8 @@ def table(r: dict[str, Any]) -> str:
     """The markdown table of a result."""
     rows = [_row("Lines", "Setting", "Cases", "Exact match", "Edit similarity"), _row(*["---"] * 5)]
     for kind, label in (("cross", "cross-file call"), ("other", "other call")):
-        for name, shown in (("without", "definitions off"), ("with", "definitions on")):
-            s = r[f"{kind}_{name}_definitions"]
+        for mode in MODES:
+            s, shown = r[f"{kind}_definitions_{mode}"], f"definitions {mode}"
             em, es = f"{s['exact_match']:.3f}", f"{s['edit_similarity']:.3f}"
             rows.append(_row(label, shown, s["cases"], em, es))
     for name in ("off", "on"):
@@ -265,8 +275,8 @@ def table(r: dict[str, Any]) -> str:
     rows += ["", _row("Typing the call lines", "Keystrokes", "Model runs",
                       "Tokens prefilled per run (median / mean)",
                       "Context ms per keystroke (p50 / p95)"), _row(*["---"] * 5)]  # fmt: skip
-    for name, shown in (("without", "definitions off"), ("with", "definitions on")):
-        k = r[f"keystrokes_{name}_definitions"]
+    for mode in MODES:
+        k, shown = r[f"keystrokes_definitions_{mode}"], f"definitions {mode}"
         prefilled = f"{k['prefilled_median']} / {k['prefilled_mean']}"
         ms = f"{k['context_ms_p50']} / {k['context_ms_p95']}"
         rows.append(_row(shown, k["keystrokes"], k["model_runs"], prefilled, ms))

@@ -18,7 +18,13 @@ from importlib import import_module
 from pathlib import Path
 from typing import Any
 
-from codegen_lsp.completion.definitions import LOOKBACK_LINES, Head, NameUse, definition_head
+from codegen_lsp.completion.definitions import (
+    LOOKBACK_LINES,
+    STALE_S,
+    Head,
+    NameUse,
+    definition_head,
+)
 from codegen_lsp.completion.languages import PYTHON
 
 PACKAGES = ("packaging", "click", "markdown_it", "cattrs")  # held out: not in the stdlib
@@ -104,6 +110,7 @@ class JediResolver:
         self.jedi = jedi
         self.pending: list[tuple[str, list[NameUse]]] = []
         self.ms: list[float] = []  # time per resolve round (the client's, not the keystroke's)
+        self.workspace_only = True  # the server's "workspace" mode: the package's own files
 
     def ask(self, key: str, names: list[NameUse]) -> None:
         """The service's resolve hook: remember what to answer."""
@@ -122,7 +129,11 @@ class JediResolver:
                     line = target.line - 1
                     same = Path(target.module_path) == case.path
                     in_window = same and use.line - LOOKBACK_LINES <= line <= use.line
-                    head = self._head(use.name, Path(target.module_path), line, case, in_window)
+                    path = Path(target.module_path)
+                    if self.workspace_only and not path.is_relative_to(case.root / case.package):
+                        store(key, use.name, None, STALE_S)  # as the server leaves it out
+                        continue
+                    head = self._head(use.name, path, line, case, in_window)
                 store(key, use.name, head)
         self.pending.clear()
         self.ms.append((time.perf_counter() - started) * 1000)

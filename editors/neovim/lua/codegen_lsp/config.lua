@@ -55,6 +55,7 @@ local SERVER_ENUMS = {
   quantize = { "auto", "none", "int8" },
   speculation = { "auto", "off", "lookup", "draft" },
   multiline = { "auto", "always", "never" },
+  definitions = { "workspace", "all", "off" },
   fim = { "auto", "on", "off" },
   header = { "auto", "on", "off" },
 }
@@ -89,7 +90,7 @@ M.server_types = {
   { "answerEarly", "boolean" },
   { "contextFiles", "number" },
   { "contextFileTokens", "number" },
-  { "definitions", "boolean" },
+  { "definitions", "string" },
   { "definitionTokens", "number" },
   { "recentEdits", "boolean" },
   { "fim", "string" },
