@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from pygls.uris import to_fs_path
 
@@ -31,9 +31,6 @@ from codegen_lsp.completion.definitions import (
     definition_head,
 )
 from codegen_lsp.completion.languages import language_for
-
-if TYPE_CHECKING:
-    from codegen_lsp.server.server import CodegenServer
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +56,24 @@ def plain(value: Any) -> Any:
     return value
 
 
+class Host(Protocol):
+    """What the bridge needs from its server."""
+
+    documents: Any
+    protocol: Any
+    service: Any
+    root: str | None
+
+    @property
+    def encoding(self) -> str: ...
+
+    def _shown_path(self, uri: str) -> str: ...
+
+
 class DefinitionBridge:
     """Sends the names to resolve; reads the answers into the service's editor context."""
 
-    def __init__(self, server: CodegenServer) -> None:
+    def __init__(self, server: Host) -> None:
         self.server = server
         self._asked: dict[tuple[str, str], tuple[int, float, int]] = {}  # -> version, time, line
         self.sent = 0  # names sent to the client
