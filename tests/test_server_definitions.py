@@ -48,10 +48,10 @@ def model() -> Path:
     return found
 
 
-def start(tmp_path: Path, model: Path, capable: bool = True) -> RawServer:
+def start(tmp_path: Path, model: Path, capable: bool = True, **extra: Any) -> RawServer:
     server = RawServer(tmp_path / "server.log")
     capabilities: dict[str, Any] = {"experimental": {"codegenDefinitions": True}} if capable else {}
-    settings = {"codegen": cpu_settings(model, maxNewTokens=4, contextFiles=0)}
+    settings = {"codegen": cpu_settings(model, maxNewTokens=4, contextFiles=0, **extra)}
     params = {"processId": None, "rootUri": "file:///work/proj", "capabilities": capabilities}
     answer = server.call("initialize", {**params, "initializationOptions": settings}, timeout=60)
     assert "result" in answer, answer
@@ -87,7 +87,7 @@ def last_prompt(server: RawServer) -> dict[str, Any]:
     return server.call("codegen/lastPrompt", {"textDocument": {"uri": APP}})["result"]
 
 
-def answer(server: RawServer, params: dict[str, Any], text: str = LIB_TEXT) -> None:
+def answer(server: RawServer, params: dict[str, Any], text: str = LIB_TEXT, uri: str = LIB) -> None:
     """Answer as an editor would: fetch_page and Page in lib.py, nothing for the rest."""
     lines = {"fetch_page": 13, "Page": 3}
     definitions = []
@@ -98,7 +98,7 @@ def answer(server: RawServer, params: dict[str, Any], text: str = LIB_TEXT) -> N
             continue
         body = "".join(text.splitlines(keepends=True)[line:])
         where = {"start": {"line": line, "character": 4}, "end": {"line": line, "character": 14}}
-        definitions.append({"name": entry["name"], "uri": LIB, "range": where, "text": body})
+        definitions.append({"name": entry["name"], "uri": uri, "range": where, "text": body})
     server.notify(
         "codegen/didResolveDefinitions",
         {"textDocument": params["textDocument"], "definitions": definitions},
@@ -233,5 +233,22 @@ def test_odd_and_huge_answers_are_left_out_and_the_server_stays_up(
         status = server.status()
         assert status["definitionsRejected"] >= 3
         assert server.proc.poll() is None
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize("mode", ["workspace", "all"])
+def test_library_definitions_are_shown_only_with_all(
+    tmp_path: Path, model: Path, mode: str
+) -> None:
+    server = start(tmp_path, model, definitions=mode)
+    try:
+        server.open(APP, "".join(APP_LINES) + "    ")
+        server.inline(APP, *typed(server, 2, "    page = fetch_page(url, "))
+        wait_until(lambda: asked(server) or server.status() and False, 10, "resolveDefinitions")
+        answer(server, asked(server)[0], uri="file:///usr/lib/python3/site-packages/lib.py")
+        server.inline(APP, *typed(server, 3, "    page = fetch_page(url, r"))
+        block = part(last_prompt(server), "definitions")["text"]
+        assert ("def fetch_page(" in block) == (mode == "all"), block
     finally:
         server.close()

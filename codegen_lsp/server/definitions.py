@@ -172,13 +172,13 @@ class DefinitionBridge:
 
     def _in_scope(self, uri: str, target: str) -> bool:
         """Whether the definition at ``target`` may be shown for document ``uri``: always with
-        ``definitions: all``; with ``workspace``, when it is under the workspace root (or, with
-        no root, in the document's folder or below)."""
+        ``definitions: all``; with ``workspace``, when it is under the workspace root or in the
+        document's own folder or below (one server serves every root of an editor)."""
         if self.server.service.options.definitions == "all":
             return True
-        folder = self.server.root or os.path.dirname(to_fs_path(uri) or "")
         path = to_fs_path(target) or ""
-        return bool(folder) and path.startswith(folder.rstrip(os.sep) + os.sep)
+        folders = [self.server.root or "", os.path.dirname(to_fs_path(uri) or "")]
+        return any(f and path.startswith(f.rstrip(os.sep) + os.sep) for f in folders)
 
     def _head(self, uri: str, entry: dict[str, Any], used_at: int, language_id: str) -> Head | None:
         """The head of one answered definition; None when it shows nothing worth its tokens
