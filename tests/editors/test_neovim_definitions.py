@@ -1,7 +1,7 @@
-"""Definitions from a real Python language server in real Neovim 0.11: jedi-language-server is
-attached to the buffer beside codegen-lsp; typing a call to a function defined in another file
-puts that function's signature into the prompt (seen through ``codegen/lastPrompt`` and
-``:CodegenShowPrompt``), and ghost text appears."""
+"""Definitions from a real Python language server in real Neovim (0.7.2 and 0.11.4):
+jedi-language-server is attached to the buffer beside codegen-lsp; typing a call to a function
+defined in another file puts that function's signature into the prompt (seen through
+``codegen/lastPrompt`` and ``:CodegenShowPrompt``), and ghost text appears."""
 
 from __future__ import annotations
 
@@ -42,7 +42,9 @@ def definitions_part(nvim: Any) -> str:
     return next(p["text"] for p in prompt["parts"] if p["name"] == "definitions")
 
 
+@pytest.mark.parametrize("version", ["0.7", "0.11"])
 def test_a_call_to_another_files_function_brings_its_signature(
+    version: str,
     manifest: dict,
     editor_env: dict[str, str],
     server_python: str,
@@ -54,17 +56,26 @@ def test_a_call_to_another_files_function_brings_its_signature(
         pytest.skip("jedi-language-server not installed (pip install -e '.[test]')")
     (tmp_path / "lib.py").write_text(LIB)
     with plugin_nvim(
-        manifest, "0.11", editor_env, server_settings, server_python, tmp_path
+        manifest, version, editor_env, server_settings, server_python, tmp_path
     ) as nvim:
         open_python_file(nvim, "app.py", APP)
+        # Neovim 0.7 has no vim.lsp.start (0.8+): start_client + buf_attach_client there
         nvim.exec_lua(
-            "vim.lsp.start({ name = 'jedi', cmd = { ... }, root_dir = vim.g.codegen_test_dir })",
+            "local cfg = { name = 'jedi', cmd = { ... }, root_dir = vim.g.codegen_test_dir }\n"
+            "if vim.lsp.start then vim.g.jedi_id = vim.lsp.start(cfg) else\n"
+            "  vim.g.jedi_id = vim.lsp.start_client(cfg)\n"
+            "  vim.lsp.buf_attach_client(0, vim.g.jedi_id)\n"
+            "end",
             jedi,
         )
-        attached = "return #vim.lsp.get_clients({ bufnr = 0, name = 'jedi' }) == 1"
-        wait_until(lambda: nvim.exec_lua(attached), 30, "jedi-language-server attached")
-        ready = "local c = vim.lsp.get_clients({ bufnr = 0, name = 'jedi' })[1]; return c.initialized == true"  # noqa: E501
-        wait_until(lambda: nvim.exec_lua(ready), 30, "jedi-language-server initialized")
+        ready = (
+            "local c = vim.lsp.get_client_by_id(vim.g.jedi_id)\n"
+            "return c ~= nil and vim.lsp.buf_is_attached(0, c.id)"
+            " and next(c.server_capabilities or {}) ~= nil"
+        )
+        wait_until(
+            lambda: nvim.exec_lua(ready), 30, "jedi-language-server attached and initialized"
+        )
         wait_until(lambda: status(nvim) == "ready", READY_TIMEOUT, "codegen/status ready")
         nvim.command("normal! 5G")
         nvim.input("A    page = fetch_page(")

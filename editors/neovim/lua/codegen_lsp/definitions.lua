@@ -44,13 +44,12 @@ local function first_location(result)
   if type(loc) ~= "table" then
     return nil
   end
-  if loc.targetUri then
-    return { uri = loc.targetUri, range = loc.targetRange or loc.targetSelectionRange }
+  local uri, range = loc.targetUri or loc.uri, loc.targetRange or loc.targetSelectionRange or loc.range
+  local ok = type(uri) == "string" and type(range) == "table" and type(range.start) == "table"
+  if not ok or type(range.start.line) ~= "number" or range.start.line < 0 then
+    return nil -- an answer of a shape no server should send: left out
   end
-  if loc.uri and loc.range then
-    return { uri = loc.uri, range = loc.range }
-  end
-  return nil
+  return { uri = uri, range = range }
 end
 
 -- Lines `first` .. first + TEXT_LINES - 1 (0-based) of the file at `uri`: from its buffer when
@@ -86,32 +85,41 @@ function M.on_resolve(_, params)
     return
   end
   local others = other_clients(bufnr)
-  local encoding = client_mod().offset_encoding()
   for _, entry in ipairs(params.names) do
     local name, position = entry.name, entry.position
-    if #others == 0 then
-      send(params.textDocument, { { name = name } })
-    else
-      local line = vim.api.nvim_buf_get_lines(bufnr, position.line, position.line + 1, false)[1] or ""
-      local byte = client_mod().byte_col(line, position.character, encoding)
-      local other = others[1]
-      local character = client_mod().char_index(line, byte, other.offset_encoding or "utf-16")
-      local request = {
-        textDocument = { uri = uri },
-        position = { line = position.line, character = character },
-      }
-      client_mod().call(other, "request", "textDocument/definition", request, function(err, result)
-        local loc = not err and first_location(result) or nil
-        local lines = loc and read_lines(loc.uri, loc.range.start.line)
-        if not loc or not lines then
-          send(params.textDocument, { { name = name } })
-          return
-        end
-        local text = table.concat(lines, "\n") .. "\n"
-        send(params.textDocument, { { name = name, uri = loc.uri, range = loc.range, text = text } })
-      end, bufnr)
+    local valid = type(name) == "string" and type(position) == "table"
+    if valid and type(position.line) == "number" and type(position.character) == "number" then
+      M.resolve_name(bufnr, params.textDocument, name, position, others[1])
     end
   end
+end
+
+--- Ask `other` (a language client, or nil: none) where `name` at `position` of `bufnr` is
+--- defined, and send the server what it said.
+function M.resolve_name(bufnr, document, name, position, other)
+  if not other then
+    send(document, { { name = name } })
+    return
+  end
+  local line = vim.api.nvim_buf_get_lines(bufnr, position.line, position.line + 1, false)[1] or ""
+  local byte = client_mod().byte_col(line, position.character, client_mod().offset_encoding())
+  local request = {
+    textDocument = { uri = document.uri },
+    position = {
+      line = position.line,
+      character = client_mod().char_index(line, byte, other.offset_encoding or "utf-16"),
+    },
+  }
+  client_mod().call(other, "request", "textDocument/definition", request, function(err, result)
+    local loc = not err and first_location(result) or nil
+    local lines = loc and read_lines(loc.uri, loc.range.start.line)
+    if not loc or not lines then
+      send(document, { { name = name } })
+      return
+    end
+    local text = table.concat(lines, "\n") .. "\n"
+    send(document, { { name = name, uri = loc.uri, range = loc.range, text = text } })
+  end, bufnr)
 end
 
 --- The client capabilities codegen-lsp's client announces (the defaults plus this feature).
