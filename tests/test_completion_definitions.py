@@ -215,3 +215,25 @@ def test_a_window_holding_a_recent_edit_is_ranked_first() -> None:
     plain = best_windows(query, [Neighbor("util.py", text, 1)], 1)
     edited = best_windows(query, [Neighbor("util.py", text, 1, (50,))], 1)
     assert plain[0].start == 0 and edited[0].start in (40, 50)
+
+
+def test_an_edit_far_above_in_the_file_itself_is_a_snippet_only_above_its_window() -> None:
+    from codegen_lsp.completion.core import Completer, EngineInfo
+
+    lines = [f"def helper_{i}(value):\n    return value * {i}\n" for i in range(60)]
+    text = "".join(lines).splitlines(keepends=True) + ["total = helper_2(value) + helper_3("]
+    cursor = Cursor.at(text, len(text) - 1, len(text[-1]), PY, "calc.py")
+    engine = EngineInfo(2048, lambda t: list(range(len(t.split()))))
+    options = CompletionOptions(context_tokens=200)
+    completer = Completer()
+    completer.prepare("calc", cursor, engine, options, block="")  # the window starts far down
+    start = completer._windows["calc"]
+    assert start > 40
+    own = Neighbor("calc.py", text, 2, (5,), own=True)  # edited helper_2/3 at the top
+    block = completer.context_block("calc", cursor, engine, options, [own])
+    assert "Compare this snippet from calc.py:" in block and "def helper_2(value):" in block
+    fresh = Completer()
+    fresh.prepare("calc", cursor, engine, options, block="")
+    inside = Neighbor("calc.py", text, 3, (len(text) - 2,), own=True)  # an edit in the window
+    assert fresh.context_block("calc", cursor, engine, options, [inside]) == ""
+    assert fresh.context_block("calc", cursor, engine, options, [own]) != ""

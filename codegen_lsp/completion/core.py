@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from codegen_lsp.completion.context import (
     Cursor,
@@ -248,6 +248,9 @@ class Completer:
     ) -> str:
         """The block of other files' snippets for a request at ``cursor`` ("" when off or
         none). Bounded work (see ``neighbors``); the service runs it off the event loop."""
+        start = self._windows.get(key)  # the document's own edits count above its window
+        neighbors = [replace(n, until=start or 0) if n.own else n for n in neighbors]
+        neighbors = [n for n in neighbors if not n.own or n.until > 0]
         if not neighbors or options.context_files <= 0:
             return ""
         max_new_tokens = clamp_generation(options.max_new_tokens, engine.n_ctx)

@@ -55,6 +55,10 @@ class Neighbor:
     lines: Sequence[str]
     version: int = 0  # the document's version: the same version, the same lines
     edited: tuple[int, ...] = ()  # lines edited lately, the latest first (recent_edits)
+    # the document being completed itself: only its windows that hold a recent edit and end
+    # by line ``until`` (where its prompt window starts) are candidates
+    own: bool = False
+    until: int = 0
 
 
 @dataclass(frozen=True)
@@ -171,7 +175,10 @@ def best_windows(
             kept = cache[doc.path] = (doc.version, len(lines), index.blocks(lines))
         top: tuple[float, int] | None = None
         for start, ids in windows(kept[2], len(lines)):
-            score = jaccard(query, ids) + edit_bonus(doc.edited, start, start + WINDOW_LINES)
+            bonus = edit_bonus(doc.edited, start, start + WINDOW_LINES)
+            if doc.own and (not bonus or start + WINDOW_LINES > doc.until):
+                continue  # of the document itself: an edit above its prompt window only
+            score = jaccard(query, ids) + bonus
             if score >= MIN_SCORE and (top is None or score > top[0]):
                 top = (score, start)
         if top is not None:
@@ -237,7 +244,7 @@ class NeighborContext:
         kept = self._kept.get(key)
         if kept is not None:
             by_path = {n.path: n for n in neighbors}
-            still = [s for s in kept if s.path in by_path]
+            still = [s for s in kept if s.path in by_path and _shown(s, by_path[s.path])]
             rescored = [_rescore(s, query, by_path[s.path]) for s in still]
             old = sum(s.score for s in rescored)
             new = sum(s.score for s in fresh)
@@ -247,6 +254,11 @@ class NeighborContext:
         block = render(fresh, cursor.language.comment, tokens, count)
         self._blocks[key] = (inputs, block)
         return block
+
+
+def _shown(snippet: Snippet, doc: Neighbor) -> bool:
+    """Whether ``snippet`` may still be shown: of the document itself, only above its window."""
+    return not doc.own or snippet.start + WINDOW_LINES <= doc.until
 
 
 def _rescore(snippet: Snippet, query: frozenset[str], doc: Neighbor) -> Snippet:

@@ -3,7 +3,8 @@
 The server records every incremental change (``didChange``) here; the other-file snippets
 (``neighbors``) rank the windows that hold a recent edit above the others of their document
 (:data:`EDIT_BONUS`, more for the latest), so a function the user just changed in another
-file is a candidate for the snippet block as soon as they type a call to it. Lines move with
+file is a candidate for the snippet block as soon as they type a call to it (the document
+being completed counts too, above its prompt window: ``Neighbor.own``). Lines move with
 later edits above them (an inserted line shifts the edits below it), so an edit keeps
 pointing at its text. At most :data:`PER_DOCUMENT` regions are kept per document, the latest
 first; an edit within :data:`MERGE_LINES` lines of a kept one refreshes that one instead.

@@ -106,12 +106,15 @@ class CodegenServer(LanguageServer):
         return Cursor.at(doc.lines, *found, language_for(doc.language_id, uri), path)
 
     def neighbors(self, uri: str) -> list[Neighbor]:
-        """The other open (and recently closed) documents of ``uri``'s language."""
+        """The other open (and recently closed) documents of ``uri``'s language, after the
+        document itself when it has recent edits (see ``Neighbor.own``)."""
         doc = self.documents.get(uri)
         if doc is None:
             return []
         edits = self.documents.edits.lines if self.service.options.recent_edits else None
-        return [
+        own = edits(uri) if edits else ()
+        mine = [Neighbor(self._shown_path(uri), doc.lines, doc.version, own, own=True)]
+        return (mine if own else []) + [
             Neighbor(
                 self._shown_path(other.uri),
                 other.lines,
