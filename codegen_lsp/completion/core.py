@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from codegen_lsp.completion.context import (
     Cursor,
@@ -248,6 +248,7 @@ class Completer:
     ) -> str:
         """The block of other files' snippets for a request at ``cursor`` ("" when off or
         none). Bounded work (see ``neighbors``); the service runs it off the event loop."""
+        neighbors = [n for n in (self._own(key, n) for n in neighbors) if n is not None]
         if not neighbors or options.context_files <= 0:
             return ""
         max_new_tokens = clamp_generation(options.max_new_tokens, engine.n_ctx)
@@ -257,6 +258,18 @@ class Completer:
         return self.neighbor_context.block(
             key, cursor, neighbors, options.context_files, tokens, count
         )
+
+    def _own(self, key: str, doc: Neighbor) -> Neighbor | None:
+        """``doc`` as a snippet candidate; the document itself only with its edits above its
+        prompt window, and then with a version that changes only when those do (typing in
+        the window leaves the choice as it was, without new work)."""
+        if not doc.own:
+            return doc
+        start = self._windows.get(key) or 0
+        above = tuple(line for line in doc.edited if line < start)
+        if not above:
+            return None
+        return replace(doc, edited=above, until=start, version=hash((start, above)) | 1)
 
     def _counter(self, encode: Encode, budget: int) -> Callable[[str], int]:
         if encode is not self._encode:

@@ -4,7 +4,8 @@ As Copilot's "neighboring tabs" and Tabby do, every other open (or recently clos
 document of the same language is cut into windows of lines, each window scored by the
 Jaccard similarity of its identifier set with the identifiers just above the cursor, and the
 best windows go before the file's own window as a comment block ("Compare this snippet from
-PATH:"), within a token budget.
+PATH:"), within a token budget. A window holding a recent edit of its document scores more
+(``recent_edits``): what the user just changed elsewhere is likely what they use next.
 
 The block comes first in the prompt, so a change re-prefills everything after it: it must
 change rarely while typing. The query therefore leaves out the cursor's own line (typing in
@@ -25,6 +26,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from codegen_lsp.completion.context import Cursor
+from codegen_lsp.completion.recent_edits import edit_bonus
 
 WINDOW_LINES = 20  # lines per candidate snippet
 WINDOW_STEP = 10  # windows overlap by half
@@ -52,6 +54,11 @@ class Neighbor:
     path: str
     lines: Sequence[str]
     version: int = 0  # the document's version: the same version, the same lines
+    edited: tuple[int, ...] = ()  # lines edited lately, the latest first (recent_edits)
+    # the document being completed itself: only its windows that hold a recent edit and end
+    # by line ``until`` (where its prompt window starts) are candidates
+    own: bool = False
+    until: int = 0
 
 
 @dataclass(frozen=True)
@@ -168,7 +175,10 @@ def best_windows(
             kept = cache[doc.path] = (doc.version, len(lines), index.blocks(lines))
         top: tuple[float, int] | None = None
         for start, ids in windows(kept[2], len(lines)):
-            score = jaccard(query, ids)
+            bonus = edit_bonus(doc.edited, start, start + WINDOW_LINES)
+            if doc.own and (not bonus or start + WINDOW_LINES > doc.until):
+                continue  # of the document itself: an edit above its prompt window only
+            score = jaccard(query, ids) + bonus
             if score >= MIN_SCORE and (top is None or score > top[0]):
                 top = (score, start)
         if top is not None:
@@ -226,7 +236,7 @@ class NeighborContext:
         if snippets <= 0 or tokens <= 0 or not neighbors:
             return ""
         query = query_of(cursor)
-        inputs = (query, snippets, tokens, tuple((n.path, n.version) for n in neighbors))
+        inputs = (query, snippets, tokens, tuple((n.path, n.version, n.edited) for n in neighbors))
         last = self._blocks.get(key)
         if last is not None and last[0] == inputs:
             return last[1]  # typing within a line: nothing the choice depends on changed
@@ -234,7 +244,7 @@ class NeighborContext:
         kept = self._kept.get(key)
         if kept is not None:
             by_path = {n.path: n for n in neighbors}
-            still = [s for s in kept if s.path in by_path]
+            still = [s for s in kept if s.path in by_path and _shown(s, by_path[s.path])]
             rescored = [_rescore(s, query, by_path[s.path]) for s in still]
             old = sum(s.score for s in rescored)
             new = sum(s.score for s in fresh)
@@ -246,7 +256,13 @@ class NeighborContext:
         return block
 
 
+def _shown(snippet: Snippet, doc: Neighbor) -> bool:
+    """Whether ``snippet`` may still be shown: of the document itself, only above its window."""
+    return not doc.own or snippet.start + WINDOW_LINES <= doc.until
+
+
 def _rescore(snippet: Snippet, query: frozenset[str], doc: Neighbor) -> Snippet:
     """``snippet`` with its text and score as they are now in ``doc``."""
     text = window_text(doc.lines, snippet.start)
-    return Snippet(snippet.path, snippet.start, text, jaccard(query, identifiers(text)))
+    bonus = edit_bonus(doc.edited, snippet.start, snippet.start + WINDOW_LINES)
+    return Snippet(snippet.path, snippet.start, text, jaccard(query, identifiers(text)) + bonus)

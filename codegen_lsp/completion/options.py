@@ -124,6 +124,36 @@ class CompletionOptions:
         minimum=0,
         maximum=8192,
     )
+    definitions: str = declare(
+        "definitions",
+        "enum",
+        "workspace",
+        "Put the definitions of the names near the cursor (signature, docstring, a class's "
+        "fields and methods), as the editor's other language servers resolve them, before "
+        "the file's own text as comments (clients that support `codegen/resolveDefinitions`): "
+        "`workspace` (those in the workspace's files), `all` (libraries too), or `off`.",
+        enum=("workspace", "all", "off"),
+        enum_docs=(
+            "Definitions in the workspace's own files (code no model has seen).",
+            "Also definitions in libraries (the standard library, installed packages).",
+            "No definitions.",
+        ),
+    )
+    definition_tokens: int = declare(
+        "definitionTokens",
+        "int",
+        192,
+        "Most tokens for those definitions (at most a fifth of the prompt).",
+        minimum=0,
+        maximum=8192,
+    )
+    recent_edits: bool = declare(
+        "recentEdits",
+        "bool",
+        True,
+        "Rank the places edited lately in other open files first among the snippets "
+        "(`contextFiles`).",
+    )
     fim: str = declare(
         "fim",
         "enum",

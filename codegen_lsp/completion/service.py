@@ -35,6 +35,7 @@ from codegen_lsp.completion.core import (
     EngineInfo,
     Prepared,
 )
+from codegen_lsp.completion.editor_context import EditorContext, elapsed_ms
 from codegen_lsp.completion.faults import FailingStop, Faults
 from codegen_lsp.completion.functions import Stub, find_stub
 from codegen_lsp.completion.neighbors import INDEX_LINES, MAX_DOCUMENTS, Neighbor
@@ -101,6 +102,7 @@ class SuggestionService:
         self.options = CompletionOptions()
         self.debounce_s = debounce_s
         self.faults = Faults()
+        self.editor = EditorContext()  # definitions from the editor, the last prompts
         self.ready: Callable[[], str] = lambda: "no model"  # "" when the engine can run
         self.loading: Callable[[], bool] = lambda: False  # a model load is under way
         # the other open (or recently closed) documents of a document's language
@@ -138,6 +140,7 @@ class SuggestionService:
         """A document was closed."""
         self.completer.forget(key)
         self.completer.forget(key + BODY_KEY)
+        self.editor.forget(key)
         for cached in [c for c in self._bodies if c[0] == key]:
             del self._bodies[cached]
 
@@ -164,13 +167,15 @@ class SuggestionService:
         with self._ticket(key) as ticket:
             await self._model_ready(ticket)
             await asyncio.sleep(self.debounce_s)
-            block = await self._context_block(key, cursor)  # off the event loop
+            started = time.perf_counter()
+            snippets = await self._context_block(key, cursor)  # off the event loop
             if ticket.superseded:
                 raise CompletionSkipped(SUPERSEDED)
-            cursor = snapshot()  # the document may have changed meanwhile
-            prepared = self.completer.prepare(
-                key, cursor, self._engine(), self.options, block=block
-            )
+            cursor, engine = snapshot(), self._engine()  # the document may have changed
+            block = snippets + self.editor.definitions_block(key, cursor, engine, self.options)
+            took = elapsed_ms(started)
+            prepared = self.completer.prepare(key, cursor, engine, self.options, block=block)
+            self.editor.remember(prepared, snippets, engine, self.options, took)
             early = self.options.answer_early and prepared.mode == MULTI
             early = early and prepared.request.n == 1
             texts, stats = await self._generate(prepared, ticket, label or key, early)
@@ -183,7 +188,7 @@ class SuggestionService:
         """Other files' snippets for ``cursor``, made on the context thread (the event loop
         only copies the first lines of each document: their lists change with edits)."""
         others = self.neighbors(key)[:MAX_DOCUMENTS] if self.options.context_files else []
-        neighbors = [Neighbor(n.path, n.lines[:INDEX_LINES], n.version) for n in others]
+        neighbors = [dataclasses.replace(n, lines=n.lines[:INDEX_LINES]) for n in others]
         if not neighbors or self.ready() or self.worker.engine is None:
             return ""
         engine = EngineInfo.of(self.worker.engine)

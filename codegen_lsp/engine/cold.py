@@ -5,8 +5,9 @@ seconds to prefill. When the uncached part of a request's prompt (at least :data
 tokens) would take longer than ``coldStartMs`` at the engine's measured prefill rate, the
 request runs on the prompt's last tokens that fit that time (at least :data:`MIN_TAIL`, from
 the line start before them where one is near), under a key of its own, and the whole prompt
-is noted for the background: the worker prefills it block by block while no request waits (:meth:`ColdStart.background`; a new
-request interrupts it between blocks and the blocks done stay cached). The next keystroke
+is noted for the background: the worker prefills it block by block while no request waits
+(:meth:`ColdStart.background`; a new request interrupts it between blocks and the blocks done
+stay cached). The next keystroke
 whose prompt is then cached runs on the whole prompt as usual. The tail's start stays put
 while the user types, so consecutive cold keystrokes reuse the tail's cache too.
 

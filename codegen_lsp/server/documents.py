@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from lsprotocol import types
 
 from codegen_lsp.completion.neighbors import INDEX_LINES, clip
+from codegen_lsp.completion.recent_edits import RecentEdits
 from codegen_lsp.server.positions import from_codepoints, to_codepoints
 
 CLOSED_CHARS = 2_000_000  # characters kept of recently closed documents, over all of them
@@ -127,12 +128,14 @@ class Documents:
         self._closed: dict[str, Document] = {}  # recently closed, oldest first
         self._remember = remember_closed
         self._closed_chars = closed_chars
+        self.edits = RecentEdits()  # the lines each document's changes wrote lately
 
     def open(self, item: types.TextDocumentItem) -> Document:
         """Add (or replace) a document."""
         doc = Document.open(item.uri, item.language_id, item.version, item.text)
         self._docs[item.uri] = doc
         self._closed.pop(item.uri, None)
+        self.edits.forget(item.uri)
         return doc
 
     def change(self, params: types.DidChangeTextDocumentParams, encoding: str) -> None:
@@ -142,6 +145,9 @@ class Documents:
             return
         for change in params.content_changes:
             doc.apply(change, encoding)
+            if isinstance(change, types.TextDocumentContentChangePartial):
+                start, end = change.range.start.line, change.range.end.line
+                self.edits.record(doc.uri, start, end, len(split_lines(change.text)) - 1)
         doc.version = params.text_document.version
 
     def close(self, uri: str) -> None:

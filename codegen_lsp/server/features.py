@@ -3,7 +3,8 @@
 Handlers are registered on a fresh :class:`CodegenServer` by :func:`create_server`:
 lifecycle and settings, ``textDocument/completion``, ``textDocument/inlineCompletion``,
 ``textDocument/hover``, ``textDocument/codeAction``, the ``codegen.generateFunction`` and
-``codegen.status`` commands and the ``codegen/status`` request.
+``codegen.status`` commands, the ``codegen/status`` and ``codegen/lastPrompt`` requests and the
+``codegen/didResolveDefinitions`` notification.
 """
 
 from __future__ import annotations
@@ -23,12 +24,14 @@ from codegen_lsp.completion.languages import language_for
 from codegen_lsp.completion.service import DEBOUNCE_S, EMPTY, SUPERSEDED, Body, Suggestions
 from codegen_lsp.engine.api import EngineFactory
 from codegen_lsp.server import convert
+from codegen_lsp.server.definitions import RESOLVED_NOTIFICATION, plain
 from codegen_lsp.server.documents import Document
 from codegen_lsp.server.server import CodegenServer
 
 log = logging.getLogger(__name__)
 
 STATUS_REQUEST = "codegen/status"
+LAST_PROMPT_REQUEST = "codegen/lastPrompt"  # {textDocument?: {uri}} -> the prompt by part
 ACCEPT_NOTIFICATION = "codegen/didAccept"  # {kind: all | word | line}: a client accepted
 CONFIG_PULL_TIMEOUT_S = 5.0
 
@@ -242,6 +245,20 @@ def status_command(ls: CodegenServer, *args: Any) -> dict[str, Any]:
     return ls.status()
 
 
+def did_resolve_definitions(ls: CodegenServer, params: Any) -> None:
+    """``codegen/didResolveDefinitions``: what the client's language servers resolved."""
+    ls.definitions.answer(params)
+
+
+def last_prompt(ls: CodegenServer, params: Any) -> dict[str, Any] | None:
+    """``codegen/lastPrompt``: the last prompt (of ``textDocument.uri`` when given) by part,
+    with token counts; null before the first model request."""
+    data = plain(params)
+    document = data.get("textDocument") if isinstance(data, dict) else None
+    uri = document.get("uri") if isinstance(document, dict) else None
+    return ls.service.editor.view(uri if isinstance(uri, str) else None)
+
+
 def create_server(factory: EngineFactory, debounce_s: float = DEBOUNCE_S) -> CodegenServer:
     """A server with every handler registered."""
     ls = CodegenServer(factory, debounce_s)
@@ -266,4 +283,6 @@ def create_server(factory: EngineFactory, debounce_s: float = DEBOUNCE_S) -> Cod
     ls.command(convert.COMMAND_ACCEPTED)(accepted_command)
     ls.feature(STATUS_REQUEST)(status_request)
     ls.feature(ACCEPT_NOTIFICATION)(did_accept)
+    ls.feature(RESOLVED_NOTIFICATION)(did_resolve_definitions)
+    ls.feature(LAST_PROMPT_REQUEST)(last_prompt)
     return ls

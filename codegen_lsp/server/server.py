@@ -31,6 +31,7 @@ from codegen_lsp.completion.service import DEBOUNCE_S, SuggestionService
 from codegen_lsp.engine.api import CacheStats, EngineFactory, EngineSpec, Health
 from codegen_lsp.engine.machine import process_memory
 from codegen_lsp.engine.worker import Worker
+from codegen_lsp.server.definitions import DefinitionBridge
 from codegen_lsp.server.documents import Documents, clean_text
 from codegen_lsp.server.positions import normalize_encoding
 from codegen_lsp.server.progress import LoadProgress
@@ -60,6 +61,8 @@ class CodegenServer(LanguageServer):
         self.service.ready = self._not_ready
         self.service.loading = lambda: self.model_state == "loading"
         self.service.neighbors = self.neighbors
+        self.definitions = DefinitionBridge(self)  # names resolved by the client's editor
+        self.service.editor.resolve = self.definitions.resolve
         self.settings = Settings()
         self.root: str | None = None
         self.model_state = "loading"
@@ -103,12 +106,21 @@ class CodegenServer(LanguageServer):
         return Cursor.at(doc.lines, *found, language_for(doc.language_id, uri), path)
 
     def neighbors(self, uri: str) -> list[Neighbor]:
-        """The other open (and recently closed) documents of ``uri``'s language."""
+        """The other open (and recently closed) documents of ``uri``'s language, after the
+        document itself when it has recent edits (see ``Neighbor.own``)."""
         doc = self.documents.get(uri)
         if doc is None:
             return []
-        return [
-            Neighbor(self._shown_path(other.uri), other.lines, other.version)
+        edits = self.documents.edits.lines if self.service.options.recent_edits else None
+        own = edits(uri) if edits else ()
+        mine = [Neighbor(self._shown_path(uri), doc.lines, doc.version, own, own=True)]
+        return (mine if own else []) + [
+            Neighbor(
+                self._shown_path(other.uri),
+                other.lines,
+                other.version,
+                edits(other.uri) if edits else (),
+            )
             for other in self.documents.others(uri, doc.language_id)
         ]
 
@@ -123,6 +135,7 @@ class CodegenServer(LanguageServer):
         """A document was closed: drop it and what was kept for it."""
         self.documents.close(uri)
         self.service.forget(uri)
+        self.definitions.forget(uri)
 
     def show(self, message: str, kind: types.MessageType = types.MessageType.Warning) -> None:
         """window/showMessage, also logged."""
@@ -169,6 +182,8 @@ class CodegenServer(LanguageServer):
             "failures": self.service.failures,
             **self.service.counts,
             **self.service.decoding_status(),
+            **self.service.editor.context_ms(),
+            **self.definitions.counts(),
             "cacheBytes": cache.held_bytes,
             "cacheBudgetBytes": cache.budget_bytes,
             "cacheEvictions": cache.evictions,

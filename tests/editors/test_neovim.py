@@ -29,7 +29,7 @@ pytestmark = pytest.mark.editors
 REPO = Path(__file__).resolve().parents[2]
 PLUGIN = REPO / "editors" / "neovim"
 MODULES = ["codegen_lsp", "codegen_lsp.config", "codegen_lsp.client", "codegen_lsp.suggestion",
-           "codegen_lsp.keymaps", "codegen_lsp.health"]  # fmt: skip
+           "codegen_lsp.keymaps", "codegen_lsp.health", "codegen_lsp.definitions"]  # fmt: skip
 VERSIONS = ["0.7", "0.11"]
 READY_TIMEOUT = 120.0  # model load, shared CPU
 SUGGESTION_TIMEOUT = 60.0
@@ -385,7 +385,12 @@ def test_all_lua_modules_load(
         expected = [f"lua/{m.replace('.', '/')}.lua" for m in MODULES[1:]]
         assert sorted([*expected, "lua/codegen_lsp/init.lua", "plugin/codegen_lsp.lua"]) == files
         commands = nvim.exec_lua("return vim.tbl_keys(vim.api.nvim_get_commands({}))")
-        assert {"CodegenToggle", "CodegenGenerateFunction", "CodegenStatus"} <= set(commands)
+        assert {
+            "CodegenToggle",
+            "CodegenGenerateFunction",
+            "CodegenStatus",
+            "CodegenShowPrompt",
+        } <= set(commands)
         assert nvim.exec_lua("return vim.fn.execute('messages')").strip() == ""
     finally:
         nvim.close()

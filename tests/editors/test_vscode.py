@@ -260,6 +260,7 @@ def test_settings_match_the_server() -> None:
         "codegen.generateFunctionAtCursor",
         "codegen.showLog",
         "codegen.restartServer",
+        "codegen.showPrompt",
     }
 
 

@@ -4,7 +4,11 @@
 //
 // Usage: node vscode_driver.js '<json>'  with
 //   { playwright, chromium, url, file, typeAtEnd, screenshots, readyTimeoutMs,
-//     suggestionTimeoutMs, earlyType?, serverLog?, generate?: { file, before, line, command } }
+//     suggestionTimeoutMs, earlyType?, serverLog?, generate?: { file, before, line, command },
+//     prompt?: { typeMore, expect, tries } }
+// (prompt: after the ghost text, type one more character of `typeMore` at a time and run
+// "CodeGen: Show Prompt" until the view holds `expect`; its text is reported as promptView,
+// and nothing is accepted.)
 // (earlyType: type without waiting for "ready" first; serverLog: the server's --log-file,
 // to accept one word first and count the model runs it logged before and after.)
 // Prints one JSON line: { statusTexts, ghostText, steps: [{ step, ms }], typedStatus }, or
@@ -73,6 +77,7 @@ async function main() {
   let ghostText = "";
   let typedStatus = "";
   let wordAccept = null;
+  let promptView = "";
   let watching = true;
   let watcher = Promise.resolve();
   try {
@@ -114,12 +119,32 @@ async function main() {
       typedStatus = await statusText(page).catch(() => "");
       if (!typedStatus) await page.waitForTimeout(100);
     }
-    await page.locator(".ghost-text-decoration").first().waitFor({ timeout: args.suggestionTimeoutMs });
+    // a suggestion that starts with a line break has only ghost lines (.ghost-text)
+    await page.locator(".ghost-text-decoration, .ghost-text").first().waitFor({ timeout: args.suggestionTimeoutMs });
     ghostText = (await page.locator(".ghost-text-decoration, .ghost-text").allInnerTexts())
       .join("\n")
       .replace(/\u00a0/g, " ");
     step("ghost text");
     await page.screenshot({ path: path.join(args.screenshots, "ghost.png") });
+
+    if (args.prompt) {
+      for (let attempt = 0; attempt < args.prompt.tries && !promptView.includes(args.prompt.expect); attempt++) {
+        await page.locator(".tab", { hasText: path.basename(args.file) }).first().click();
+        await page.locator(".editor-instance .monaco-editor.focused").waitFor({ timeout: 10000 });
+        await page.keyboard.press("Control+End");
+        await page.keyboard.type(args.prompt.typeMore[attempt % args.prompt.typeMore.length]);
+        await page.waitForTimeout(1500);
+        await runCommand(page, quickInput, "CodeGen: Show Prompt");
+        await page.locator(".tab.active", { hasText: "prompt-" }).waitFor({ timeout: 10000 });
+        const view = page.locator(".editor-instance .monaco-editor.focused .view-lines").first();
+        await view.waitFor({ timeout: 10000 });
+        await page.waitForTimeout(300);
+        promptView = (await view.innerText()).replace(/\u00a0/g, " ");
+        step(`prompt view ${attempt + 1}`);
+      }
+      await page.screenshot({ path: path.join(args.screenshots, "prompt.png") });
+      return;
+    }
 
     if (args.serverLog) {
       // Accept one word (VS Code's Ctrl+Right): the rest must stay, with no model run.
@@ -183,7 +208,7 @@ async function main() {
   } finally {
     watching = false;
     await watcher;
-    console.log(JSON.stringify({ statusTexts, ghostText, steps, typedStatus, wordAccept }));
+    console.log(JSON.stringify({ statusTexts, ghostText, steps, typedStatus, wordAccept, promptView }));
     await browser.close();
   }
 }

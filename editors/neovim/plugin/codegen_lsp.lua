@@ -23,3 +23,8 @@ end, { desc = "codegen-lsp: generate the body of the function at the cursor" })
 vim.api.nvim_create_user_command("CodegenStatus", function()
   codegen().show_status()
 end, { desc = "codegen-lsp: show whether the model is loaded" })
+
+vim.api.nvim_create_user_command("CodegenShowPrompt", function()
+  codegen()
+  require("codegen_lsp.definitions").show_prompt()
+end, { desc = "codegen-lsp: show the last prompt by part (definitions, snippets, window, ...)" })

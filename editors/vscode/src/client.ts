@@ -15,6 +15,7 @@ import {
 } from "vscode-languageclient";
 import type { LanguageClientOptions, ServerOptions } from "vscode-languageclient/node";
 import { LanguageClient, TransportKind } from "vscode-languageclient/node";
+import { DefinitionsFeature } from "./definitions";
 import { SECTION, serverCommand, serverSettings, suggestionsEnabled } from "./settings";
 import type { StatusBar, StatusParams } from "./status";
 
@@ -47,7 +48,9 @@ export function createClient(output: vscode.LogOutputChannel): LanguageClient {
       },
     },
   };
-  return new LanguageClient(CLIENT_ID, "CodeGen", serverOptions, clientOptions);
+  const client = new LanguageClient(CLIENT_ID, "CodeGen", serverOptions, clientOptions);
+  client.registerFeature(new DefinitionsFeature()); // experimental.codegenDefinitions
+  return client;
 }
 
 /**

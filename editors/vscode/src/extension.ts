@@ -6,6 +6,7 @@
 import * as vscode from "vscode";
 import { State, type LanguageClient } from "vscode-languageclient/node";
 import { STATUS_METHOD, createClient, generateFunction, sendSettings, wireStatus } from "./client";
+import { PROMPT_SCHEME, PromptViews, wireDefinitions } from "./definitions";
 import { SECTION, needsRestart, suggestionsEnabled } from "./settings";
 import { StatusBar } from "./status";
 
@@ -15,6 +16,7 @@ export const COMMANDS = {
   showLog: "codegen.showLog",
   restart: "codegen.restartServer",
   showStatus: "codegen.showStatus",
+  showPrompt: "codegen.showPrompt",
 } as const;
 
 /** Owns the running client; `restart` replaces it. */
@@ -44,6 +46,7 @@ class Session implements vscode.Disposable {
     }
     this.wiring = [
       ...wireStatus(client, this.status),
+      wireDefinitions(client),
       client.onDidChangeState((event) => {
         if (event.newState === State.Stopped && this.client === client) {
           this.status.set("stopped", "The server stopped; run CodeGen: Restart Server.");
@@ -79,7 +82,9 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
   const status = new StatusBar(COMMANDS.showLog);
   status.setEnabled(suggestionsEnabled());
   session = new Session(output, status);
+  const prompts = new PromptViews();
   context.subscriptions.push(output, status, session);
+  context.subscriptions.push(vscode.workspace.registerTextDocumentContentProvider(PROMPT_SCHEME, prompts));
 
   context.subscriptions.push(
     vscode.commands.registerCommand(COMMANDS.toggle, async () => {
@@ -100,6 +105,19 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
           `shown ${String(st.shown)}, accepted ${String(st.accepted)}, ` +
           `partly accepted ${String(st.partlyAccepted)}, from type-ahead ${String(st.typeAhead)}`,
       );
+    }),
+    vscode.commands.registerCommand(COMMANDS.showPrompt, async () => {
+      const editor = vscode.window.activeTextEditor;
+      const client = session?.running;
+      if (!editor || !client) {
+        void vscode.window.showWarningMessage("CodeGen: no editor, or the server is not running.");
+        return;
+      }
+      try {
+        await prompts.show(client, editor.document);
+      } catch (error) {
+        void vscode.window.showErrorMessage(`CodeGen: showing the prompt failed: ${describe(error)}`);
+      }
     }),
     vscode.commands.registerCommand(COMMANDS.generateFunction, async () => {
       const editor = vscode.window.activeTextEditor;

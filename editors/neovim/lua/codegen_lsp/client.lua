@@ -97,13 +97,17 @@ local function on_progress(err, result, ctx, cfg)
 end
 
 local function client_config(cmd, bufnr)
+  local definitions = require("codegen_lsp.definitions")
   return {
     name = M.name,
     cmd = cmd,
     cmd_env = config.options.cmd_env,
     root_dir = root_dir(bufnr),
     init_options = { codegen = config.server_settings() },
+    -- experimental.codegenDefinitions: the other language servers resolve names for prompts
+    capabilities = definitions.capabilities(),
     handlers = {
+      [definitions.RESOLVE] = definitions.on_resolve,
       [M.STATUS_METHOD] = function(_, result)
         if type(result) == "table" then
           set_status(result)

@@ -56,6 +56,7 @@ local SERVER_ENUMS = {
   kvCache = { "auto", "float32", "bfloat16", "int8" },
   speculation = { "auto", "off", "lookup", "draft" },
   multiline = { "auto", "always", "never" },
+  definitions = { "workspace", "all", "off" },
   fim = { "auto", "on", "off" },
   header = { "auto", "on", "off" },
 }
@@ -92,6 +93,9 @@ M.server_types = {
   { "answerEarly", "boolean" },
   { "contextFiles", "number" },
   { "contextFileTokens", "number" },
+  { "definitions", "string" },
+  { "definitionTokens", "number" },
+  { "recentEdits", "boolean" },
   { "fim", "string" },
   { "header", "string" },
   { "languages", "map" },
