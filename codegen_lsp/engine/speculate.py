@@ -32,7 +32,7 @@ Sampled rows (temperature > 0) never speculate; neither do forked candidate rows
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -47,8 +47,18 @@ from codegen_lsp.engine.quantize import Int4Linear, Int8Linear
 from codegen_lsp.engine.sampling import DecodeState, interrupted
 from codegen_lsp.engine.step import Step
 
-if TYPE_CHECKING:  # local.py imports this module
-    from codegen_lsp.engine.local import CodeGenEngine
+
+class _Engine(Protocol):
+    """What :func:`decode_lookup` uses of the local engine (local.py imports this module)."""
+
+    draft: Any  # a draft CodeGenEngine, or None
+    spec_width: int
+    step: Step
+
+    def _choose(
+        self, state: DecodeState, logits: torch.Tensor, generator: torch.Generator | None
+    ) -> int: ...
+
 
 NGRAMS = (3, 2, 1)  # the suffix lengths tried, longest first
 MAX_WIDTH = 8  # rows of a verify call: the current token plus at most 7 drafts
@@ -191,7 +201,7 @@ def rows_agree(
 
 
 def decode_lookup(
-    engine: CodeGenEngine,
+    engine: _Engine,
     state: DecodeState,
     slot: KVSlot,
     hidden: torch.Tensor,
