@@ -352,7 +352,8 @@ class SuggestionService:
             label, s.prompt_tokens, s.reused_tokens, s.prefilled_tokens,
             s.generated_tokens, s.queue_ms, s.prefill_ms, s.decode_ms, s.total_ms,
             s.drafted_tokens, s.accepted_tokens, s.decode_forwards, s.tokens_per_forward,
-            len(suggestions), " (cancelled)" if result.cancelled else "",
+            len(suggestions), (" (cancelled)" if result.cancelled else "")
+            + (f" (cold: the prompt's last {s.cold_tail} tokens)" if s.cold_tail else ""),
         )  # fmt: skip
         return suggestions
 
