@@ -41,7 +41,7 @@ CONFIG_LUA = REPO / "editors" / "neovim" / "lua" / "codegen_lsp" / "config.lua"
 HELP_TXT = REPO / "editors" / "neovim" / "doc" / "codegen-lsp.txt"
 
 # `codegen.*` settings that only the VS Code extension reads; never sent to the server.
-CLIENT_ONLY = ("enable", "serverCommand", "pythonPath", "trace.server")
+CLIENT_ONLY = ("enable", "autoTrigger", "serverCommand", "pythonPath", "trace.server")
 # The JSON-schema fields of a property that must equal the server's declaration.
 SCHEMA_FIELDS = (
     "type",
