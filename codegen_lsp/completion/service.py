@@ -37,6 +37,7 @@ from codegen_lsp.completion.core import (
 )
 from codegen_lsp.completion.faults import FailingStop, Faults
 from codegen_lsp.completion.functions import Stub, find_stub
+from codegen_lsp.completion.gate import Gate, Verdict
 from codegen_lsp.completion.neighbors import INDEX_LINES, MAX_DOCUMENTS, Neighbor
 from codegen_lsp.completion.stopping import MULTI
 from codegen_lsp.engine.api import Candidate, EngineUnavailable, GenerateResult, GenerateStats
@@ -69,6 +70,7 @@ class Suggestions:
     source: str = ""  # "model" | "type-ahead"
     mode: str = ""  # "single" | "multi" line, for a model run
     stats: GenerateStats | None = None  # the model run's figures
+    verdicts: list[Verdict] | None = None  # the gate's on each suggestion of a model run
 
 
 @dataclass
@@ -118,7 +120,8 @@ class SuggestionService:
         self._shown_at = -FAILURE_MESSAGE_EVERY_S
         self.dropped = 0  # generations dropped because too many were waiting
         self.failures = 0  # generations that raised
-        self.counts = {"shown": 0, "accepted": 0, "partlyAccepted": 0, "typeAhead": 0}
+        self.counts = dict.fromkeys(("shown", "accepted", "partlyAccepted", "typeAhead"), 0)
+        self.counts |= {"gateSkipped": 0, "gateHidden": 0}  # model runs, suggestions
         # speculative decoding over all requests: drafts verified and kept, decode calls
         self.decoding = {"draftedTokens": 0, "acceptedDrafts": 0, "decodeForwards": 0}
         self.decoded_tokens = 0
@@ -161,6 +164,9 @@ class SuggestionService:
             self.counts["shown"] += 1
             self.counts["typeAhead"] += 1
             return Suggestions(cursor, served, "type-ahead")
+        if skip := Gate(self.options).skip_reason(cursor):
+            self.counts["gateSkipped"] += 1
+            raise CompletionSkipped(skip)
         with self._ticket(key) as ticket:
             await self._model_ready(ticket)
             await asyncio.sleep(self.debounce_s)
@@ -177,7 +183,8 @@ class SuggestionService:
             if ticket.superseded:
                 raise CompletionSkipped(SUPERSEDED)
             self.counts["shown"] += bool(texts)
-            return Suggestions(cursor, texts, "model", prepared.mode, stats)
+            self.counts["gateHidden"] += prepared.hidden
+            return Suggestions(cursor, texts, "model", prepared.mode, stats, prepared.verdicts)
 
     async def _context_block(self, key: str, cursor: Cursor) -> str:
         """Other files' snippets for ``cursor``, made on the context thread (the event loop
@@ -269,18 +276,18 @@ class SuggestionService:
         request = prepared.request
         if self.faults.take("generate_once"):
             request = dataclasses.replace(request, stop=FailingStop())
-        first: asyncio.Future[str] | None = None
+        first: asyncio.Future[Candidate] | None = None
         if early:
             loop = asyncio.get_running_loop()
             first = loop.create_future()
             line = first
 
-            def settle(text: str) -> None:  # on the event loop
+            def settle(text: str, logprobs: list[float]) -> None:  # on the event loop
                 if not line.done():
-                    line.set_result(text)
+                    line.set_result(Candidate(text, [], "early", 0.0, logprobs))
 
-            def announce(text: str) -> None:  # on the engine's thread
-                loop.call_soon_threadsafe(settle, text)
+            def announce(text: str, logprobs: list[float] | None = None) -> None:  # engine thread
+                loop.call_soon_threadsafe(settle, text, logprobs or [])
 
             request = dataclasses.replace(request, on_first_line=announce)
         self._busy(1)
@@ -292,7 +299,7 @@ class SuggestionService:
                 either: set[asyncio.Future[Any]] = {waiting, first}
                 await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
                 if first.done():  # the first line, whether or not the rest has ended too
-                    partial = GenerateResult([Candidate(first.result(), [], "early")])
+                    partial = GenerateResult([first.result()])
                     shown = self.completer.finish(prepared, partial)
                     log.info("request %s: answered with the first line", label)
                     if waiting.done():  # type-ahead gets the whole now (after the first line)
