@@ -22,7 +22,7 @@ import torch
 
 from codegen_lsp.codegen.checkpoint import CheckpointError
 from codegen_lsp.codegen.config import CodeGenConfig
-from codegen_lsp.commands.bench import profile, remote, report, soak, speed
+from codegen_lsp.commands.bench import gate, profile, remote, report, soak, speed
 from codegen_lsp.commands.bench.backends import (
     CTranslate2Backend,
     OursBackend,
@@ -56,7 +56,8 @@ from codegen_lsp.engine.machine import dtype_name
 HELP = (
     "benchmark: keystroke replay, prefill/decode throughput, vs transformers and CTranslate2 "
     "(`codegen-lsp bench soak -h`: the long-typing soak; `bench remote -h`: against vLLM; "
-    "`bench profile -h`: one decode step under torch.profiler)"
+    "`bench profile -h`: one decode step under torch.profiler; `bench gate -h`: the suggestion "
+    "gate on held-out code)"
 )
 REPO_TOKENIZER = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "codegen-tokenizer"
 
@@ -70,6 +71,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     remote.add_arguments(remote_parser)
     profile_parser = suites.add_parser("profile", help=profile.HELP, description=profile.HELP)
     profile.add_arguments(profile_parser)
+    gate_parser = suites.add_parser("gate", help=gate.HELP, description=gate.HELP)
+    gate.add_arguments(gate_parser)
     p.add_argument(
         "--models",
         default="default,350M",
@@ -256,6 +259,8 @@ def run(args: argparse.Namespace) -> int:
         return remote.run(args)
     if args.suite == "profile":
         return profile.run(args)
+    if args.suite == "gate":
+        return gate.run(args)
     if args.report:
         return reprint(Path(args.report))
     if args.quick:
