@@ -5,11 +5,13 @@
 // Usage: node vscode_driver.js '<json>'  with
 //   { playwright, chromium, url, file, typeAtEnd, screenshots, readyTimeoutMs,
 //     suggestionTimeoutMs, earlyType?, serverLog?, generate?: { file, before, line, command },
-//     hiddenFirst? }
+//     hiddenFirst?, manualOnly? }
 // (earlyType: type without waiting for "ready" first; serverLog: the server's --log-file,
 // to accept one word first and count the model runs it logged before and after;
 // hiddenFirst: before typing, ask for a suggestion at the end of the file (the command), wait for
-// the server to log its model run, and report the ghost text then shown, as hiddenGhost.)
+// the server to log its model run, and report the ghost text then shown, as hiddenGhost;
+// manualOnly: after typing, wait 3 s and report { ghost, runs } as typedOnly (with
+// codegen.autoTrigger false: no ghost text, no model run), then ask with the command.)
 // Prints one JSON line: { statusTexts, ghostText, steps: [{ step, ms }], typedStatus,
 // hiddenGhost }, or
 // exits 1 with
@@ -78,6 +80,7 @@ async function main() {
   let typedStatus = "";
   let wordAccept = null;
   let hiddenGhost = null;
+  let typedOnly = null;
   let watching = true;
   let watcher = Promise.resolve();
   try {
@@ -132,6 +135,14 @@ async function main() {
     }
     await page.keyboard.type(args.typeAtEnd, { delay: 40 });
     step("typed");
+    if (args.manualOnly) {
+      await page.waitForTimeout(3000);
+      const ghost = (await page.locator(".ghost-text-decoration, .ghost-text").allInnerTexts()).join("\n");
+      const runs = (fs.readFileSync(args.serverLog, "utf8").match(/ suggestions=/g) || []).length;
+      typedOnly = { ghost, runs };
+      await runCommand(page, quickInput, "Trigger Inline Suggestion");
+      step("asked");
+    }
     // the item is re-rendered as its text changes: read it again while it is between texts
     for (let tries = 0; tries < 20 && !typedStatus; tries++) {
       typedStatus = await statusText(page).catch(() => "");
@@ -144,7 +155,7 @@ async function main() {
     step("ghost text");
     await page.screenshot({ path: path.join(args.screenshots, "ghost.png") });
 
-    if (args.serverLog && !args.hiddenFirst) {
+    if (args.serverLog && !args.hiddenFirst && !args.manualOnly) {
       // Accept one word (VS Code's Ctrl+Right): the rest must stay, with no model run.
       const runs = () => (fs.readFileSync(args.serverLog, "utf8").match(/ suggestions=/g) || []).length;
       const runsBefore = runs();
@@ -206,7 +217,7 @@ async function main() {
   } finally {
     watching = false;
     await watcher;
-    console.log(JSON.stringify({ statusTexts, ghostText, steps, typedStatus, wordAccept, hiddenGhost }));
+    console.log(JSON.stringify({ statusTexts, ghostText, steps, typedStatus, wordAccept, hiddenGhost, typedOnly }));
     await browser.close();
   }
 }
