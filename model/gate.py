@@ -4,6 +4,8 @@ Run from the repository root::
 
     python -m model.gate                   # replay (or reuse the saved replay), fit, write
     python -m model.gate --fresh           # replay again
+    python -m model.gate --model DIR --fresh --out DIR/gate.json --runs DIR/gate-runs
+                                           # a gate for another checkpoint (its own replay)
 
 1. **Replay**: held-out code (``TRAIN_PACKAGES`` of ``codegen_lsp/commands/bench/gate_replay``:
    installed packages the model never saw, none of them used to evaluate the gate) is typed
@@ -115,15 +117,18 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m model.gate", description=__doc__)
     parser.add_argument("--fresh", action="store_true", help="replay even if saved")
     parser.add_argument("--out", default=str(GATE_FILE))
+    parser.add_argument("--model", help="checkpoint to replay (default: the shipped model)")
+    parser.add_argument("--runs", default=str(RUNS), help="folder for the replay and fit.json")
     args = parser.parse_args(argv)
-    RUNS.mkdir(parents=True, exist_ok=True)
-    saved = RUNS / "train-replay.json"
+    runs = Path(args.runs)
+    runs.mkdir(parents=True, exist_ok=True)
+    saved = runs / "train-replay.json"
     if args.fresh or not saved.exists():
         items = gate_replay.positions(gate_replay.TRAIN_PACKAGES, PER_FILE, FILES)
         print(f"replaying {len(items)} positions", file=sys.stderr)
         started = time.time()
         records = gate_replay.replay(
-            None, items, {"filter": "off"}, lambda m: print(m, file=sys.stderr)
+            args.model, items, {"filter": "off"}, lambda m: print(m, file=sys.stderr)
         )
         run = {
             "packages": gate_replay.versions(gate_replay.TRAIN_PACKAGES),
@@ -173,7 +178,7 @@ def main(argv: list[str] | None = None) -> None:
         / len(rows),
         "weights": dict(zip(FEATURES, data["weights"], strict=True)),
     }
-    (RUNS / "fit.json").write_text(json.dumps(summary, indent=1) + "\n")
+    (runs / "fit.json").write_text(json.dumps(summary, indent=1) + "\n")
     print(json.dumps(summary, indent=1))
 
 
