@@ -131,7 +131,7 @@ def test_filter_and_min_length_settings() -> None:
         assert settings.completion.filter == "auto"
 
 
-def test_gate_data_that_does_not_fit_is_refused() -> None:
+def test_gate_data_that_does_not_fit_is_refused(tmp_path: Path) -> None:
     data = json.loads(GATE_FILE.read_text())
     GateModel.from_json(data)
     for change in (
@@ -142,6 +142,9 @@ def test_gate_data_that_does_not_fit_is_refused() -> None:
     ):
         with pytest.raises(ValueError):
             GateModel.from_json({**data, **change})
+    broken = tmp_path / "gate.json"
+    broken.write_text('{"format": 1}')  # unreadable data: no filtering, never a failed request
+    assert load_gate(broken) is None
 
 
 def test_the_engine_gives_each_kept_tokens_log_probability(steady_checkpoint: Path) -> None:

@@ -20,6 +20,7 @@ features do not depend on the model. ``filter: off`` shows everything and never 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 from collections.abc import Callable, Sequence
@@ -33,6 +34,8 @@ from codegen_lsp.completion.options import CompletionOptions
 from codegen_lsp.completion.postprocess import Around, postprocess
 from codegen_lsp.completion.stopping import MULTI
 from codegen_lsp.engine.api import Candidate
+
+log = logging.getLogger(__name__)
 
 GATE_FILE = Path(__file__).resolve().parent.parent / "default_model" / "gate.json"
 FORMAT = 1
@@ -223,10 +226,15 @@ class GateModel:
 
 @cache
 def load_gate(path: Path = GATE_FILE) -> GateModel | None:
-    """The gate data at ``path`` (None when there is none: nothing is filtered)."""
+    """The gate data at ``path`` (None when there is none or it cannot be read: nothing is
+    filtered, and the reason is logged once)."""
     if not path.is_file():
         return None
-    return GateModel.from_json(json.loads(path.read_text(encoding="utf-8")), str(path))
+    try:
+        return GateModel.from_json(json.loads(path.read_text(encoding="utf-8")), str(path))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.warning("suggestion gate off: %s: %s", path, exc)
+        return None
 
 
 def threshold_of(setting: str | float, model: GateModel | None) -> float | None:
