@@ -18,7 +18,8 @@ Run from the repository root::
    ``MIN_SHOWN`` of the positions; a before-generation rule is put in force when, at the
    positions it covers, the after-generation gate shows a confirmed suggestion at most
    ``RULE_MAX_RATE`` of the time (the model run there is almost always wasted); then the
-   threshold is chosen again with the rules in force.
+   threshold is chosen again with the rules in force. ``HAND_RULES`` (inside a word: text
+   follows the cursor, which a typing replay never has) are in force without data.
 4. **Write** ``codegen_lsp/default_model/gate.json`` and ``model/runs/gate/fit.json``.
 """
 
@@ -41,6 +42,9 @@ RUNS = Path(__file__).resolve().parent / "runs" / "gate"
 PER_FILE = 8  # lines per file (each replayed at its start and mid-line)
 FILES = 40  # files per package at most
 L2 = 1e-2
+# In force whatever the replay says: a replay types the file up to the cursor, so nothing ever
+# follows it and this rule never holds there; a suggestion would go into the middle of a word.
+HAND_RULES = ("inside a word",)
 RULE_MAX_RATE = 0.05  # a rule whose positions get a shown, confirmed word more often: off
 MIN_SHOWN = 0.40  # share of positions that must still show a suggestion (target: a third)
 
@@ -92,7 +96,7 @@ def choose_rules(
             "shown_and_confirmed": useful,
             "rate": rate,
         }
-        if covered and rate <= RULE_MAX_RATE:
+        if (covered and rate <= RULE_MAX_RATE) or name in HAND_RULES:
             chosen.append(name)
     return chosen, figures
 

@@ -5,15 +5,16 @@ Two decisions, both made in plain Python from data shipped beside the default mo
 
 - **after generation** (:meth:`Gate.judge`): a logistic regression over what the engine knows
   about a suggestion (the log-probabilities of its tokens: first, first two, mean, lowest;
-  its length in characters and lines; why it ended) and where the cursor is (line start or
-  end, the character before it, in a comment or a string, indentation, mode) estimates the
-  chance that the user takes at least its first word; below the threshold it is not shown.
+  its length in characters and lines; why it ended), where the cursor is (line start or
+  end, the character before it, in a comment or a string, indentation, mode, the word being
+  typed) and what the text above says (does the word it completes occur there?) estimates
+  the chance that the user takes at least its first word; below the threshold it is hidden.
 - **before generation** (:meth:`Gate.skip_reason`): positions where a suggestion is almost
   never taken (the rules named in the data, e.g. mid-word in a comment) skip the model run.
 
 The features mean the same for any CodeGen checkpoint: token log-probabilities are
 probabilities (no model-specific scale), lengths are in characters, not tokens, and the cursor
-features do not depend on the model. ``filter: off`` shows everything and never skips;
+and text features do not depend on the model. ``filter: off`` shows everything and never skips;
 ``auto`` uses the data's threshold; a number is a threshold of its own.
 """
 
@@ -43,7 +44,11 @@ LOGPROB_FLOOR = -12.0  # lower log-probabilities count as this (one unlikely tok
 STRING_SCAN_CHARS = 4000  # text before the cursor searched for an open triple-quoted string
 OPEN = "([{"
 CLOSE = ")]}"
+PARTIAL_CHARS = 64  # the word being typed: at most this long
 _WORD = re.compile(r"\w")
+_PARTIAL = re.compile(r"\w*$")
+_FIRST_WORD = re.compile(r"\s*(\w+)")
+_IDENTIFIER = re.compile(r"\w+")
 
 
 @dataclass(frozen=True)
@@ -58,14 +63,17 @@ class Place:
     in_string: bool
     indent: int  # columns of indentation
     language: str
+    partial: str = ""  # the word characters right before the cursor (a word being typed)
+    text: str = ""  # the text before the cursor (its last STRING_SCAN_CHARS characters)
 
     @classmethod
     def of(cls, cursor: Cursor) -> Place:
         """The place of ``cursor``."""
         before, after = cursor.before, cursor.after
+        text = cursor.text_before(STRING_SCAN_CHARS)
         comment, string = _comment_or_string(before, cursor.language.comment)
         if not string and cursor.language.name == "python":
-            string = _in_triple_quotes(cursor.text_before(STRING_SCAN_CHARS))
+            string = _in_triple_quotes(text)
         return cls(
             line_start=not before.strip(),
             line_end=not after.strip(),
@@ -75,6 +83,8 @@ class Place:
             in_string=string,
             indent=len(cursor.indent.expandtabs(4)),
             language=cursor.language.name,
+            partial=_PARTIAL.search(before[-PARTIAL_CHARS:]).group(),  # type: ignore[union-attr]
+            text=text,
         )
 
 
@@ -138,7 +148,33 @@ FEATURES = (
     "line_start", "line_end", "next_word", "in_comment", "in_string", "indent", "python",
     "prev_word", "prev_space", "prev_dot", "prev_open", "prev_close", "prev_quote",
     "prev_comma", "prev_colon", "prev_equals", "prev_other",
+    "word_seen", "line_seen", "words_seen", "partial", "starts_word", "completes_seen",
 )  # fmt: skip
+
+
+def _seen(word: str, text: str) -> bool:
+    """Whether ``word`` occurs as a whole word in ``text``."""
+    return re.search(rf"(?<!\w){re.escape(word)}(?!\w)", text) is not None
+
+
+def context_values(text: str, place: Place) -> dict[str, float]:
+    """What the text before the cursor says about suggestion ``text``: its first word (with
+    the word being typed, when it goes on with it), its first line and its words seen there."""
+    above = place.text[: len(place.text) - len(place.partial)]
+    starts_word = bool(_WORD.match(text[:1]))
+    first = _FIRST_WORD.match(text)
+    word = (place.partial if starts_word else "") + (first.group(1) if first else "")
+    word_seen = len(word) >= 2 and _seen(word, above)
+    line = text.strip().split("\n")[0].strip()
+    words = _IDENTIFIER.findall(text)
+    return {
+        "word_seen": word_seen,
+        "line_seen": len(line) >= 6 and line in above,
+        "words_seen": sum(_seen(w, above) for w in words) / len(words) if words else 0.0,
+        "partial": math.log1p(len(place.partial)),
+        "starts_word": starts_word,
+        "completes_seen": word_seen and bool(place.partial) and starts_word,
+    }
 
 
 def features(
@@ -172,6 +208,7 @@ def features(
         **{f"prev_{c}": place.previous == c for c in ("close", "quote", "comma", "colon")},
         "prev_equals": place.previous == "equals",
         "prev_other": place.previous == "other",
+        **context_values(text, place),
     }
     return [float(values[name]) for name in FEATURES]
 
