@@ -187,7 +187,13 @@ def lines_suite(model_dir: str, samples: list[tuple[str, str, int]], infill: boo
     from codegen_lsp.server.settings import parse_settings
 
     settings, problems, _ = parse_settings(
-        {"model": model_dir, "multiline": "never", "maxNewTokens": 48, "fim": "auto"}
+        {
+            "model": model_dir,
+            "multiline": "never",
+            "maxNewTokens": 48,
+            "fim": "auto",
+            "filter": "off",
+        }  # the model's lines, whatever the suggestion gate would show
     )
     if problems:
         raise SystemExit(f"settings: {problems}")

@@ -176,7 +176,7 @@ def test_real_tiny_engine_same_path(marked, steady_checkpoint) -> None:
         completer = Completer()
         cursor = marked("def f(a):\n    return a +█")
         prepared = completer.prepare(
-            "doc", cursor, EngineInfo(engine.n_ctx, engine.encode), CompletionOptions()
+            "doc", cursor, EngineInfo(engine.n_ctx, engine.encode), CompletionOptions(filter="off")
         )
         suggestions = completer.finish(prepared, worker.submit(prepared.request).result())
         assert suggestions and suggestions[0].endswith(" 0 0 0")  # first token is healed

@@ -40,7 +40,7 @@ DOCUMENTS = (
 def make_service(worker: Worker, early: bool) -> SuggestionService:
     service = SuggestionService(worker, lambda message: None, debounce_s=0.0)
     service.ready = lambda: ""
-    service.configure(CompletionOptions(max_new_tokens=48, answer_early=early))
+    service.configure(CompletionOptions(max_new_tokens=48, answer_early=early, filter="off"))
     return service
 
 
@@ -106,7 +106,7 @@ def test_a_newer_request_cancels_the_background_run(marked) -> None:
     worker.load(EngineSpec()).result(TIMEOUT)
     service = SuggestionService(worker, lambda message: None, debounce_s=0.0)
     service.ready = lambda: ""
-    service.configure(CompletionOptions(max_new_tokens=10**6, answer_early=True))
+    service.configure(CompletionOptions(max_new_tokens=10**6, answer_early=True, filter="off"))
     try:
 
         async def scenario():
@@ -151,7 +151,9 @@ def test_the_server_answers_early_and_serves_the_rest(tmp_path, default_model) -
     wholes = {}
     whole_server = RawServer(tmp_path / "whole.log")
     try:
-        whole_server.initialize({"codegen": {"model": str(default_model), "answerEarly": False}})
+        whole_server.initialize(
+            {"codegen": {"model": str(default_model), "answerEarly": False, "filter": "off"}}
+        )
         for n, document in enumerate(DOCUMENTS):
             text = document.replace("█", "")
             wholes[text], _ = _served(whole_server, f"file:///w/{n}.py", text, 1)
@@ -162,7 +164,7 @@ def test_the_server_answers_early_and_serves_the_rest(tmp_path, default_model) -
     text, whole = multi[0]
     server = RawServer(tmp_path / "early.log")
     try:
-        server.initialize({"codegen": {"model": str(default_model)}})
+        server.initialize({"codegen": {"model": str(default_model), "filter": "off"}})
         first, runs = _served(server, "file:///e/a.py", text, 1)
         assert first and whole.startswith(first) and "\n" not in first.lstrip(), (first, whole)
         rest, runs_after = _served(server, "file:///e/a.py", text + first, 2)

@@ -12,7 +12,7 @@ from pathlib import Path
 from raw_lsp import frame
 from support import CLI_COMMAND, SERVER_COMMAND, free_port, wait_until
 
-CPU = ["--device", "cpu", "--dtype", "float32", "--quantize", "none"]
+CPU = ["--device", "cpu", "--dtype", "float32", "--quantize", "none", "--filter", "off"]
 
 
 def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:

@@ -38,7 +38,7 @@ SOURCE = (
 async def client(lsp_client: LanguageClient):
     params = types.InitializeParams(
         capabilities=client_capabilities("visual_studio_code"),
-        initialization_options={"codegen": {"threads": 1}},
+        initialization_options={"codegen": {"threads": 1, "filter": "off"}},  # shows all
     )
     await lsp_client.initialize_session(params)
     lsp_client.ready = await wait_for_state(lsp_client, timeout=180)  # type: ignore[attr-defined]

@@ -41,7 +41,7 @@ CONFIG_LUA = REPO / "editors" / "neovim" / "lua" / "codegen_lsp" / "config.lua"
 HELP_TXT = REPO / "editors" / "neovim" / "doc" / "codegen-lsp.txt"
 
 # `codegen.*` settings that only the VS Code extension reads; never sent to the server.
-CLIENT_ONLY = ("enable", "serverCommand", "pythonPath", "trace.server")
+CLIENT_ONLY = ("enable", "autoTrigger", "serverCommand", "pythonPath", "trace.server")
 # The JSON-schema fields of a property that must equal the server's declaration.
 SCHEMA_FIELDS = (
     "type",
@@ -63,6 +63,7 @@ LUA_KINDS = {
     "enum": "string",
     "strings": "list",
     "object": "map",
+    "word_or_number": "string|number",
 }
 
 
@@ -133,7 +134,7 @@ def lua_table(source: str, head: str) -> str:
 
 def lua_drift(source: str, declared: dict[str, dict[str, Any]], kinds: dict[str, str]) -> list[str]:
     """Differences between config.lua's ``server_types`` / ``SERVER_ENUMS`` and the declaration."""
-    types = re.findall(r'\{\s*"(\w+)"\s*,\s*"(\w+)"\s*\}', lua_table(source, "M.server_types"))
+    types = re.findall(r'\{\s*"(\w+)"\s*,\s*"([\w|]+)"\s*\}', lua_table(source, "M.server_types"))
     enums = {
         name: re.findall(r'"([^"]*)"', values)
         for name, values in re.findall(

@@ -45,10 +45,10 @@ CONFIG_LUA = "editors/neovim/lua/codegen_lsp/config.lua"
 HELP_TXT = "editors/neovim/doc/codegen-lsp.txt"
 
 # `codegen.*` settings only the VS Code extension reads: listed before / after the server's.
-CLIENT_FIRST = ("enable", "serverCommand", "pythonPath")
+CLIENT_FIRST = ("enable", "autoTrigger", "serverCommand", "pythonPath")
 CLIENT_LAST = ("trace.server",)
 # The Lua type config.lua validates for each JSON type ("list": of strings; "map":
-# languageId = boolean).
+# languageId = boolean; "string|number": a word the server checks, or a number).
 LUA_TYPES = {
     "boolean": "boolean",
     "integer": "number",
@@ -56,6 +56,7 @@ LUA_TYPES = {
     "string": "string",
     "array": "list",
     "object": "map",
+    "string|number": "string|number",
 }
 NOTE = "by tools/gen_editor_settings.py; do not edit"
 HELP_HEAD = re.compile(r"^ +Key +Default +Meaning ~\n", re.M)
@@ -110,6 +111,12 @@ def settings_ts(text: str, declared: Schema) -> str:
     return replace_region(text, "//", body, SETTINGS_TS)
 
 
+def json_type(prop: dict[str, Any]) -> str:
+    """A property's JSON type; a list of types joined with ``|``."""
+    kind = prop["type"]
+    return "|".join(kind) if isinstance(kind, list) else kind
+
+
 def config_lua(text: str, declared: Schema) -> str:
     """config.lua with ``SERVER_ENUMS`` and ``M.server_types`` from ``declared``."""
     enums = "".join(
@@ -118,7 +125,7 @@ def config_lua(text: str, declared: Schema) -> str:
         if "enum" in prop
     )
     types = "".join(
-        f'  {{ "{key}", "{LUA_TYPES[prop["type"]]}" }},\n' for key, prop in declared.items()
+        f'  {{ "{key}", "{LUA_TYPES[json_type(prop)]}" }},\n' for key, prop in declared.items()
     )
     body = f"local SERVER_ENUMS = {{\n{enums}}}\n\nM.server_types = {{\n{types}}}\n"
     return replace_region(text, "--", body, CONFIG_LUA)

@@ -42,6 +42,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--multiline", choices=["auto", "always", "never"])
     p.add_argument("--context-tokens", type=int)
     p.add_argument("--header", choices=["auto", "on", "off"])
+    p.add_argument(
+        "--filter",
+        type=_filter,
+        help="the suggestion gate: auto (default), off (show any suggestion) or a threshold 0-1",
+    )
     p.add_argument("--device")
     p.add_argument("--dtype")
     p.add_argument("--quantize")
@@ -49,6 +54,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allow-download", action="store_true")
     p.add_argument("--json", action="store_true", help="print a JSON list of suggestions")
     p.add_argument("-v", "--verbose", action="store_true", help="log details, with tracebacks")
+
+
+def _filter(value: str) -> str | float:
+    """``--filter``: a word, or a number (the settings check the range)."""
+    try:
+        return float(value)
+    except ValueError:
+        return value
 
 
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -65,6 +78,7 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
         "multiline": args.multiline,
         "contextTokens": args.context_tokens,
         "header": args.header,
+        "filter": args.filter,
     }
     return {key: value for key, value in given.items() if value is not None}
 
@@ -145,6 +159,9 @@ def _complete(args: argparse.Namespace, settings: Any, cursor: Cursor) -> int:
     if not any(t.strip() for t in out.texts):
         print(summary, file=sys.stderr)
         why = EMPTY if not out.texts else "empty"
+        hidden = [v for v in out.verdicts or () if not v.shown]
+        if hidden:
+            why = f"the gate hid it (score {hidden[0].score:.2f}; --filter off shows it)"
         print(f"codegen-lsp: no suggestion here: {why}", file=sys.stderr)
         return 1
     _print(out.texts, args.json)

@@ -23,6 +23,7 @@ from codegen_lsp.completion.context import (
     token_budget,
 )
 from codegen_lsp.completion.functions import Stub
+from codegen_lsp.completion.gate import Gate, Verdict
 from codegen_lsp.completion.neighbors import Neighbor, NeighborContext
 from codegen_lsp.completion.options import CompletionOptions as CompletionOptions  # re-exported
 from codegen_lsp.completion.postprocess import Around, postprocess
@@ -108,6 +109,13 @@ class Prepared:
     around: Around  # text after the cursor, captured before the document changes again
     anchor: str  # text before the cursor, for type-ahead
     remember: bool = True
+    gate: Gate | None = None  # decides which suggestions are shown (None: all)
+    verdicts: list[Verdict] | None = None  # the gate's, on the first answer read
+
+    @property
+    def hidden(self) -> int:
+        """Suggestions of the first answer that the gate did not show."""
+        return sum(not v.shown for v in self.verdicts or ())
 
 
 class Completer:
@@ -183,6 +191,7 @@ class Completer:
         budget = max(options.max_new_tokens, FUNCTION_MIN_TOKENS)
         prepared = self._prepared(key, cursor, engine, options, MULTI, stop, budget)
         prepared.remember = False
+        prepared.gate = None
         prepared.around = Around()
         return prepared
 
@@ -236,7 +245,9 @@ class Completer:
         )
         around = Around(cursor.after, cursor.text_after(AFTER_CHARS))
         anchor = cursor.text_before(ANCHOR_CHARS)
-        return Prepared(key, cursor, prompt, mode, stop, request, around, anchor)
+        return Prepared(
+            key, cursor, prompt, mode, stop, request, around, anchor, gate=Gate(options)
+        )
 
     def context_block(
         self,
@@ -289,10 +300,19 @@ class Completer:
 
     # --- results -------------------------------------------------------------------------
     def finish(self, prepared: Prepared, result: GenerateResult) -> list[str]:
-        """Suggestions from a result (already cut by its stop rule): filters run, remembered."""
+        """Suggestions from a result (already cut by its stop rule): filters run, the gate
+        judges the first answer (an early one), the rest of it is kept when that was shown;
+        the ones shown are remembered."""
         if result.cancelled:
             return []
-        suggestions = postprocess([c.text for c in result.candidates], prepared.around)
+        texts = [c.text for c in result.candidates]
+        if prepared.gate is None or prepared.verdicts is not None:
+            shown = prepared.verdicts is None or any(v.shown for v in prepared.verdicts)
+            suggestions = postprocess(texts, prepared.around) if shown else []
+        else:
+            cursor, around = prepared.cursor, prepared.around
+            judged = prepared.gate.judge(result.candidates, around, cursor, prepared.mode)
+            suggestions, prepared.verdicts = judged
         if prepared.remember:
             after = prepared.cursor.after
             self.typeahead.remember(prepared.key, prepared.anchor, after, suggestions)

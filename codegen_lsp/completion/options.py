@@ -171,6 +171,28 @@ class CompletionOptions:
         "models, `on` or `off`.",
         enum=("auto", "on", "off"),
     )
+    filter: str | float = declare(
+        "filter",
+        "word_or_number",
+        "auto",
+        "Show a suggestion only when it is likely to be taken: `auto` (the gate shipped with "
+        "the default model scores each suggestion from its token probabilities and the cursor "
+        "place, and skips the model run where suggestions are almost never taken), `off` "
+        "(show all, always ask), or a threshold from 0 to 1 of its own (the score is an "
+        "estimated chance that the first word is taken).",
+        enum=("auto", "off"),
+        minimum=0.0,
+        maximum=1.0,
+    )
+    min_length: int = declare(
+        "minLength",
+        "int",
+        0,
+        "Shortest suggestion shown, in characters (leading and trailing whitespace not "
+        "counted); 0: no minimum.",
+        minimum=0,
+        maximum=1000,
+    )
     multi_language: bool = False  # the loaded model's training mix; decides header "auto"
 
     def __post_init__(self) -> None:

@@ -38,7 +38,9 @@ from codegen_lsp.completion.core import (
 from codegen_lsp.completion.editor_context import EditorContext, elapsed_ms
 from codegen_lsp.completion.faults import FailingStop, Faults
 from codegen_lsp.completion.functions import Stub, find_stub
+from codegen_lsp.completion.gate import Gate, Verdict
 from codegen_lsp.completion.neighbors import INDEX_LINES, MAX_DOCUMENTS, Neighbor
+from codegen_lsp.completion.runlog import DecodingCounts, run_line
 from codegen_lsp.completion.stopping import MULTI
 from codegen_lsp.engine.api import Candidate, EngineUnavailable, GenerateResult, GenerateStats
 from codegen_lsp.engine.worker import Worker
@@ -70,6 +72,7 @@ class Suggestions:
     source: str = ""  # "model" | "type-ahead"
     mode: str = ""  # "single" | "multi" line, for a model run
     stats: GenerateStats | None = None  # the model run's figures
+    verdicts: list[Verdict] | None = None  # the gate's on each suggestion of a model run
 
 
 @dataclass
@@ -120,10 +123,10 @@ class SuggestionService:
         self._shown_at = -FAILURE_MESSAGE_EVERY_S
         self.dropped = 0  # generations dropped because too many were waiting
         self.failures = 0  # generations that raised
-        self.counts = {"shown": 0, "accepted": 0, "partlyAccepted": 0, "typeAhead": 0}
+        self.counts = dict.fromkeys(("shown", "accepted", "partlyAccepted", "typeAhead"), 0)
+        self.counts |= {"gateSkipped": 0, "gateHidden": 0}  # model runs, suggestions
         # speculative decoding over all requests: drafts verified and kept, decode calls
-        self.decoding = {"draftedTokens": 0, "acceptedDrafts": 0, "decodeForwards": 0}
-        self.decoded_tokens = 0
+        self.decoding = DecodingCounts()
 
     # --- state ------------------------------------------------------------------------------
     def configure(self, options: CompletionOptions) -> None:
@@ -164,6 +167,9 @@ class SuggestionService:
             self.counts["shown"] += 1
             self.counts["typeAhead"] += 1
             return Suggestions(cursor, served, "type-ahead")
+        if skip := Gate(self.options).skip_reason(cursor):
+            self.counts["gateSkipped"] += 1
+            raise CompletionSkipped(skip)
         with self._ticket(key) as ticket:
             await self._model_ready(ticket)
             await asyncio.sleep(self.debounce_s)
@@ -182,7 +188,8 @@ class SuggestionService:
             if ticket.superseded:
                 raise CompletionSkipped(SUPERSEDED)
             self.counts["shown"] += bool(texts)
-            return Suggestions(cursor, texts, "model", prepared.mode, stats)
+            self.counts["gateHidden"] += prepared.hidden
+            return Suggestions(cursor, texts, "model", prepared.mode, stats, prepared.verdicts)
 
     async def _context_block(self, key: str, cursor: Cursor) -> str:
         """Other files' snippets for ``cursor``, made on the context thread (the event loop
@@ -274,18 +281,18 @@ class SuggestionService:
         request = prepared.request
         if self.faults.take("generate_once"):
             request = dataclasses.replace(request, stop=FailingStop())
-        first: asyncio.Future[str] | None = None
+        first: asyncio.Future[Candidate] | None = None
         if early:
             loop = asyncio.get_running_loop()
             first = loop.create_future()
             line = first
 
-            def settle(text: str) -> None:  # on the event loop
+            def settle(text: str, logprobs: list[float]) -> None:  # on the event loop
                 if not line.done():
-                    line.set_result(text)
+                    line.set_result(Candidate(text, [], "early", 0.0, logprobs))
 
-            def announce(text: str) -> None:  # on the engine's thread
-                loop.call_soon_threadsafe(settle, text)
+            def announce(text: str, logprobs: list[float] | None = None) -> None:  # engine thread
+                loop.call_soon_threadsafe(settle, text, logprobs or [])
 
             request = dataclasses.replace(request, on_first_line=announce)
         self._busy(1)
@@ -297,7 +304,7 @@ class SuggestionService:
                 either: set[asyncio.Future[Any]] = {waiting, first}
                 await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
                 if first.done():  # the first line, whether or not the rest has ended too
-                    partial = GenerateResult([Candidate(first.result(), [], "early")])
+                    partial = GenerateResult([first.result()])
                     shown = self.completer.finish(prepared, partial)
                     log.info("request %s: answered with the first line", label)
                     if waiting.done():  # type-ahead gets the whole now (after the first line)
@@ -343,18 +350,8 @@ class SuggestionService:
     def _finished(self, prepared: Prepared, result: GenerateResult, label: str) -> list[str]:
         """Suggestions of a finished run (remembered for type-ahead), counted and logged."""
         suggestions = self.completer.finish(prepared, result)
-        s = result.stats
-        self._count_decoding(s)
-        log.info(
-            "request %s: prompt=%d reused=%d prefilled=%d generated=%d queue=%.0fms "
-            "prefill=%.0fms decode=%.0fms total=%.0fms drafted=%d accepted=%d forwards=%d "
-            "tokens/forward=%.2f suggestions=%d%s",
-            label, s.prompt_tokens, s.reused_tokens, s.prefilled_tokens,
-            s.generated_tokens, s.queue_ms, s.prefill_ms, s.decode_ms, s.total_ms,
-            s.drafted_tokens, s.accepted_tokens, s.decode_forwards, s.tokens_per_forward,
-            len(suggestions), (" (cancelled)" if result.cancelled else "")
-            + (f" (cold: the prompt's last {s.cold_tail} tokens)" if s.cold_tail else ""),
-        )  # fmt: skip
+        self.decoding.add(result)
+        log.info("%s", run_line(label, result, len(suggestions)))
         return suggestions
 
     def _busy(self, change: int) -> None:
@@ -363,19 +360,9 @@ class SuggestionService:
         if self._active == (1 if change > 0 else 0):
             self._on_busy(self._active > 0)
 
-    def _count_decoding(self, stats: GenerateStats) -> None:
-        self.decoding["draftedTokens"] += stats.drafted_tokens
-        self.decoding["acceptedDrafts"] += stats.accepted_tokens
-        self.decoding["decodeForwards"] += stats.decode_forwards
-        if stats.decode_forwards:
-            self.decoded_tokens += stats.generated_tokens
-
     def decoding_status(self) -> dict[str, float]:
-        """Speculation counts for ``codegen/status``: drafts verified and kept, decode
-        forward calls, and generated tokens per decode forward (over all requests)."""
-        forwards = self.decoding["decodeForwards"]
-        per_forward = self.decoded_tokens / forwards if forwards else 0.0
-        return {**self.decoding, "tokensPerForward": round(per_forward, 3)}
+        """Speculation counts for ``codegen/status`` (over all requests)."""
+        return self.decoding.status()
 
     def _limit_waiting(self, future: Future[GenerateResult]) -> None:
         """Keep at most MAX_WAITING generations waiting: drop the oldest waiting ones."""

@@ -25,10 +25,11 @@ from codegen_lsp.engine.spec import EngineSpec as EngineSpec  # part of the cont
 ProgressFn = Callable[[str, int], None]
 # on_token(row, token_id): called on the engine's thread after each token a row accepts
 TokenFn = Callable[[int, int], None]
-# on_first_line(text): called once on the engine's thread when the first candidate's text
-# (healed bytes removed, cut by its stop rule) holds a complete non-blank line: the text up to
-# that line's end, so a suggestion can be shown while the rest is still decoded
-LineFn = Callable[[str], None]
+# on_first_line(text, logprobs): called once on the engine's thread when the first candidate's
+# text (healed bytes removed, cut by its stop rule) holds a complete non-blank line: the text up
+# to that line's end (and the log-probabilities of its tokens), so a suggestion can be shown
+# while the rest is still decoded
+LineFn = Callable[[str, list[float]], None]
 # The cancel handle: the engine checks ``is_set()`` at every step and stops when it is set.
 Cancel = threading.Event
 
@@ -112,13 +113,15 @@ class GenerateRequest:
 @dataclass
 class Candidate:
     """One continuation: its text (after the prompt's text, healed text removed, cut by the
-    stop rule), its ids, the sum of their log-probabilities under the model, and why it
-    ended: ``stop``, ``eos``, ``length``, ``cancelled`` or ``time``."""
+    stop rule), its ids, the sum of their log-probabilities under the model, why it ended
+    (``stop``, ``eos``, ``length``, ``cancelled`` or ``time``), and the log-probability of
+    each token that produced its text (in order; tokens after the stop rule's cut left out)."""
 
     text: str
     token_ids: list[int]
     finish_reason: str
     logprob: float = 0.0
+    token_logprobs: list[float] = field(default_factory=list)
 
     @property
     def mean_logprob(self) -> float:

@@ -88,6 +88,9 @@ class Row:
     check: StopCheck | None = None
     ids: list[int] = field(default_factory=list)
     logprob: float = 0.0
+    logprobs: list[float] = field(default_factory=list)  # of each id in ``ids``
+    starts: list[int] = field(default_factory=list)  # text length before each id's piece
+    chars: int = 0  # length of the text in ``pieces``
     pieces: list[str] = field(default_factory=list)  # text after the healed bytes
     decoder: codecs.IncrementalDecoder = field(default_factory=_utf8_decoder)
     finish: str | None = None
@@ -98,6 +101,11 @@ class Row:
         """The row's text, cut where its stop check said."""
         text = "".join(self.pieces)
         return text if self.cut is None else text[: max(0, min(self.cut, len(text)))]
+
+    def kept_logprobs(self, length: int) -> list[float]:
+        """Log-probabilities of the ids whose text starts within the first ``length``
+        characters (the ids after a stop rule's cut are left out)."""
+        return [lp for lp, start in zip(self.logprobs, self.starts, strict=True) if start < length]
 
 
 @dataclass
@@ -157,10 +165,12 @@ class DecodeState:
 
     def candidates(self) -> list[Candidate]:
         """The rows as candidates: text after the original prompt, ids, finish reason."""
-        return [
-            Candidate(row.text(), list(row.ids), row.finish or "length", row.logprob)
-            for row in self.rows
-        ]
+        out = []
+        for row in self.rows:
+            text = row.text()
+            kept = row.kept_logprobs(len(text))
+            out.append(Candidate(text, list(row.ids), row.finish or "length", row.logprob, kept))
+        return out
 
     def accept(self, index: int, token: int, logprob: float, token_bytes: list[bytes]) -> None:
         """Add ``token`` to row ``index`` and apply eos, its stop check and the length limit."""
@@ -171,6 +181,8 @@ class DecodeState:
         piece = token_bytes[token]
         row.ids.append(token)
         row.logprob += logprob
+        row.logprobs.append(logprob)
+        row.starts.append(row.chars)
         if self.on_token is not None:
             self.on_token(self.offset + index, token)
         if row.remaining:
@@ -180,6 +192,7 @@ class DecodeState:
         text = row.decoder.decode(piece)
         if text:
             row.pieces.append(text)
+            row.chars += len(text)
             if row.check is not None:
                 cut = row.check.feed(text)
                 if cut is not None:
@@ -200,7 +213,7 @@ class DecodeState:
         end = text.find("\n", start)
         if start < len(text) and end >= 0:
             row.announced = True
-            self.on_first_line(text[:end])
+            self.on_first_line(text[:end], row.kept_logprobs(end))
 
 
 def sample_step(

@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
-Kind = Literal["bool", "int", "float", "string", "enum", "strings", "object"]
+Kind = Literal["bool", "int", "float", "string", "enum", "strings", "object", "word_or_number"]
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,9 @@ class SettingSpec:
             "default": self.json_default,
             "description": self.doc,
         }
-        if self.enum:
+        if self.enum and self.kind == "word_or_number":  # enum would rule the numbers out
+            out["pattern"] = f"^({'|'.join(map(re.escape, self.enum))})$"
+        elif self.enum:
             out["enum"] = list(self.enum)
         if self.enum_docs:
             out["enumDescriptions"] = list(self.enum_docs)
@@ -112,6 +114,14 @@ def _check_enum(spec: SettingSpec, value: Any) -> str:
     return value
 
 
+def _check_word_or_number(spec: SettingSpec, value: Any) -> str | float:
+    if isinstance(value, str) and value in spec.enum:
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return _check_number(spec, value)
+    raise ValueError(f"expected one of {', '.join(spec.enum)} or a number")
+
+
 def _check_strings(spec: SettingSpec, value: Any) -> tuple[str, ...]:
     if not isinstance(value, list | tuple) or not all(isinstance(v, str) and v for v in value):
         raise ValueError("expected a list of non-empty strings")
@@ -136,8 +146,9 @@ def _json(value: Any) -> Any:
 
 
 # Each kind's JSON schema type and check ("strings": a tuple of non-empty strings, a list in
-# JSON; "object": a map of string keys to booleans).
-_KINDS: dict[str, tuple[str, Callable[[SettingSpec, Any], Any]]] = {
+# JSON; "object": a map of string keys to booleans; "word_or_number": a word of ``enum`` or a
+# number in the range).
+_KINDS: dict[str, tuple[str | list[str], Callable[[SettingSpec, Any], Any]]] = {
     "bool": ("boolean", _check_bool),
     "int": ("integer", _check_number),
     "float": ("number", _check_number),
@@ -145,6 +156,7 @@ _KINDS: dict[str, tuple[str, Callable[[SettingSpec, Any], Any]]] = {
     "enum": ("string", _check_enum),
     "strings": ("array", _check_strings),
     "object": ("object", _check_object),
+    "word_or_number": (["string", "number"], _check_word_or_number),
 }
 
 

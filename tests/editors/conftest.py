@@ -81,6 +81,7 @@ def server_settings(model_dir: str) -> dict:
         "maxNewTokens": 12,
         "multiline": "always",
         "threads": 1,
+        "filter": "off",  # the gate's own editor tests turn it on
     }
 
 

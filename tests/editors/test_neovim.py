@@ -406,6 +406,8 @@ def test_setup_validates_options(
             ({"server": {"maxNewTokens": "64"}}, "server.maxNewTokens"),
             ({"server": {"stopSequences": [1]}}, "server.stopSequences"),
             ({"server": {"languages": {"markdown": "no"}}}, "server.languages"),
+            ({"server": {"filter": True}}, "server.filter"),
+            ({"server": {"minLength": "3"}}, "server.minLength"),
             ({"server": {"noSuchSetting": 1}}, "noSuchSetting"),
             ({"keymaps": {"accept": 1}}, "keymaps.accept"),
             ({"suggestion": {"debounce": "fast"}}, "suggestion.debounce"),
@@ -413,6 +415,13 @@ def test_setup_validates_options(
         for opts, name in bad:
             ok, err = nvim.exec_lua("return { pcall(require('codegen_lsp').setup, ...) }", opts)
             assert not ok and name in err, (opts, err)
+        for good in ("auto", "off", 0.3):  # the filter: a word or a threshold
+            ok, err = nvim.exec_lua(
+                "local ok, err = pcall(require('codegen_lsp').setup, ...)"
+                " return { ok, ok and '' or err }",
+                {"server": {"filter": good}},
+            )
+            assert ok, (good, err)
         # Every server setting is known to the plugin, with the server's names.
         from codegen_lsp.server.settings import setting_fields
 

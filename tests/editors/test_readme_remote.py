@@ -57,7 +57,7 @@ def test_readme_remote_section_gives_ghost_text_in_neovim(
     try:
         server.start()
         settings = {"endpoint": server.url, "remoteModel": SERVED, "apiKeyEnv": KEY_ENV,
-                    "model": str(tokenizer_only)}  # fmt: skip
+                    "model": str(tokenizer_only), "filter": "off"}  # fmt: skip
         with plugin_nvim(
             manifest, "0.11", editor_env, settings, server_python, tmp_path,
             extra_env={KEY_ENV: "readme-key"},

@@ -5,13 +5,18 @@
 // Usage: node vscode_driver.js '<json>'  with
 //   { playwright, chromium, url, file, typeAtEnd, screenshots, readyTimeoutMs,
 //     suggestionTimeoutMs, earlyType?, serverLog?, generate?: { file, before, line, command },
-//     prompt?: { typeMore, expect, tries } }
+//     prompt?: { typeMore, expect, tries }, hiddenFirst?, manualOnly? }
 // (prompt: after the ghost text, type one more character of `typeMore` at a time and run
 // "CodeGen: Show Prompt" until the view holds `expect`; its text is reported as promptView,
 // and nothing is accepted.)
 // (earlyType: type without waiting for "ready" first; serverLog: the server's --log-file,
-// to accept one word first and count the model runs it logged before and after.)
-// Prints one JSON line: { statusTexts, ghostText, steps: [{ step, ms }], typedStatus }, or
+// to accept one word first and count the model runs it logged before and after;
+// hiddenFirst: before typing, ask for a suggestion at the end of the file (the command), wait for
+// the server to log its model run, and report the ghost text then shown, as hiddenGhost;
+// manualOnly: after typing, wait 3 s and report { ghost, runs } as typedOnly (with
+// codegen.autoTrigger false: no ghost text, no model run), then ask with the command.)
+// Prints one JSON line: { statusTexts, ghostText, steps: [{ step, ms }], typedStatus,
+// hiddenGhost }, or
 // exits 1 with
 // the error (and leaves screenshots in `screenshots`).
 "use strict";
@@ -78,6 +83,8 @@ async function main() {
   let typedStatus = "";
   let wordAccept = null;
   let promptView = "";
+  let hiddenGhost = null;
+  let typedOnly = null;
   let watching = true;
   let watcher = Promise.resolve();
   try {
@@ -112,8 +119,34 @@ async function main() {
     const editor = page.locator(".editor-instance .monaco-editor").first();
     await editor.locator(".view-lines").click();
     await page.keyboard.press("Control+End");
+    if (args.hiddenFirst) {
+      // Ask at the end of the file as it is; the model runs (the server logs it) and the
+      // gate decides: what ghost text is there a second after the run ended?
+      const runs = () => (fs.readFileSync(args.serverLog, "utf8").match(/ suggestions=/g) || []).length;
+      const before = runs();
+      await runCommand(page, quickInput, "Trigger Inline Suggestion");
+      const until = Date.now() + args.suggestionTimeoutMs;
+      while (runs() === before && Date.now() < until) {
+        await page.waitForTimeout(100);
+      }
+      await page.waitForTimeout(1500);
+      hiddenGhost = (await page.locator(".ghost-text-decoration, .ghost-text").allInnerTexts())
+        .join("\n")
+        .replace(/\u00a0/g, " ");
+      hiddenGhost = runs() === before ? null : hiddenGhost; // null: the model never ran
+      step("asked at the end of the file");
+      await page.screenshot({ path: path.join(args.screenshots, "hidden.png") });
+    }
     await page.keyboard.type(args.typeAtEnd, { delay: 40 });
     step("typed");
+    if (args.manualOnly) {
+      await page.waitForTimeout(3000);
+      const ghost = (await page.locator(".ghost-text-decoration, .ghost-text").allInnerTexts()).join("\n");
+      const runs = (fs.readFileSync(args.serverLog, "utf8").match(/ suggestions=/g) || []).length;
+      typedOnly = { ghost, runs };
+      await runCommand(page, quickInput, "Trigger Inline Suggestion");
+      step("asked");
+    }
     // the item is re-rendered as its text changes: read it again while it is between texts
     for (let tries = 0; tries < 20 && !typedStatus; tries++) {
       typedStatus = await statusText(page).catch(() => "");
@@ -146,7 +179,7 @@ async function main() {
       return;
     }
 
-    if (args.serverLog) {
+    if (args.serverLog && !args.hiddenFirst && !args.manualOnly) {
       // Accept one word (VS Code's Ctrl+Right): the rest must stay, with no model run.
       const runs = () => (fs.readFileSync(args.serverLog, "utf8").match(/ suggestions=/g) || []).length;
       const runsBefore = runs();
@@ -208,7 +241,7 @@ async function main() {
   } finally {
     watching = false;
     await watcher;
-    console.log(JSON.stringify({ statusTexts, ghostText, steps, typedStatus, wordAccept, promptView }));
+    console.log(JSON.stringify({ statusTexts, ghostText, steps, typedStatus, wordAccept, promptView, hiddenGhost, typedOnly }));
     await browser.close();
   }
 }

@@ -22,7 +22,7 @@ import torch
 
 from codegen_lsp.codegen.checkpoint import CheckpointError
 from codegen_lsp.codegen.config import CodeGenConfig
-from codegen_lsp.commands.bench import context, profile, remote, report, soak, speed
+from codegen_lsp.commands.bench import context, gate, profile, remote, report, soak, speed
 from codegen_lsp.commands.bench.backends import (
     CTranslate2Backend,
     OursBackend,
@@ -59,7 +59,7 @@ HELP = (
     "benchmark: keystroke replay, prefill/decode throughput, vs transformers and CTranslate2 "
     "(`codegen-lsp bench soak -h`: the long-typing soak; `bench remote -h`: against vLLM; "
     "`bench profile -h`: one decode step under torch.profiler; `bench context -h`: definitions "
-    "and recent edits in the prompt)"
+    "and recent edits in the prompt; `bench gate -h`: the suggestion gate on held-out code)"
 )
 REPO_TOKENIZER = Path(__file__).resolve().parents[3] / "tests" / "fixtures" / "codegen-tokenizer"
 
@@ -75,6 +75,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     profile.add_arguments(profile_parser)
     context_parser = suites.add_parser("context", help=context.HELP, description=context.HELP)
     context.add_arguments(context_parser)
+    gate_parser = suites.add_parser("gate", help=gate.HELP, description=gate.HELP)
+    gate.add_arguments(gate_parser)
     p.add_argument(
         "--models",
         default="default,350M",
@@ -274,6 +276,8 @@ def run(args: argparse.Namespace) -> int:
         return profile.run(args)
     if args.suite == "context":
         return context.run(args)
+    if args.suite == "gate":
+        return gate.run(args)
     if args.report:
         return reprint(Path(args.report))
     if args.quick:

@@ -4,7 +4,8 @@
  *
  * vscode-languageclient 11 wires LSP 3.18 `textDocument/inlineCompletion` itself
  * (InlineCompletionItemFeature: it forwards VS Code's CancellationToken as
- * `$/cancelRequest`); this module only gates it behind `codegen.enable`.
+ * `$/cancelRequest`); this module only gates it behind `codegen.enable` and, while typing,
+ * `codegen.autoTrigger`.
  */
 import * as vscode from "vscode";
 import {
@@ -16,7 +17,7 @@ import {
 import type { LanguageClientOptions, ServerOptions } from "vscode-languageclient/node";
 import { LanguageClient, TransportKind } from "vscode-languageclient/node";
 import { DefinitionsFeature } from "./definitions";
-import { SECTION, serverCommand, serverSettings, suggestionsEnabled } from "./settings";
+import { SECTION, mayAsk, serverCommand, serverSettings, suggestionsEnabled } from "./settings";
 import type { StatusBar, StatusParams } from "./status";
 
 export const CLIENT_ID = "codegen";
@@ -35,7 +36,7 @@ export function createClient(output: vscode.LogOutputChannel): LanguageClient {
     initializationOptions: () => ({ [SECTION]: serverSettings() }),
     middleware: {
       provideInlineCompletionItems: (document, position, context, token, next) =>
-        suggestionsEnabled() ? next(document, position, context, token) : null,
+        suggestionsEnabled() && mayAsk(document, context) ? next(document, position, context, token) : null,
       workspace: {
         // A server that pulls `codegen` gets the server settings only, not the client's.
         configuration: async (params, token, next) => {

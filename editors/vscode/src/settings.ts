@@ -52,12 +52,20 @@ export const SERVER_SETTING_KEYS = [
   "recentEdits",
   "fim",
   "header",
+  "filter",
+  "minLength",
   "languages",
 ] as const;
 // END GENERATED
 
 /** Keys of `codegen.*` settings that only the extension reads. */
-export const CLIENT_SETTING_KEYS = ["enable", "serverCommand", "pythonPath", "trace.server"] as const;
+export const CLIENT_SETTING_KEYS = [
+  "enable",
+  "autoTrigger",
+  "serverCommand",
+  "pythonPath",
+  "trace.server",
+] as const;
 
 export const SECTION = "codegen";
 
@@ -76,6 +84,17 @@ export function serverSettings(): ServerSettings {
 /** Whether ghost-text suggestions are on (`codegen.enable`). */
 export function suggestionsEnabled(): boolean {
   return vscode.workspace.getConfiguration(SECTION).get<boolean>("enable", true);
+}
+
+/**
+ * Whether a request may go to the server: always when the user asked for a suggestion;
+ * while typing only with `codegen.autoTrigger` (read for the document's language).
+ */
+export function mayAsk(document: vscode.TextDocument, context: vscode.InlineCompletionContext): boolean {
+  if (context.triggerKind === vscode.InlineCompletionTriggerKind.Invoke) {
+    return true;
+  }
+  return vscode.workspace.getConfiguration(SECTION, document).get<boolean>("autoTrigger", true);
 }
 
 /** True when a change touches a setting that only takes effect after a restart. */
