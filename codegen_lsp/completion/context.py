@@ -60,7 +60,8 @@ class Cursor:
             return ""
         parts = [self.before[-limit:]]  # each piece cut to the limit: no long line is copied
         size = len(parts[0])
-        i = self.line - 1
+        # ``lines`` may have shrunk since the snapshot (the gate reads it after the model ran)
+        i = min(self.line, len(self.lines)) - 1
         while size < limit and i >= 0:
             parts.append(self.lines[i][-(limit - size) :])
             size += len(parts[-1])

@@ -32,6 +32,7 @@ CLIENT_ONLY = {
     "codegen.serverCommand",
     "codegen.pythonPath",
     "codegen.trace.server",
+    "codegen.autoTrigger",
 }
 READY_TIMEOUT_S = 150
 SUGGESTION_TIMEOUT_S = 60
