@@ -23,7 +23,6 @@ from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from codegen_lsp.engine.api import Cancel, GenerateRequest, GenerateResult, GenerateStats
-from codegen_lsp.engine.kv_cache import plan_blocks
 from codegen_lsp.engine.prefix_cache import PrefixCache
 
 MIN_TAIL = 128  # a cold answer reads at least this many tokens
@@ -35,7 +34,6 @@ RATE_WEIGHT = 0.3  # weight of a new prefill-rate observation
 
 class _Engine(Protocol):
     token_bytes: list[bytes]
-    max_block: int
     cache: PrefixCache
 
     def _generate(self, req: GenerateRequest, cancel: Cancel) -> GenerateResult: ...
@@ -65,10 +63,10 @@ class ColdStart:
         if self.budget_ms <= 0 or not self.rate or req.key.endswith(COLD_SUFFIX):
             return req
         ids = req.prompt
-        plan = plan_blocks(len(ids), engine.max_block)
-        cached = max((s.reusable(ids, plan) for s in engine.cache.slots), default=0)
         fits = max(MIN_TAIL, int(self.rate * self.budget_ms / 1000))
-        if len(ids) - cached <= max(fits, self.min_cold):
+        short = max(fits, self.min_cold)
+        # the cache is only looked at for prompts long enough to be cold (not per keystroke)
+        if len(ids) <= short or len(ids) - engine.cache.reusable(ids) <= short:
             self.cuts.pop(req.key, None)
             return req
         cut = self.cuts.get(req.key, -1)

@@ -101,6 +101,12 @@ class PrefixCache:
         slot.resize(capacity)
 
     # --- lookup -----------------------------------------------------------------------------
+    def reusable(self, tokens: list[int]) -> int:
+        """The most leading positions of ``tokens`` any slot holds as their block plan
+        computes them."""
+        plan = plan_blocks(len(tokens), self.max_block)
+        return max((slot.reusable(tokens, plan) for slot in self._slots), default=0)
+
     def acquire(
         self, key: str, tokens: list[int], need: int, reuse: bool = True
     ) -> tuple[KVSlot, int]:

@@ -174,23 +174,25 @@ def session(tools: dict, vscode: dict) -> dict:
     accept, generate = vscode["workspace"] / "accept.py", vscode["workspace"] / "generate.py"
     accept.write_text(ACCEPT_SOURCE)
     generate.write_text(GENERATE_SOURCE)
+    generate_args = {"file": str(generate), "before": GENERATE_SOURCE, "line": 1,
+                     "command": "CodeGen: Generate Function Body at Cursor"}  # fmt: skip
     shots = vscode["root"] / "screenshots"
-    shots.mkdir()
-    args = {
-        "playwright": tools["playwright_core"],
-        "chromium": tools["chromium"],
-        "url": vscode["url"],
-        "file": str(accept),
-        "typeAtEnd": "return",
-        "generate": {"file": str(generate), "before": GENERATE_SOURCE, "line": 1,
-                     "command": "CodeGen: Generate Function Body at Cursor"},
-        "screenshots": str(shots),
-        "readyTimeoutMs": READY_TIMEOUT_S * 1000,
-        "suggestionTimeoutMs": SUGGESTION_TIMEOUT_S * 1000,
-    }  # fmt: skip
-    report = run_driver(tools, vscode, args)
+    report = drive(tools, vscode, accept, "return", shots, generate=generate_args)
     report["accept"], report["generate"] = accept.read_text(), generate.read_text()
     return report
+
+
+def drive(
+    tools: dict, vscode: dict, file: Path, typed: str, shots: Path, **options: object
+) -> dict:
+    """vscode_driver.js on ``file``, typing ``typed`` at its end, screenshots in ``shots``
+    (made here); ``options`` add to (or override) the driver's arguments. Its report."""
+    shots.mkdir()
+    args = {"playwright": tools["playwright_core"], "chromium": tools["chromium"],
+            "url": vscode["url"], "file": str(file), "typeAtEnd": typed,
+            "screenshots": str(shots), "readyTimeoutMs": READY_TIMEOUT_S * 1000,
+            "suggestionTimeoutMs": SUGGESTION_TIMEOUT_S * 1000, **options}  # fmt: skip
+    return run_driver(tools, vscode, args)
 
 
 def run_driver(tools: dict, vscode: dict, args: dict) -> dict:

@@ -9,10 +9,8 @@ from pathlib import Path
 
 import pytest
 from test_vscode import (
-    READY_TIMEOUT_S,
-    SUGGESTION_TIMEOUT_S,
     code_server_session,
-    run_driver,
+    drive,
     tools,  # noqa: F401
 )
 
@@ -42,20 +40,9 @@ def test_a_call_to_another_files_function_brings_its_signature(
         workspace = vscode["workspace"]
         (workspace / "lib.ts").write_text(LIB)
         (workspace / "app.ts").write_text(APP)
-        shots = tmp_path / "screenshots"
-        shots.mkdir()
-        args = {
-            "playwright": tools["playwright_core"],
-            "chromium": tools["chromium"],
-            "url": vscode["url"],
-            "file": str(workspace / "app.ts"),
-            "typeAtEnd": "addNumbers(",
-            "prompt": {"typeMore": "1, 2);", "expect": "addNumbers(first: number", "tries": 12},
-            "screenshots": str(shots),
-            "readyTimeoutMs": READY_TIMEOUT_S * 1000,
-            "suggestionTimeoutMs": SUGGESTION_TIMEOUT_S * 1000,
-        }
-        report = run_driver(tools, vscode, args)
+        prompt = {"typeMore": "1, 2);", "expect": "addNumbers(first: number", "tries": 12}
+        report = drive(tools, vscode, workspace / "app.ts", "addNumbers(",
+                       tmp_path / "screenshots", prompt=prompt)  # fmt: skip
     view = report.get("promptView", "")
     assert report["rc"] == 0 and report["ghostText"].strip(), report
     assert f"// {SIGNATURE}" in view, (view, report["stderr"][-2000:], report["extension_log"])

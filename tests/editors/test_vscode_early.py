@@ -13,7 +13,7 @@ from test_vscode import (
     READY_TIMEOUT_S,
     code_server_session,
     describe,
-    run_driver,
+    drive,
     tools,  # noqa: F401
 )
 
@@ -36,13 +36,8 @@ def type_in_a_fresh_code_server(
     with code_server_session(tools, env, command, python, settings, tmp_path) as vscode:
         file = vscode["workspace"] / name
         file.write_text(ACCEPT_SOURCE)
-        shots = tmp_path / "screenshots"
-        shots.mkdir()
-        args = {"playwright": tools["playwright_core"], "chromium": tools["chromium"],
-                "url": vscode["url"], "file": str(file), "typeAtEnd": "return",
-                "screenshots": str(shots), "readyTimeoutMs": READY_TIMEOUT_S * 1000,
-                "suggestionTimeoutMs": READY_TIMEOUT_S * 1000, **driver}  # fmt: skip
-        report = run_driver(tools, vscode, args)
+        report = drive(tools, vscode, file, "return", tmp_path / "screenshots",
+                       suggestionTimeoutMs=READY_TIMEOUT_S * 1000, **driver)  # fmt: skip
     assert report["rc"] == 0, describe(report)
     return report, file.read_text()
 

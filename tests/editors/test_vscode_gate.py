@@ -15,7 +15,7 @@ from test_vscode import (
     READY_TIMEOUT_S,
     code_server_session,
     describe,
-    run_driver,
+    drive,
     tools,  # noqa: F401
 )
 
@@ -39,14 +39,9 @@ def test_filter_auto_hides_what_the_gate_rejects(
     ) as vscode:
         file = vscode["workspace"] / "gate.py"
         file.write_text(GATE_SOURCE)
-        shots = tmp_path / "screenshots"
-        shots.mkdir()
-        args = {"playwright": tools["playwright_core"], "chromium": tools["chromium"],
-                "url": vscode["url"], "file": str(file), "typeAtEnd": GATE_TYPED,
-                "screenshots": str(shots), "readyTimeoutMs": READY_TIMEOUT_S * 1000,
-                "suggestionTimeoutMs": READY_TIMEOUT_S * 1000, "serverLog": str(log),
-                "hiddenFirst": True}  # fmt: skip
-        report = run_driver(tools, vscode, args)
+        report = drive(tools, vscode, file, GATE_TYPED, tmp_path / "screenshots",
+                       suggestionTimeoutMs=READY_TIMEOUT_S * 1000, serverLog=str(log),
+                       hiddenFirst=True)  # fmt: skip
     assert report["rc"] == 0, describe(report)
     assert report["hiddenGhost"] == "", describe(report)  # the model ran; nothing shown
     shown = " ".join(report["ghostText"].split())  # the decoration comes in pieces
@@ -71,14 +66,9 @@ def test_auto_trigger_off_asks_only_when_told(
     ) as vscode:
         file = vscode["workspace"] / "manual.py"
         file.write_text(ACCEPT_SOURCE)
-        shots = tmp_path / "screenshots"
-        shots.mkdir()
-        args = {"playwright": tools["playwright_core"], "chromium": tools["chromium"],
-                "url": vscode["url"], "file": str(file), "typeAtEnd": "return",
-                "screenshots": str(shots), "readyTimeoutMs": READY_TIMEOUT_S * 1000,
-                "suggestionTimeoutMs": READY_TIMEOUT_S * 1000, "serverLog": str(log),
-                "manualOnly": True}  # fmt: skip
-        report = run_driver(tools, vscode, args)
+        report = drive(tools, vscode, file, "return", tmp_path / "screenshots",
+                       suggestionTimeoutMs=READY_TIMEOUT_S * 1000, serverLog=str(log),
+                       manualOnly=True)  # fmt: skip
     assert report["rc"] == 0, describe(report)
     assert report["typedOnly"] == {"ghost": "", "runs": 0}, describe(report)
     assert report["ghostText"].strip(), describe(report)

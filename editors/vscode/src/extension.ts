@@ -77,6 +77,25 @@ class Session implements vscode.Disposable {
 
 let session: Session | undefined;
 
+/** Run a command on the active editor with the running client; say why when there is none,
+ * and say what failed (``what``) when it throws. */
+async function withEditor(
+  what: string,
+  run: (client: LanguageClient, editor: vscode.TextEditor) => Promise<unknown>,
+): Promise<void> {
+  const editor = vscode.window.activeTextEditor;
+  const client = session?.running;
+  if (!editor || !client) {
+    void vscode.window.showWarningMessage("CodeGen: no editor, or the server is not running.");
+    return;
+  }
+  try {
+    await run(client, editor);
+  } catch (error) {
+    void vscode.window.showErrorMessage(`CodeGen: ${what} failed: ${describe(error)}`);
+  }
+}
+
 export async function activate(context: vscode.ExtensionContext): Promise<void> {
   const output = vscode.window.createOutputChannel("CodeGen", { log: true });
   const status = new StatusBar(COMMANDS.showLog);
@@ -106,32 +125,14 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
           `partly accepted ${String(st.partlyAccepted)}, from type-ahead ${String(st.typeAhead)}`,
       );
     }),
-    vscode.commands.registerCommand(COMMANDS.showPrompt, async () => {
-      const editor = vscode.window.activeTextEditor;
-      const client = session?.running;
-      if (!editor || !client) {
-        void vscode.window.showWarningMessage("CodeGen: no editor, or the server is not running.");
-        return;
-      }
-      try {
-        await prompts.show(client, editor.document);
-      } catch (error) {
-        void vscode.window.showErrorMessage(`CodeGen: showing the prompt failed: ${describe(error)}`);
-      }
-    }),
-    vscode.commands.registerCommand(COMMANDS.generateFunction, async () => {
-      const editor = vscode.window.activeTextEditor;
-      const client = session?.running;
-      if (!editor || !client) {
-        void vscode.window.showWarningMessage("CodeGen: no editor, or the server is not running.");
-        return;
-      }
-      try {
-        await generateFunction(client, editor.document, editor.selection.active);
-      } catch (error) {
-        void vscode.window.showErrorMessage(`CodeGen: generating the function failed: ${describe(error)}`);
-      }
-    }),
+    vscode.commands.registerCommand(COMMANDS.showPrompt, () =>
+      withEditor("showing the prompt", (client, editor) => prompts.show(client, editor.document)),
+    ),
+    vscode.commands.registerCommand(COMMANDS.generateFunction, () =>
+      withEditor("generating the function", (client, editor) =>
+        generateFunction(client, editor.document, editor.selection.active),
+      ),
+    ),
     vscode.workspace.onDidChangeConfiguration(async (event) => {
       if (!event.affectsConfiguration(SECTION)) {
         return;
