@@ -20,6 +20,7 @@ from torch import nn
 
 from codegen_lsp.engine import kernels
 from codegen_lsp.engine.quantize import Int4Linear, Int8Linear
+from tests import kernel_oracles
 
 U = 2.0**-24  # float32 unit roundoff
 U_BF16 = 2.0**-8
@@ -71,7 +72,7 @@ def test_gemv_q8_every_isa_at_awkward_sizes(dtype: torch.dtype) -> None:
             w = torch.randint(-127, 128, (n, k), dtype=torch.int8, generator=gen)
             s = torch.rand(n, generator=gen) / 64
             b = torch.randn(n, generator=gen) if n % 2 else None
-            ref = kernels.gemv_q8_reference(x, w, s, b)
+            ref = kernel_oracles.gemv_q8_reference(x, w, s, b)
             magnitude = (x.double().abs() @ w.double().abs().T) * s.double()
             if b is not None:
                 magnitude = magnitude + b.double().abs()
@@ -89,7 +90,7 @@ def test_gemv_q4_every_isa_at_awkward_sizes(dtype: torch.dtype) -> None:
             packed = kernels.pack_q4(torch.randint(0, 16, (n, k), generator=gen))
             sz = torch.randn(n, k // 32, 2, generator=gen).div(8).to(torch.bfloat16)
             b = torch.randn(n, generator=gen) if n % 2 else None
-            ref = kernels.gemv_q4_reference(x, packed, sz, b)
+            ref = kernel_oracles.gemv_q4_reference(x, packed, sz, b)
             q = kernels.unpack_q4(packed).double() - 8
             scale, zero = sz.double().unbind(-1)
             w_abs = q.view(n, -1, 32).abs() * scale.abs()[..., None] + zero.abs()[..., None]
@@ -184,7 +185,9 @@ def test_forced_instruction_sets_are_used_and_reported() -> None:
     code = "from codegen_lsp.engine import kernels; print(kernels.describe())"
     done = run_python(code, CODEGEN_CPU_ISA=kernels.cpu_isas()[-1])
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == f"native {kernels.cpu_isas()[-1]}: gemv_q8, gemv_q4, attend"
+    threads = f"{torch.get_num_threads()} thread" + ("s" if torch.get_num_threads() > 1 else "")
+    expected = f"native {kernels.cpu_isas()[-1]} on {threads}: gemv_q8, gemv_q4, attend"
+    assert done.stdout.strip() == expected
     done = run_python(code, CODEGEN_CPU_ISA="avx9000")
     assert done.returncode != 0
     assert "CODEGEN_CPU_ISA=avx9000 is not one of generic, avx2, avx512" in done.stderr

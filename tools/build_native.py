@@ -22,10 +22,19 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parents[1] / "codegen_lsp" / "native"  # the C sources
 LIBRARY = "libcodegen_native.dylib" if sys.platform == "darwin" else "libcodegen_native.so"
-COMMON_FLAGS = ["-O3", "-fPIC", "-std=gnu11", "-ffp-contract=off", "-fno-fast-math", "-Wall"]
+COMMON_FLAGS = [
+    "-O3",
+    "-fPIC",
+    "-pthread",
+    "-std=gnu11",
+    "-ffp-contract=off",
+    "-fno-fast-math",
+    "-Wall",
+]
 AVX512_FLAGS = ["-mavx2", "-mfma", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq"]
 ISA_FLAGS: dict[str, list[str]] = {
     "dispatch.c": [],
+    "team.c": [],
     "ref.c": [],
     "generic.c": [],
     "avx2.c": ["-mavx2", "-mfma"],
@@ -97,7 +106,7 @@ def build(target: Path) -> Path:
             )
             objects.append(str(obj))
         linked = Path(tmp) / LIBRARY
-        _run([cc, "-shared", "-o", str(linked), *objects, "-lm"])
+        _run([cc, "-shared", "-pthread", "-o", str(linked), *objects, "-lm"])
         partial = target.with_name(f".{target.name}.{os.getpid()}.tmp")
         shutil.copyfile(linked, partial)
         os.replace(partial, target)

@@ -33,7 +33,7 @@ from codegen_lsp.codegen.modeling import LayerKV
 
 log = logging.getLogger(__name__)
 
-ABI_VERSION = 3  # codegen_native.h's CG_ABI_VERSION
+ABI_VERSION = 4  # codegen_native.h's CG_ABI_VERSION
 NATIVE_DIR = Path(__file__).resolve().parents[1] / "native"  # the C sources and the library
 LIBRARY = "libcodegen_native.dylib" if sys.platform == "darwin" else "libcodegen_native.so"
 Q4_GROUP = 32
@@ -126,12 +126,14 @@ class KernelTable:
     entries: dict[str, KernelEntry]
 
     def describe(self) -> str:
-        """One line: e.g. ``native avx512: gemv_q8, gemv_q4; attend torch``."""
+        """One line: e.g. ``native avx512 on 2 threads: gemv_q8, gemv_q4; attend torch``."""
         native = [e.name for e in self.entries.values() if e.impl == "native"]
         torch_only = [e.name for e in self.entries.values() if e.impl != "native"]
-        if not native:
+        if not native or self.lib is None:
             return f"torch kernels ({self.reason})"
-        line = f"native {self.isa}: {', '.join(native)}"
+        threads = int(self.lib.cg_threads())
+        line = f"native {self.isa} on {threads} thread{'s' if threads > 1 else ''}: "
+        line += ", ".join(native)
         return f"{line}; {', '.join(torch_only)} torch" if torch_only else line
 
 
@@ -149,13 +151,49 @@ def _bind(lib: ctypes.CDLL) -> None:
     lib.cg_attend.restype = i32
     lib.cg_attend_isa.argtypes = [i32, *attend]
     lib.cg_attend_isa.restype = i32
-    for name in ("cg_abi_version", "cg_isa"):
+    lib.cg_set_threads.argtypes = [i32]
+    lib.cg_team_stats.argtypes = [ptr]
+    for name in ("cg_abi_version", "cg_isa", "cg_set_threads", "cg_threads"):
         getattr(lib, name).restype = i32
     lib.cg_cpu_supports.argtypes = [i32]
     lib.cg_cpu_supports.restype = i32
     lib.cg_isa_name.argtypes = [i32]
     lib.cg_isa_name.restype = ctypes.c_char_p
     lib.cg_init_error.restype = ctypes.c_char_p
+
+
+def set_threads(threads: int, env: Mapping[str, str] = os.environ) -> int:
+    """Share each native call's parts among ``threads`` threads, the caller included (at
+    most 8; ``CODEGEN_NATIVE_THREADS`` overrides it); the count set (1 without the library).
+    The parts' outputs do not depend on the count (codegen_lsp/native/team.c)."""
+    lib = table().lib
+    return 1 if lib is None else _apply_threads(lib, threads, env)
+
+
+def _apply_threads(lib: ctypes.CDLL, threads: int, env: Mapping[str, str]) -> int:
+    forced = env.get("CODEGEN_NATIVE_THREADS", "").strip()
+    if forced:
+        try:
+            threads = int(forced)
+        except ValueError:
+            _note_once(f"CODEGEN_NATIVE_THREADS={forced!r} is not a number; ignored")
+    return int(lib.cg_set_threads(max(1, threads)))
+
+
+def threads() -> int:
+    """The threads each native call is shared among (1 without the library)."""
+    lib = table().lib
+    return 1 if lib is None else int(lib.cg_threads())
+
+
+def team_stats() -> dict[str, int]:
+    """Native calls shared with helper threads so far, calls the caller ran alone (the cheaper
+    way on a busy machine), and stalls (waits for a helper descheduled mid-part)."""
+    out = (ctypes.c_int64 * 3)()
+    lib = table().lib
+    if lib is not None:
+        lib.cg_team_stats(out)
+    return {"sharedCalls": int(out[0]), "aloneCalls": int(out[1]), "stalls": int(out[2])}
 
 
 def _find_library(env: Mapping[str, str]) -> tuple[Path | None, str]:
@@ -191,6 +229,7 @@ def load_table(env: Mapping[str, str]) -> KernelTable:
     if error:
         raise NativeKernelError(error)
     isa = lib.cg_isa_name(lib.cg_isa()).decode()
+    _apply_threads(lib, torch.get_num_threads(), env)  # the engine's loader may set it again
     entries = {name: KernelEntry(name, "native", isa, "") for name in KERNELS}
     return KernelTable(lib, isa, "", entries)
 
@@ -314,22 +353,6 @@ def gemv_q8_aten(x: Tensor, qweight: Tensor, scales: Tensor, bias: Tensor | None
     return y + bias if bias is not None else y
 
 
-def gemv_q8_reference(x: Tensor, qweight: Tensor, scale: Tensor, bias: Tensor | None) -> Tensor:
-    """The float64 oracle of :func:`gemv_q8`."""
-    y = (x.double() @ qweight.double().T) * scale.double()
-    return y + bias.double() if bias is not None else y
-
-
-def gemv_q4_reference(x: Tensor, packed: Tensor, sz: Tensor, bias: Tensor | None) -> Tensor:
-    """The float64 oracle of :func:`gemv_q4`."""
-    q = unpack_q4(packed).double()
-    n, k = q.shape
-    scale, zero = sz.double().unbind(-1)
-    w = ((q.view(n, -1, Q4_GROUP) - 8) * scale[..., None] + zero[..., None]).view(n, k)
-    y = x.double() @ w.T
-    return y + bias.double() if bias is not None else y
-
-
 def attend(q: Tensor, positions: Tensor, cache: LayerKV) -> Tensor:
     """Native attention of queries ``q`` ``[B, T, H, D]`` at ``positions`` ``[T]`` over a
     layer's KV cache (keys and values ``[B, H, S, D]``, with scales ``[B, H, S]`` when int8;
@@ -359,21 +382,6 @@ def decode_attention(q: Tensor, positions: Tensor, cache: LayerKV) -> Tensor | N
     if not ATTEND_CONTRACT.accepts(t, d, q.dtype, cache.k.dtype):
         return None
     return attend(q, positions, cache)
-
-
-def attend_reference(q: Tensor, positions: Tensor, cache: LayerKV) -> Tensor:
-    """The float64 oracle of :func:`attend` (``[B, T, H, D]``, float64)."""
-    k_buf, v_buf = cache.k.double(), cache.v.double()
-    if cache.k_scale is not None and cache.v_scale is not None:
-        k_buf = k_buf * cache.k_scale.double()[..., None]
-        v_buf = v_buf * cache.v_scale.double()[..., None]
-    out = []
-    for i, p in enumerate(positions.tolist()):
-        qi = q[:, i].double()  # [B, H, D]
-        k, v = k_buf[:, :, : p + 1], v_buf[:, :, : p + 1]
-        w = torch.softmax(torch.einsum("bhd,bhtd->bht", qi, k) * q.shape[-1] ** -0.5, -1)
-        out.append(torch.einsum("bht,bhtd->bhd", w, v))
-    return torch.stack(out, dim=1)
 
 
 def native_isa_call(kernel: str, isa: int, *args: int | None) -> int:

@@ -100,46 +100,72 @@ static inline __attribute__((always_inline)) void attend_head(
     }
 }
 
+/* one call's parts: a part is one (batch row, head); each thread has its own scratch */
+typedef struct {
+    const void *q, *k, *v;
+    const float *k_scale, *v_scale;
+    int64_t nq, heads, dim, max_len, longest, dpad, spad, row_bytes;
+    const int64_t *lengths;
+    float scale;
+    void *y;
+    int dtype, kv_dtype, failed;
+    float *scratch[CG_MAX_THREADS];
+} cg_attend_job;
+
+static void attend_part(void *ctx, int64_t part, int worker) {
+    cg_attend_job *j = (cg_attend_job *)ctx;
+    int64_t nq = j->nq, dim = j->dim, dpad = j->dpad, spad = j->spad, heads = j->heads;
+    int64_t b = part / heads, h = part % heads;
+    if (!j->scratch[worker]) {
+        size_t floats = (size_t)(nq * (spad + 2 * dpad) + 16);
+        j->scratch[worker] = (float *)aligned_alloc(64, (floats * sizeof(float) + 63) / 64 * 64);
+        if (!j->scratch[worker]) {
+            __atomic_store_n(&j->failed, 1, __ATOMIC_RELAXED);
+            return;
+        }
+    }
+    float *s = j->scratch[worker], *qf = s + nq * spad, *acc = qf + nq * dpad;
+    for (int64_t i = 0; i < nq; i++) {
+        int64_t qi = ((b * nq + i) * heads + h) * dim;
+        for (int64_t d = 0; d < dpad; d++)
+            qf[i * dpad + d] = d >= dim                ? 0.0f
+                               : j->dtype == CG_BF16 ? cg_bf16_to_f32(((const uint16_t *)j->q)[qi + d])
+                                                     : ((const float *)j->q)[qi + d];
+    }
+    int64_t base = ((b * heads + h) * j->max_len) * j->row_bytes;
+    const char *kh = (const char *)j->k + base, *vh = (const char *)j->v + base;
+    int64_t sb = (b * heads + h) * j->max_len; /* this head's scales (int8 caches) */
+    if (j->kv_dtype == CG_BF16)
+        attend_head(nq, j->lengths, j->longest, qf, dim, dpad, spad, kh, vh, NULL, NULL,
+                    j->row_bytes, j->scale, s, acc, CG_BF16);
+    else if (j->kv_dtype == CG_I8)
+        attend_head(nq, j->lengths, j->longest, qf, dim, dpad, spad, kh, vh, j->k_scale + sb,
+                    j->v_scale + sb, j->row_bytes, j->scale, s, acc, CG_I8);
+    else
+        attend_head(nq, j->lengths, j->longest, qf, dim, dpad, spad, kh, vh, NULL, NULL,
+                    j->row_bytes, j->scale, s, acc, CG_F32);
+    for (int64_t i = 0; i < nq; i++) {
+        int64_t qi = ((b * nq + i) * heads + h) * dim;
+        for (int64_t d = 0; d < dim; d++) cg_store(j->y, qi + d, acc[i * dpad + d], j->dtype);
+    }
+}
+
 int CG_ATTEND_NAME(CG_ATTEND_ARGS) {
     int rc = cg_attend_check(q, batch, nq, heads, dim, k, v, k_scale, v_scale, max_len, lengths, y,
                              dtype, kv_dtype);
     if (rc || batch == 0 || nq == 0 || heads == 0) return rc;
     int64_t longest = 0;
     for (int64_t i = 0; i < nq; i++) longest = lengths[i] > longest ? lengths[i] : longest;
-    int64_t dpad = (dim + CG_VW - 1) / CG_VW * CG_VW;
-    int64_t spad = (longest + CG_VW - 1) / CG_VW * CG_VW;
-    size_t floats = (size_t)(nq * (spad + 2 * dpad) + 16);
-    float *s = (float *)aligned_alloc(64, (floats * sizeof(float) + 63) / 64 * 64);
-    if (!s) return CG_ENOMEM;
-    float *qf = s + nq * spad, *acc = qf + nq * dpad;
-    int64_t elem = kv_dtype == CG_BF16 ? 2 : kv_dtype == CG_I8 ? 1 : 4, row_bytes = dim * elem;
-    for (int64_t b = 0; b < batch; b++)
-        for (int64_t h = 0; h < heads; h++) {
-            for (int64_t i = 0; i < nq; i++) {
-                int64_t qi = ((b * nq + i) * heads + h) * dim;
-                for (int64_t d = 0; d < dpad; d++)
-                    qf[i * dpad + d] = d >= dim ? 0.0f
-                                       : dtype == CG_BF16
-                                           ? cg_bf16_to_f32(((const uint16_t *)q)[qi + d])
-                                           : ((const float *)q)[qi + d];
-            }
-            int64_t base = ((b * heads + h) * max_len) * row_bytes;
-            const char *kh = (const char *)k + base, *vh = (const char *)v + base;
-            int64_t sb = (b * heads + h) * max_len; /* this head's scales (int8 caches) */
-            if (kv_dtype == CG_BF16)
-                attend_head(nq, lengths, longest, qf, dim, dpad, spad, kh, vh, NULL, NULL,
-                            row_bytes, scale, s, acc, CG_BF16);
-            else if (kv_dtype == CG_I8)
-                attend_head(nq, lengths, longest, qf, dim, dpad, spad, kh, vh, k_scale + sb,
-                            v_scale + sb, row_bytes, scale, s, acc, CG_I8);
-            else
-                attend_head(nq, lengths, longest, qf, dim, dpad, spad, kh, vh, NULL, NULL,
-                            row_bytes, scale, s, acc, CG_F32);
-            for (int64_t i = 0; i < nq; i++) {
-                int64_t qi = ((b * nq + i) * heads + h) * dim;
-                for (int64_t d = 0; d < dim; d++) cg_store(y, qi + d, acc[i * dpad + d], dtype);
-            }
-        }
-    free(s);
-    return CG_OK;
+    int64_t elem = kv_dtype == CG_BF16 ? 2 : kv_dtype == CG_I8 ? 1 : 4;
+    cg_attend_job job = {q, k, v, k_scale, v_scale, nq, heads, dim, max_len, longest,
+                         (dim + CG_VW - 1) / CG_VW * CG_VW, (longest + CG_VW - 1) / CG_VW * CG_VW,
+                         dim * elem, lengths, scale, y, dtype, kv_dtype, 0, {0}};
+    /* a head's keys and values under CG_PART_BYTES are not worth a second thread */
+    int64_t head_bytes = 2 * longest * dim * elem;
+    if (head_bytes * batch * heads >= 4 * CG_PART_BYTES)
+        cg_team_run(attend_part, &job, batch * heads, head_bytes);
+    else
+        for (int64_t part = 0; part < batch * heads; part++) attend_part(&job, part, 0);
+    for (int i = 0; i < CG_MAX_THREADS; i++) free(job.scratch[i]);
+    return job.failed ? CG_ENOMEM : CG_OK;
 }

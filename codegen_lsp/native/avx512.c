@@ -86,33 +86,35 @@ static const q8_fn q8_fns[MAXR + 1][MAXB + 1] = {
     [1] = {0, q8_1_1, q8_1_2, q8_1_3, q8_1_4, q8_1_5, q8_1_6, q8_1_7, q8_1_8},
 };
 
-int cg_gemv_q8_avx512(const void *x, int64_t m, int64_t k, const int8_t *w,
-                      const float *scale, const float *bias, int64_t n, void *y, int dtype) {
-    int rc = cg_check(x, m, k, w, scale, n, y, dtype, 1);
-    if (rc || m == 0 || n == 0) return rc;
-    float *xf = cg_padded_x(x, m, k, dtype);
-    if (!xf) return CG_ENOMEM;
-    int64_t kp = cg_padded(k);
+static void q8_rows(const cg_gemv *g, int64_t j0, int64_t j1) {
+    const int8_t *w = (const int8_t *)g->w;
+    const float *scale = (const float *)g->s;
+    int64_t m = g->m, k = g->k, kp = g->kp, n = g->n;
     const int R = m <= 6 ? 4 : 3;
     cg_out out;
-    for (int64_t j = 0; j < n;) {
-        int r = n - j >= R ? R : 1;
+    for (int64_t j = j0; j < j1;) {
+        int r = j1 - j >= R ? R : 1;
         int64_t next = j + (int64_t)R * CG_PREFETCH_AHEAD;
         const int8_t *ahead = r == R && next + R <= n ? w + next * k : NULL;
         for (int64_t i = 0; i < m; i += MAXB) {
             int b = m - i < MAXB ? (int)(m - i) : MAXB;
-            q8_fns[r][b](xf + i * kp, kp, k, w + j * k, i == 0 ? ahead : NULL, out);
+            q8_fns[r][b](g->xf + i * kp, kp, k, w + j * k, i == 0 ? ahead : NULL, out);
             for (int bb = 0; bb < b; bb++)
                 for (int rr = 0; rr < r; rr++) {
                     float v = out[bb][rr] * scale[j + rr];
-                    if (bias) v += bias[j + rr];
-                    cg_store(y, (i + bb) * n + j + rr, v, dtype);
+                    if (g->bias) v += g->bias[j + rr];
+                    cg_store(g->y, (i + bb) * n + j + rr, v, g->dtype);
                 }
         }
         j += r;
     }
-    free(xf);
-    return CG_OK;
+}
+
+int cg_gemv_q8_avx512(const void *x, int64_t m, int64_t k, const int8_t *w,
+                      const float *scale, const float *bias, int64_t n, void *y, int dtype) {
+    int rc = cg_check(x, m, k, w, scale, n, y, dtype, 1);
+    if (rc || m == 0 || n == 0) return rc;
+    return cg_gemv_run(q8_rows, m <= 6 ? 4 : 3, k, x, m, k, w, scale, bias, n, y, dtype);
 }
 
 /* ---- int4 ---- */
@@ -185,33 +187,35 @@ static const q4_fn q4_fns[MAXR + 1][MAXB + 1] = {
     [1] = {0, q4_1_1, q4_1_2, q4_1_3, q4_1_4, q4_1_5, q4_1_6, q4_1_7, q4_1_8},
 };
 
-int cg_gemv_q4_avx512(const void *x, int64_t m, int64_t k, const uint8_t *w,
-                      const uint16_t *sz, const float *bias, int64_t n, void *y, int dtype) {
-    int rc = cg_check(x, m, k, w, sz, n, y, dtype, CG_Q4_GROUP);
-    if (rc || m == 0 || n == 0) return rc;
-    float *xf = cg_padded_x(x, m, k, dtype);
-    if (!xf) return CG_ENOMEM;
-    int64_t kp = cg_padded(k);
+static void q4_rows(const cg_gemv *g, int64_t j0, int64_t j1) {
+    const uint8_t *w = (const uint8_t *)g->w;
+    const uint16_t *sz = (const uint16_t *)g->s;
+    int64_t m = g->m, k = g->k, kp = g->kp, n = g->n;
     const int R = m <= 5 ? 4 : 2;
     cg_out out;
-    for (int64_t j = 0; j < n;) {
-        int r = n - j >= R ? R : 1;
+    for (int64_t j = j0; j < j1;) {
+        int r = j1 - j >= R ? R : 1;
         int64_t next = j + (int64_t)R * CG_PREFETCH_AHEAD;
         int64_t ahead = r == R && next + R <= n ? next : -1;
         for (int64_t i = 0; i < m; i += MAXB) {
             int b = m - i < MAXB ? (int)(m - i) : MAXB;
-            q4_fns[r][b](xf + i * kp, kp, k, w, sz, j, i == 0 ? ahead : -1, out);
+            q4_fns[r][b](g->xf + i * kp, kp, k, w, sz, j, i == 0 ? ahead : -1, out);
             for (int bb = 0; bb < b; bb++)
                 for (int rr = 0; rr < r; rr++) {
                     float v = out[bb][rr];
-                    if (bias) v += bias[j + rr];
-                    cg_store(y, (i + bb) * n + j + rr, v, dtype);
+                    if (g->bias) v += g->bias[j + rr];
+                    cg_store(g->y, (i + bb) * n + j + rr, v, g->dtype);
                 }
         }
         j += r;
     }
-    free(xf);
-    return CG_OK;
+}
+
+int cg_gemv_q4_avx512(const void *x, int64_t m, int64_t k, const uint8_t *w,
+                      const uint16_t *sz, const float *bias, int64_t n, void *y, int dtype) {
+    int rc = cg_check(x, m, k, w, sz, n, y, dtype, CG_Q4_GROUP);
+    if (rc || m == 0 || n == 0) return rc;
+    return cg_gemv_run(q4_rows, m <= 5 ? 4 : 2, k / 2, x, m, k, w, sz, bias, n, y, dtype);
 }
 
 /* ---- attention (attend_impl.h), 16 lanes ---- */

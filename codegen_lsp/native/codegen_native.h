@@ -1,9 +1,10 @@
 /* codegen_native.h: the C ABI of the engine's CPU kernels and their packed layouts.
  *
  * No torch headers: the Python side (codegen_lsp/engine/kernels.py) calls these through
- * ctypes on tensors' data pointers. Every kernel is single-threaded and computes each output
- * alone, in a fixed order that does not depend on the number of rows in the call, so a call
- * of m rows gives, bit for bit, what m one-row calls give.
+ * ctypes on tensors' data pointers. Every kernel computes each output alone, in a fixed order
+ * that depends neither on the number of rows in the call nor on the threads (team.c) that
+ * share the call's parts, so a call of m rows gives, bit for bit, what m one-row calls give,
+ * on any number of threads.
  *
  * Activations and outputs (`dtype`): CG_F32 (float) or CG_BF16 (uint16 bfloat16, rounded to
  * nearest even on output). Activations are converted to float32 first (exact for bf16).
@@ -53,7 +54,9 @@ extern "C" {
 
 #define CG_Q4_GROUP 32
 #define CG_ATTEND_MAX_DIM 256
-#define CG_ABI_VERSION 3
+#define CG_ABI_VERSION 4
+#define CG_MAX_THREADS 8
+#define CG_MAX_PARTS 65535 /* parts of one call (team.c) */
 
 typedef int (*cg_gemv_q8_fn)(const void *x, int64_t m, int64_t k, const int8_t *w,
                              const float *scale, const float *bias, int64_t n, void *y,
@@ -70,6 +73,17 @@ typedef int (*cg_attend_fn)(const void *q, int64_t batch, int64_t nq, int64_t he
     const void *q, int64_t batch, int64_t nq, int64_t heads, int64_t dim, const void *k,         \
         const void *v, const float *k_scale, const float *v_scale, int64_t max_len,              \
         const int64_t *lengths, float scale, void *y, int dtype, int kv_dtype
+
+/* team.c: the kernels' threads (see there). A call's work is `parts` calls of `fn(ctx, part,
+ * worker)` (worker 0 is the caller), each writing outputs no other part writes and reading about
+ * `part_bytes` bytes (the unit the team's timing is kept in). */
+typedef void (*cg_part_fn)(void *ctx, int64_t part, int worker);
+void cg_team_run(cg_part_fn fn, void *ctx, int64_t parts, int64_t part_bytes);
+int cg_set_threads(int threads);   /* 1 .. CG_MAX_THREADS, the caller included; the count set */
+int cg_threads(void);
+/* out[0]: calls shared with helpers; out[1]: calls run alone; out[2]: stalls (waits for a
+ * helper descheduled mid-part) */
+void cg_team_stats(int64_t *out);
 
 /* dispatch.c: the exported entry points */
 int cg_abi_version(void);

@@ -63,6 +63,48 @@ static inline float *cg_padded_x(const void *x, int64_t m, int64_t k, int dtype)
     return out;
 }
 
+/* One GEMV call, cut into parts of whole weight rows that the team's threads share (team.c).
+ * `rows_fn` computes outputs j0 .. j1 - 1 of every activation row from the padded copy `xf`. */
+typedef struct cg_gemv cg_gemv;
+typedef void (*cg_rows_fn)(const cg_gemv *g, int64_t j0, int64_t j1);
+struct cg_gemv {
+    const float *xf;
+    int64_t m, k, kp, n;
+    const void *w, *s; /* weights and their scales (int4: scale, zero pairs) */
+    const float *bias;
+    void *y;
+    int dtype;
+    int64_t rows; /* weight rows per part */
+    cg_rows_fn rows_fn;
+};
+
+#define CG_PART_BYTES 32768 /* weight bytes per part: a few microseconds of streaming */
+
+static void cg_gemv_part(void *ctx, int64_t part, int worker) {
+    const cg_gemv *g = (const cg_gemv *)ctx;
+    (void)worker;
+    int64_t j0 = part * g->rows, j1 = j0 + g->rows < g->n ? j0 + g->rows : g->n;
+    g->rows_fn(g, j0, j1);
+}
+
+/* pad the activations, cut the rows into parts (a multiple of `block` rows each; matrices
+ * under four parts stay whole) and run them; `row_bytes`: bytes of one weight row */
+static inline int cg_gemv_run(cg_rows_fn rows_fn, int64_t block, int64_t row_bytes,
+                              const void *x, int64_t m, int64_t k, const void *w, const void *s,
+                              const float *bias, int64_t n, void *y, int dtype) {
+    float *xf = cg_padded_x(x, m, k, dtype);
+    if (!xf) return CG_ENOMEM;
+    int64_t rows = (CG_PART_BYTES + row_bytes - 1) / row_bytes;
+    rows = (rows + block - 1) / block * block;
+    if ((n + CG_MAX_PARTS - 1) / CG_MAX_PARTS > rows)
+        rows = ((n + CG_MAX_PARTS - 1) / CG_MAX_PARTS + block - 1) / block * block;
+    if (n < 4 * rows) rows = n;
+    cg_gemv g = {xf, m, k, cg_padded(k), n, w, s, bias, y, dtype, rows, rows_fn};
+    cg_team_run(cg_gemv_part, &g, (n + rows - 1) / rows, rows * row_bytes);
+    free(xf);
+    return CG_OK;
+}
+
 /* the attention kernels' argument check (see codegen_native.h) */
 static inline int cg_attend_check(const void *q, int64_t batch, int64_t nq, int64_t heads,
                                   int64_t dim, const void *k, const void *v, const float *k_scale,

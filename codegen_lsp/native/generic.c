@@ -12,79 +12,73 @@ static inline float reduce8(const float *a) {
     return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
 }
 
-int cg_gemv_q8_generic(const void *x, int64_t m, int64_t k, const int8_t *w,
-                       const float *scale, const float *bias, int64_t n, void *y, int dtype) {
-    int rc = cg_check(x, m, k, w, scale, n, y, dtype, 1);
-    if (rc || m == 0 || n == 0) return rc;
-    float *xf = cg_padded_x(x, m, k, dtype);
-    float *wf = (float *)malloc((size_t)k * sizeof(float)); /* row j as float32, once */
-    if (!xf || !wf) {
-        free(xf);
-        free(wf);
-        return CG_ENOMEM;
-    }
-    int64_t kp = cg_padded(k), body = k / LANES * LANES;
-    for (int64_t j = 0; j < n; j++) {
+static void q8_rows(const cg_gemv *g, int64_t j0, int64_t j1) {
+    const int8_t *w = (const int8_t *)g->w;
+    const float *scale = (const float *)g->s;
+    int64_t m = g->m, k = g->k, kp = g->kp, n = g->n, body = k / LANES * LANES;
+    for (int64_t j = j0; j < j1; j++) {
         const int8_t *row = w + j * k;
         if (j + 4 * CG_PREFETCH_AHEAD < n)
             for (int64_t t = 0; t < k; t += 64)
                 __builtin_prefetch(row + 4 * CG_PREFETCH_AHEAD * k + t, 0, 0);
-        for (int64_t t = 0; t < k; t++) wf[t] = (float)row[t];
         for (int64_t i = 0; i < m; i++) {
-            const float *xs = xf + i * kp;
+            const float *xs = g->xf + i * kp;
             float acc[LANES] = {0};
             for (int64_t t = 0; t < body; t += LANES)
-                for (int l = 0; l < LANES; l++) acc[l] += xs[t + l] * wf[t + l];
-            for (int64_t t = body; t < k; t++) acc[t - body] += xs[t] * wf[t];
+                for (int l = 0; l < LANES; l++) acc[l] += xs[t + l] * (float)row[t + l];
+            for (int64_t t = body; t < k; t++) acc[t - body] += xs[t] * (float)row[t];
             float v = reduce8(acc) * scale[j];
-            if (bias) v += bias[j];
-            cg_store(y, i * n + j, v, dtype);
+            if (g->bias) v += g->bias[j];
+            cg_store(g->y, i * n + j, v, g->dtype);
         }
     }
-    free(wf);
-    free(xf);
-    return CG_OK;
+}
+
+int cg_gemv_q8_generic(const void *x, int64_t m, int64_t k, const int8_t *w,
+                       const float *scale, const float *bias, int64_t n, void *y, int dtype) {
+    int rc = cg_check(x, m, k, w, scale, n, y, dtype, 1);
+    if (rc || m == 0 || n == 0) return rc;
+    return cg_gemv_run(q8_rows, 1, k, x, m, k, w, scale, bias, n, y, dtype);
+}
+
+#define ROWS 8 /* activation rows summed at a time (int4) */
+
+static void q4_rows(const cg_gemv *g, int64_t j0, int64_t j1) {
+    const uint8_t *w = (const uint8_t *)g->w;
+    const uint16_t *sz = (const uint16_t *)g->s;
+    int64_t m = g->m, k = g->k, kp = g->kp, n = g->n, groups = k / CG_Q4_GROUP;
+    float dq[CG_Q4_GROUP], acc[ROWS][LANES];
+    for (int64_t j = j0; j < j1; j++)
+        for (int64_t i0 = 0; i0 < m; i0 += ROWS) {
+            int64_t rows = m - i0 < ROWS ? m - i0 : ROWS;
+            memset(acc, 0, sizeof acc);
+            for (int64_t g0 = 0; g0 < groups; g0++) {
+                const uint8_t *b = w + j * (k / 2) + g0 * 16;
+                float s = cg_bf16_to_f32(sz[(j * groups + g0) * 2]);
+                float z = cg_bf16_to_f32(sz[(j * groups + g0) * 2 + 1]);
+                for (int t = 0; t < 16; t++) {
+                    dq[t] = (float)((b[t] & 15) - 8) * s + z;
+                    dq[t + 16] = (float)((b[t] >> 4) - 8) * s + z;
+                }
+                for (int64_t i = 0; i < rows; i++) {
+                    const float *xs = g->xf + (i0 + i) * kp + g0 * CG_Q4_GROUP;
+                    for (int t = 0; t < CG_Q4_GROUP; t += LANES)
+                        for (int l = 0; l < LANES; l++) acc[i][l] += xs[t + l] * dq[t + l];
+                }
+            }
+            for (int64_t i = 0; i < rows; i++) {
+                float v = reduce8(acc[i]);
+                if (g->bias) v += g->bias[j];
+                cg_store(g->y, (i0 + i) * n + j, v, g->dtype);
+            }
+        }
 }
 
 int cg_gemv_q4_generic(const void *x, int64_t m, int64_t k, const uint8_t *w,
                        const uint16_t *sz, const float *bias, int64_t n, void *y, int dtype) {
     int rc = cg_check(x, m, k, w, sz, n, y, dtype, CG_Q4_GROUP);
     if (rc || m == 0 || n == 0) return rc;
-    float *xf = cg_padded_x(x, m, k, dtype);
-    if (!xf) return CG_ENOMEM;
-    int64_t kp = cg_padded(k), groups = k / CG_Q4_GROUP;
-    float dq[CG_Q4_GROUP];
-    float *acc = (float *)calloc((size_t)m * LANES, sizeof(float));
-    if (!acc) {
-        free(xf);
-        return CG_ENOMEM;
-    }
-    for (int64_t j = 0; j < n; j++) {
-        memset(acc, 0, (size_t)m * LANES * sizeof(float));
-        for (int64_t g = 0; g < groups; g++) {
-            const uint8_t *b = w + j * (k / 2) + g * 16;
-            float s = cg_bf16_to_f32(sz[(j * groups + g) * 2]);
-            float z = cg_bf16_to_f32(sz[(j * groups + g) * 2 + 1]);
-            for (int t = 0; t < 16; t++) {
-                dq[t] = (float)((b[t] & 15) - 8) * s + z;
-                dq[t + 16] = (float)((b[t] >> 4) - 8) * s + z;
-            }
-            for (int64_t i = 0; i < m; i++) {
-                const float *xs = xf + i * kp + g * CG_Q4_GROUP;
-                float *a = acc + i * LANES;
-                for (int t = 0; t < CG_Q4_GROUP; t += LANES)
-                    for (int l = 0; l < LANES; l++) a[l] += xs[t + l] * dq[t + l];
-            }
-        }
-        for (int64_t i = 0; i < m; i++) {
-            float v = reduce8(acc + i * LANES);
-            if (bias) v += bias[j];
-            cg_store(y, i * n + j, v, dtype);
-        }
-    }
-    free(acc);
-    free(xf);
-    return CG_OK;
+    return cg_gemv_run(q4_rows, 1, k / 2, x, m, k, w, sz, bias, n, y, dtype);
 }
 
 /* attention (attend_impl.h) one float at a time: libm's expf */
