@@ -11,7 +11,8 @@ calls on every route.
 
 Environment: ``CODEGEN_NATIVE=0`` forces torch; ``CODEGEN_NATIVE_LIB`` names the library file
 (a missing file means torch); ``CODEGEN_CPU_ISA=generic|avx2|avx512`` forces an instruction set
-(read by the library when it loads; an error if this CPU lacks it).
+(read by the library when it loads; an error if this CPU lacks it); ``CODEGEN_NATIVE_THREADS``
+the threads a native call may be shared among (by default torch's).
 """
 
 from __future__ import annotations

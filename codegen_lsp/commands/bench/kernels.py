@@ -14,7 +14,10 @@ these ATen kernels can be on this CPU, whatever the code around them does.
   and values at ``context`` positions;
 - ``int8_gemv_native``, ``int8_head_native``, ``int4_gemv_native``: the same matrices through
   the engine's native kernels (:mod:`codegen_lsp.engine.kernels`), when they are built;
-  ``kernels`` says which kernels the engine runs.
+  ``kernels`` says which kernels the engine runs and on how many threads;
+  ``int8_gemv_native_1thread``: the blocks' matrices on the caller's thread alone;
+- ``attention_native`` (``_1thread``): the native attention over bf16 keys and values (the
+  default KV cache), on the engine's threads (on one).
 
 ATen's ops are timed only on shapes the kernel table says they compute right (its int8 op
 reads out of bounds when the inputs are not a multiple of 16). The floors add the ATen
@@ -31,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from codegen_lsp.codegen.config import CodeGenConfig
+from codegen_lsp.codegen.modeling import LayerKV
 from codegen_lsp.engine import kernels
 
 
@@ -42,6 +46,30 @@ def _best_ms(run: Callable[[], None], repeats: int) -> float:
         run()
         best = min(best, time.perf_counter() - start)
     return best * 1000
+
+
+def _one_thread(run: Callable[[], None], repeats: int) -> float:
+    """``run``'s best time with the native kernels on the caller's thread alone."""
+    threads = kernels.threads()
+    kernels.set_threads(1)
+    try:
+        return _best_ms(run, repeats)
+    finally:
+        kernels.set_threads(threads)
+
+
+def _native_attention(
+    kv: list[tuple[torch.Tensor, torch.Tensor]], query: torch.Tensor
+) -> Callable[[], None]:
+    """The native attention of ``query`` ``[1, 1, H, D]`` over bf16 copies of ``kv``."""
+    caches = [LayerKV(k.to(torch.bfloat16), v.to(torch.bfloat16)) for k, v in kv]
+    position = torch.tensor([kv[0][0].shape[2] - 1])
+
+    def run() -> None:
+        for cache in caches:
+            kernels.attend(query, position, cache)
+
+    return run
 
 
 def _entry(ms: float, nbytes: int) -> dict[str, float]:
@@ -119,6 +147,8 @@ def kernel_rates(config: CodeGenConfig, context: int, repeats: int = 5) -> dict[
             continue
         run = _int8_run(layer_weights, rows, use_native)
         out[f"int8_gemv{suffix}"] = _entry(_best_ms(run, repeats), nbytes)
+        if use_native and kernels.threads() > 1:
+            out["int8_gemv_native_1thread"] = _entry(_one_thread(run, repeats), nbytes)
         run = _int8_run(head_weights, rows, use_native)
         out[f"int8_head{suffix}"] = _entry(_best_ms(run, repeats), vocab * d)
     del layer_weights, head_weights
@@ -144,6 +174,11 @@ def kernel_rates(config: CodeGenConfig, context: int, repeats: int = 5) -> dict[
 
     kv_bytes = 2 * config.n_layer * heads * context * head_dim * 4
     out["attention"] = _entry(_best_ms(run_attention, repeats), kv_bytes)
+    if native:
+        run = _native_attention(kv, query.transpose(1, 2).contiguous())
+        out["attention_native"] = _entry(_best_ms(run, repeats), kv_bytes // 2)
+        if kernels.threads() > 1:
+            out["attention_native_1thread"] = _entry(_one_thread(run, repeats), kv_bytes // 2)
     ms = {name: entry["ms"] for name, entry in out.items() if isinstance(entry, dict)}
     q8 = "" if "int8_gemv" in ms else "_native"
     out["floor_int8_ms"] = round(

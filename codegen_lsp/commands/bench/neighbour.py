@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from codegen_lsp.codegen.modeling import KVCache
+from codegen_lsp.engine import kernels
 from codegen_lsp.engine.local import CodeGenEngine
 
 
@@ -51,7 +52,9 @@ def busy_neighbour(engine: CodeGenEngine, ids: list[int], context: int, steps: i
     neighbour.start()
     try:
         time.sleep(1.0)  # the neighbour's interpreter is up and spinning
+        team = kernels.team_stats()
         busy = _steps(engine, cache, token, context, steps)
+        team = {key: value - team[key] for key, value in kernels.team_stats().items()}
     finally:
         stop.set()
         neighbour.join(5)
@@ -68,4 +71,6 @@ def busy_neighbour(engine: CodeGenEngine, ids: list[int], context: int, steps: i
         "busy_ms": busy_ms,
         "busy_max_ms": max(busy),
         "ratio": busy_ms / idle_ms,
+        "kernel_threads": kernels.threads(),
+        "busy_team": team,
     }

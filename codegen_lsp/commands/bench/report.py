@@ -180,6 +180,7 @@ def _speed_lines(model: dict[str, Any]) -> list[str]:
             f"decode step at ctx {busy['context']}, {busy['threads']} threads: idle "
             f"{busy['idle_ms']:.1f} ms, with a process spinning on one core {busy['busy_ms']:.1f} "
             f"ms ({busy['ratio']:.2f}x; max {busy['busy_max_ms']:.0f} ms)"
+            + _team_line(busy.get("busy_team"))
         )
     waits = model.get("user_waits") or {}
     for label, key in (
@@ -199,6 +200,15 @@ def _speed_lines(model: dict[str, Any]) -> list[str]:
                 f"{data['mean_tokens']:.1f} tokens shown on average ({data['count']} runs)"
             )
     return lines
+
+
+def _team_line(team: dict | None) -> str:
+    if not team:
+        return ""
+    return (
+        f"; beside it the kernels ran {team['sharedCalls']} calls shared with helper threads, "
+        f"{team['aloneCalls']} alone, {team['stalls']} stalls"
+    )
 
 
 def kv_table(name: str, data: dict[str, Any]) -> str:
