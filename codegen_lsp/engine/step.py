@@ -10,11 +10,18 @@ call at that position gives (the model's row-exact path and the head refined one
 time): that is what makes speculative verification exact. Tokens are ``[rows, T]``; every
 row starts at the same position (decode rows forked from one prompt, or one row of ``T``
 tokens).
+
+Calls of at most :data:`FEW` positions (decode steps, verify calls, the head) run torch's
+operators on one thread: they are too small to share (a LayerNorm of 8 rows split over two
+threads waits for the second one, milliseconds on a machine with other work), and the native
+kernels share their own calls among threads that never wait for a descheduled one
+(``codegen_lsp/native/team.c``). Prefill blocks keep torch's threads.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Protocol
 
 import torch
@@ -30,6 +37,23 @@ class Forward(Protocol):
     def __call__(
         self, tokens: Tensor, positions: Tensor, cache: KVCache, rowwise: bool = False
     ) -> Tensor: ...
+
+
+FEW = 8  # positions of a call that runs torch's operators on one thread
+
+
+@contextmanager
+def torch_threads_for(positions: int, device: torch.device) -> Iterator[None]:
+    """One torch thread for a CPU call of at most :data:`FEW` positions, torch's otherwise."""
+    threads = torch.get_num_threads()
+    if positions > FEW or threads == 1 or device.type != "cpu":
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 class Step:
@@ -52,11 +76,13 @@ class Step:
         ids = tokens if isinstance(tokens, Tensor) else torch.tensor(tokens)
         ids = ids.to(self.device)
         positions = torch.arange(start, start + ids.shape[1], device=self.device)
-        return self.forward(ids, positions, cache, exact and ids.shape[1] > 1)
+        with torch_threads_for(ids.numel(), self.device):
+            return self.forward(ids, positions, cache, exact and ids.shape[1] > 1)
 
     def logits(self, hidden: Tensor, exact: bool = False) -> Tensor:
         """Float32 logits ``[rows, V]`` on the CPU for hidden states ``[rows, E]``."""
-        return self.head(hidden, rowwise=exact).cpu()
+        with torch_threads_for(hidden.shape[0], self.device):
+            return self.head(hidden, rowwise=exact).cpu()
 
     def __call__(
         self,
