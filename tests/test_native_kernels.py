@@ -183,10 +183,9 @@ def test_forced_instruction_sets_are_used_and_reported() -> None:
         )
         assert done.stdout.strip() == f"{name}|"
     code = "from codegen_lsp.engine import kernels; print(kernels.describe())"
-    done = run_python(code, CODEGEN_CPU_ISA=kernels.cpu_isas()[-1])
+    done = run_python(code, CODEGEN_CPU_ISA=kernels.cpu_isas()[-1], CODEGEN_NATIVE_THREADS="3")
     assert done.returncode == 0, done.stderr
-    threads = f"{torch.get_num_threads()} thread" + ("s" if torch.get_num_threads() > 1 else "")
-    expected = f"native {kernels.cpu_isas()[-1]} on {threads}: gemv_q8, gemv_q4, attend"
+    expected = f"native {kernels.cpu_isas()[-1]} on 3 threads: gemv_q8, gemv_q4, attend"
     assert done.stdout.strip() == expected
     done = run_python(code, CODEGEN_CPU_ISA="avx9000")
     assert done.returncode != 0
