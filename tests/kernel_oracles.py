@@ -7,7 +7,8 @@ import torch
 from torch import Tensor
 
 from codegen_lsp.codegen.modeling import LayerKV
-from codegen_lsp.engine.kernels import Q4_GROUP, unpack_q4
+from codegen_lsp.engine.kernels import Q4_GROUP
+from codegen_lsp.engine.quantize import unpack_q4
 
 
 def gemv_q8_reference(x: Tensor, qweight: Tensor, scale: Tensor, bias: Tensor | None) -> Tensor:

@@ -18,7 +18,7 @@ import pytest
 import torch
 from torch import nn
 
-from codegen_lsp.engine import kernels
+from codegen_lsp.engine import kernels, quantize
 from codegen_lsp.engine.quantize import Int4Linear, Int8Linear
 from tests import kernel_oracles
 
@@ -87,11 +87,11 @@ def test_gemv_q4_every_isa_at_awkward_sizes(dtype: torch.dtype) -> None:
     for k in (32, 64, 96, 992, 1056):
         for n in (1, 3, 15, 16, 17, 33):
             x = torch.randn(ROWS, k, generator=gen).to(dtype)
-            packed = kernels.pack_q4(torch.randint(0, 16, (n, k), generator=gen))
+            packed = quantize.pack_q4(torch.randint(0, 16, (n, k), generator=gen))
             sz = torch.randn(n, k // 32, 2, generator=gen).div(8).to(torch.bfloat16)
             b = torch.randn(n, generator=gen) if n % 2 else None
             ref = kernel_oracles.gemv_q4_reference(x, packed, sz, b)
-            q = kernels.unpack_q4(packed).double() - 8
+            q = quantize.unpack_q4(packed).double() - 8
             scale, zero = sz.double().unbind(-1)
             w_abs = q.view(n, -1, 32).abs() * scale.abs()[..., None] + zero.abs()[..., None]
             magnitude = x.double().abs() @ w_abs.view(n, k).T
@@ -110,7 +110,7 @@ def test_every_row_count_equals_one_row_calls() -> None:
     x = torch.randn(11, k, generator=gen).to(torch.bfloat16)
     w8 = torch.randint(-127, 128, (n, k), dtype=torch.int8, generator=gen)
     s8 = torch.rand(n, generator=gen) / 64
-    w4 = kernels.pack_q4(torch.randint(0, 16, (n, k), generator=gen))
+    w4 = quantize.pack_q4(torch.randint(0, 16, (n, k), generator=gen))
     sz = torch.randn(n, k // 32, 2, generator=gen).div(8).to(torch.bfloat16)
     for isa in isas():
         for kernel, w, s in (("gemv_q8", w8, s8), ("gemv_q4", w4, sz)):
@@ -125,13 +125,13 @@ def test_every_row_count_equals_one_row_calls() -> None:
 def test_q4_pack_round_trip() -> None:
     gen = torch.Generator().manual_seed(2)
     q = torch.randint(0, 16, (5, 96), generator=gen)
-    packed = kernels.pack_q4(q)
+    packed = quantize.pack_q4(q)
     assert packed.shape == (5, 48) and packed.dtype == torch.uint8
-    assert torch.equal(kernels.unpack_q4(packed), q.to(torch.uint8))
+    assert torch.equal(quantize.unpack_q4(packed), q.to(torch.uint8))
     # byte t of a group: input t in the low nibble, input 16 + t in the high one
     assert int(packed[0, 3]) == int(q[0, 3]) | int(q[0, 19]) << 4
     sz = torch.rand(5, 3, 2, generator=gen).to(torch.bfloat16)
-    dense = kernels.dequantize_q4(packed, sz)
+    dense = quantize.dequantize_q4(packed, sz)
     expect = (q[0, 40] - 8) * sz[0, 1, 0].float() + sz[0, 1, 1].float()
     assert torch.isclose(dense[0, 40], expect)
 
@@ -250,7 +250,7 @@ def layer_reference(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
     if isinstance(layer, Int8Linear):
         weight = layer.dequantized()
     elif layer.route == "native":
-        weight = kernels.dequantize_q4(layer.qweight, layer.scale_zero)
+        weight = quantize.dequantize_q4(layer.qweight, layer.scale_zero)
     else:
         weight = layer.dense
     return x.double() @ weight.double().T + layer.bias.double()

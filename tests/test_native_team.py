@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from codegen_lsp.codegen.modeling import LayerKV
-from codegen_lsp.engine import kernels
+from codegen_lsp.engine import kernels, quantize
 
 pytestmark = pytest.mark.skipif(
     kernels.table().lib is None, reason=f"native kernels not built: {kernels.table().reason}"
@@ -83,7 +83,7 @@ def calls() -> list[tuple[str, Callable[[], torch.Tensor]]]:
     gen = torch.Generator().manual_seed(21)
     w8 = torch.randint(-127, 128, (N, K), dtype=torch.int8, generator=gen)
     s8 = torch.rand(N, generator=gen) / 64
-    w4 = kernels.pack_q4(torch.randint(0, 16, (N, K), generator=gen))
+    w4 = quantize.pack_q4(torch.randint(0, 16, (N, K), generator=gen))
     sz = torch.randn(N, K // 32, 2, generator=gen).div(8).to(torch.bfloat16)
     xs = [torch.randn(1, K, generator=gen), torch.randn(8, K, generator=gen).to(torch.bfloat16)]
     caches = [make_kv(dtype, gen) for dtype in (torch.float32, torch.bfloat16, torch.int8)]

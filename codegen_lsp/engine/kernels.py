@@ -11,8 +11,8 @@ calls on every route.
 
 Environment: ``CODEGEN_NATIVE=0`` forces torch; ``CODEGEN_NATIVE_LIB`` names the library file
 (a missing file means torch); ``CODEGEN_CPU_ISA=generic|avx2|avx512`` forces an instruction set
-(read by the library when it loads; an error if this CPU lacks it); ``CODEGEN_NATIVE_THREADS``
-the threads a native call may be shared among (by default torch's).
+(read when the library loads; an error if this CPU lacks it); ``CODEGEN_NATIVE_THREADS``: the
+threads a native call may be shared among.
 """
 
 from __future__ import annotations
@@ -164,11 +164,17 @@ def _bind(lib: ctypes.CDLL) -> None:
 
 
 def set_threads(threads: int, env: Mapping[str, str] = os.environ) -> int:
-    """Share each native call's parts among ``threads`` threads, the caller included (at
-    most 8; ``CODEGEN_NATIVE_THREADS`` overrides it); the count set (1 without the library).
-    The parts' outputs do not depend on the count (codegen_lsp/native/team.c)."""
+    """Share each native call's parts among ``threads`` threads, the caller included (1..8;
+    ``CODEGEN_NATIVE_THREADS`` overrides it); the count set (1 without the library). The
+    outputs do not depend on the count (codegen_lsp/native/team.c)."""
     lib = table().lib
     return 1 if lib is None else _apply_threads(lib, threads, env)
+
+
+def default_threads() -> int:
+    """Torch's threads, at most 4: a decode step's memory streams are saturated by then, and
+    helper threads spin between calls."""
+    return min(torch.get_num_threads(), 4)
 
 
 def _apply_threads(lib: ctypes.CDLL, threads: int, env: Mapping[str, str]) -> int:
@@ -230,7 +236,7 @@ def load_table(env: Mapping[str, str]) -> KernelTable:
     if error:
         raise NativeKernelError(error)
     isa = lib.cg_isa_name(lib.cg_isa()).decode()
-    _apply_threads(lib, torch.get_num_threads(), env)  # the engine's loader may set it again
+    _apply_threads(lib, default_threads(), env)  # the engine's loader may set it again
     entries = {name: KernelEntry(name, "native", isa, "") for name in KERNELS}
     return KernelTable(lib, isa, "", entries)
 
@@ -299,7 +305,7 @@ def gemv_q8(x: Tensor, qweight: Tensor, scale: Tensor, bias: Tensor | None) -> T
 
 
 def gemv_q4(x: Tensor, packed: Tensor, sz: Tensor, bias: Tensor | None) -> Tensor:
-    """Native int4 GEMV on :func:`pack_q4`'s layout: packed uint8 ``[n, k/2]``, sz bf16
+    """Native int4 GEMV on ``quantize.pack_q4``'s layout: packed uint8 ``[n, k/2]``, sz bf16
     ``[n, k/32, 2]`` (scale, zero), bias float32 ``[n]``; ``[m, n]`` in x's dtype."""
     return _gemv("gemv_q4", x, packed, sz, bias)
 
@@ -316,30 +322,6 @@ def _gemv(name: str, x: Tensor, weight: Tensor, scales: Tensor, bias: Tensor | N
     fn = getattr(lib, f"cg_{name}")
     _call(name, _profiled(name, lambda: fn(*args)))
     return y
-
-
-def pack_q4(q: Tensor) -> Tensor:
-    """int4 values 0..15 ``[n, k]`` as the native layout uint8 ``[n, k/2]``: in each group of
-    32 inputs, byte t holds input t (low nibble) and input 16 + t (high nibble)."""
-    n, k = q.shape
-    groups = q.to(torch.uint8).view(n, k // Q4_GROUP, 2, 16)
-    return (groups[:, :, 0] | (groups[:, :, 1] << 4)).reshape(n, k // 2).contiguous()
-
-
-def unpack_q4(packed: Tensor) -> Tensor:
-    """The int4 values ``[n, k]`` (uint8 0..15) of :func:`pack_q4`'s layout."""
-    n, half = packed.shape
-    groups = packed.view(n, half // 16, 1, 16)
-    return torch.cat([groups & 15, groups >> 4], dim=2).reshape(n, 2 * half)
-
-
-def dequantize_q4(packed: Tensor, sz: Tensor) -> Tensor:
-    """float32 ``(q - 8) * scale + zero`` ``[n, k]`` of the native int4 layout."""
-    q = unpack_q4(packed).float()
-    n, k = q.shape
-    scale, zero = sz.float().unbind(-1)  # [n, G] each
-    groups = (q.view(n, k // Q4_GROUP, Q4_GROUP) - 8) * scale[..., None] + zero[..., None]
-    return groups.view(n, k)
 
 
 def gemv_rowwise(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:

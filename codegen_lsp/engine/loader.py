@@ -186,7 +186,7 @@ def load_engine(
     quantize = pick_quantize(spec.quantize, device, dtype)
     if spec.threads > 0:
         torch.set_num_threads(spec.threads)
-    kernels.set_threads(torch.get_num_threads())  # the native kernels' share of the call
+    kernels.set_threads(kernels.default_threads())  # the threads a native call is shared among
     report("checking memory", 5)
     name = spec.model or "the default model"
     check_fits(

@@ -65,6 +65,32 @@ def quantize_weight(weight: Tensor) -> tuple[Tensor, Tensor]:
     return q, scales
 
 
+def pack_q4(q: Tensor) -> Tensor:
+    """int4 values 0..15 ``[n, k]`` as the native layout uint8 ``[n, k/2]``: in each group of
+    32 inputs, byte t holds input t (low nibble) and input 16 + t (high nibble)."""
+    n, k = q.shape
+    groups = q.to(torch.uint8).view(n, k // kernels.Q4_GROUP, 2, 16)
+    return (groups[:, :, 0] | (groups[:, :, 1] << 4)).reshape(n, k // 2).contiguous()
+
+
+def unpack_q4(packed: Tensor) -> Tensor:
+    """The int4 values ``[n, k]`` (uint8 0..15) of :func:`pack_q4`'s layout."""
+    n, half = packed.shape
+    groups = packed.view(n, half // 16, 1, 16)
+    return torch.cat([groups & 15, groups >> 4], dim=2).reshape(n, 2 * half)
+
+
+def dequantize_q4(packed: Tensor, sz: Tensor) -> Tensor:
+    """float32 ``(q - 8) * scale + zero`` ``[n, k]`` of the native int4 layout."""
+    q = unpack_q4(packed).float()
+    n, k = q.shape
+    scale, zero = sz.float().unbind(-1)  # [n, G] each
+    groups = (q.view(n, k // kernels.Q4_GROUP, kernels.Q4_GROUP) - 8) * scale[..., None] + zero[
+        ..., None
+    ]
+    return groups.view(n, k)
+
+
 class Int8Linear(nn.Module):
     """``y = x @ dequant(q).T + b`` with an int8 kernel for few rows, bf16 for many.
 
@@ -195,8 +221,8 @@ class Int4Linear(nn.Module):
         self.route = kernels.route("gemv_q4", k, n, act_dtype, w.device)
         sz = torch.stack([scale, zero], dim=-1)  # [N, G, 2]
         packed: Tensor | None = None
-        if self.route == "native":  # the native layout (see kernels.pack_q4), bf16 (scale, zero)
-            packed = kernels.pack_q4(q.view(n, k))
+        if self.route == "native":  # the native layout (see pack_q4), bf16 (scale, zero)
+            packed = pack_q4(q.view(n, k))
             sz = sz.to(torch.bfloat16).contiguous()
         elif self.route == "aten":
             packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(

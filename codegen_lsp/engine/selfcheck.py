@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from codegen_lsp.engine import kernels
+from codegen_lsp.engine import quantize
 from codegen_lsp.engine.quantize import Int4Linear, Int8Linear
 
 # |error| allowed per output, as a share of sum(|x| |w|) + |b| (bf16 activations and
@@ -36,7 +36,7 @@ def dense_rows(layer: Int8Linear | Int4Linear, rows: int) -> Tensor | None:
     if layer.dense is not None:
         return layer.dense[:rows]
     if layer.route == "native" and layer.qweight is not None and layer.scale_zero is not None:
-        return kernels.dequantize_q4(layer.qweight[:rows], layer.scale_zero[:rows])
+        return quantize.dequantize_q4(layer.qweight[:rows], layer.scale_zero[:rows])
     return None
 
 

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from codegen_lsp.codegen.config import CodeGenConfig
 from codegen_lsp.codegen.modeling import LayerKV
-from codegen_lsp.engine import kernels
+from codegen_lsp.engine import kernels, quantize
 
 
 def _best_ms(run: Callable[[], None], repeats: int) -> float:
@@ -90,7 +90,7 @@ def _int4_entry(
         q = torch.randint(0, 16, (n, k), dtype=torch.int32, generator=gen)
         if native:
             sz = torch.rand(n, k // 32, 2, generator=gen).to(torch.bfloat16)
-            packed.append((kernels.pack_q4(q), sz, k))
+            packed.append((quantize.pack_q4(q), sz, k))
         else:
             scale_zero = torch.rand(k // 32, n, 2, generator=gen).to(torch.bfloat16)
             packed.append((torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, 8), scale_zero, k))
