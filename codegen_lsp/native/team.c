@@ -9,8 +9,8 @@
  * Users' machines are busy, and a second thread only pays where a core is free: a helper
  * descheduled mid-part makes the caller wait, and a spinning helper pushes the machine's other
  * work onto the caller's core. So the caller times every call, per byte of its parts, alone
- * and shared (a moving average of each), runs each call the cheaper way, and tries the other
- * way for CG_PROBE_CALLS calls once it has not for CG_PROBE_NS. Helpers spin for CG_SPIN_NS
+ * and shared (a moving average of each, per kind of call), runs each call the cheaper way,
+ * and tries the other way for CG_PROBE_CALLS calls once it has not for CG_PROBE_NS. Helpers spin for CG_SPIN_NS
  * after their last part (the next call of a decode step follows within microseconds), then
  * sleep on a condition variable. A second caller while the team is busy (two threads calling kernels at once) runs
  * its call alone. Compiled without instruction-set flags; no OpenMP. */
@@ -18,13 +18,14 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <string.h>
 #include <time.h>
 
 #include "codegen_native.h"
 
 #define CG_SPIN_NS 2000000LL    /* helpers spin this long after their last part */
 #define CG_STALL_NS 200000LL    /* a wait this long (plus four parts) is a stall (counted) */
-#define CG_PROBE_NS 50000000LL  /* the way not taken is tried again after this long */
+#define CG_PROBE_NS 200000000LL /* the way not taken is tried again after this long */
 #define CG_PROBE_CALLS 8        /* calls per try */
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -47,9 +48,15 @@ static struct {
 static uint32_t generation;       /* the caller's, under `busy` */
 static int wanted = 1;            /* threads, the caller included */
 static int running = 1;           /* threads started, the caller included */
-static double cost[2];            /* moving average of ns per byte: [0] alone, [1] shared */
-static int64_t tried[2];          /* when each way last ran (monotonic ns) */
-static int probe_way, probe_left; /* the way being tried, calls left in the try */
+/* what the caller knows of one kind of call (one part function: a GEMV, an attention) */
+typedef struct {
+    cg_part_fn fn;
+    double cost[2];   /* moving average of ns per byte: [0] alone, [1] shared */
+    int64_t tried[2]; /* when each way last ran (monotonic ns) */
+    int probe_way, probe_left; /* the way being tried, calls left in the try */
+} cg_kind;
+#define CG_KINDS 16
+static cg_kind kinds[CG_KINDS];
 static _Atomic int64_t stalls, shared_calls, alone_calls;
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t wake = PTHREAD_COND_INITIALIZER;
@@ -132,18 +139,32 @@ static void run_alone(cg_part_fn fn, void *ctx, int64_t parts) {
     for (int64_t p = 0; p < parts; p++) fn(ctx, p, 0);
 }
 
-/* alone (0) or shared (1) for this call (under `busy`) */
-static int choose(int64_t now) {
-    if (probe_left > 0) {
-        probe_left--;
-        return probe_way;
+/* the record of calls of `fn` (under `busy`); the oldest record makes room for a new kind */
+static cg_kind *kind_of(cg_part_fn fn) {
+    cg_kind *oldest = &kinds[0];
+    for (int i = 0; i < CG_KINDS; i++) {
+        if (kinds[i].fn == fn) return &kinds[i];
+        int64_t last = kinds[i].tried[0] > kinds[i].tried[1] ? kinds[i].tried[0] : kinds[i].tried[1];
+        int64_t old = oldest->tried[0] > oldest->tried[1] ? oldest->tried[0] : oldest->tried[1];
+        if (!kinds[i].fn || last < old) oldest = &kinds[i];
     }
-    if (cost[1] == 0.0) return 1; /* not measured yet: measure it */
-    int best = cost[0] == 0.0 || cost[1] <= cost[0] ? 1 : 0;
-    if (now - tried[1 - best] < CG_PROBE_NS) return best;
-    probe_way = 1 - best; /* not tried for a while (or never): try it again */
-    probe_left = CG_PROBE_CALLS - 1;
-    return probe_way;
+    memset(oldest, 0, sizeof *oldest);
+    oldest->fn = fn;
+    return oldest;
+}
+
+/* alone (0) or shared (1) for this call (under `busy`) */
+static int choose(cg_kind *k, int64_t now) {
+    if (k->probe_left > 0) {
+        k->probe_left--;
+        return k->probe_way;
+    }
+    if (k->cost[1] == 0.0) return 1; /* not measured yet: measure it */
+    int best = k->cost[0] == 0.0 || k->cost[1] <= k->cost[0] ? 1 : 0;
+    if (now - k->tried[1 - best] < CG_PROBE_NS) return best;
+    k->probe_way = 1 - best; /* not tried for a while (or never): try it again */
+    k->probe_left = CG_PROBE_CALLS - 1;
+    return k->probe_way;
 }
 
 /* the caller's share of a shared call: every part no helper took, then the wait for those a
@@ -182,7 +203,8 @@ void cg_team_run(cg_part_fn fn, void *ctx, int64_t parts, int64_t part_bytes) {
         return;
     }
     int64_t start = now_ns();
-    int way = choose(start);
+    cg_kind *kind = kind_of(fn);
+    int way = choose(kind, start);
     if (way == 1 && grow() < 2) way = 0;
     if (way == 1)
         run_shared(fn, ctx, parts, start);
@@ -190,8 +212,9 @@ void cg_team_run(cg_part_fn fn, void *ctx, int64_t parts, int64_t part_bytes) {
         run_alone(fn, ctx, parts);
     int64_t end = now_ns();
     double per_byte = (double)(end - start) / (double)(parts * (part_bytes > 0 ? part_bytes : 1));
-    cost[way] = cost[way] == 0.0 ? per_byte : cost[way] + 0.25 * (per_byte - cost[way]);
-    tried[way] = end;
+    double *cost = &kind->cost[way];
+    *cost = *cost == 0.0 ? per_byte : *cost + 0.25 * (per_byte - *cost);
+    kind->tried[way] = end;
     atomic_fetch_add_explicit(way ? &shared_calls : &alone_calls, 1, memory_order_relaxed);
     atomic_store(&busy, 0);
 }
@@ -201,8 +224,7 @@ int cg_set_threads(int threads) {
     int free_ = 0;
     while (!atomic_compare_exchange_weak(&busy, &free_, 1)) free_ = 0;
     wanted = want;
-    cost[0] = cost[1] = 0.0; /* measure both ways again */
-    probe_left = 0;
+    memset(kinds, 0, sizeof kinds); /* measure both ways again */
     if (running > want) { /* helpers numbered want .. running - 1 leave, and are waited for */
         pthread_mutex_lock(&lock);
         atomic_store(&limit, want);
