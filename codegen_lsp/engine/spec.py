@@ -57,7 +57,8 @@ class EngineSpec:
         "threads",
         "int",
         0,
-        "CPU threads for the model; 0 keeps PyTorch's default.",
+        "CPU threads for the model (the native decode kernels share a call among at most 4 of "
+        "them, only while that is faster); 0 keeps PyTorch's default.",
         minimum=0,
         maximum=256,
     )
