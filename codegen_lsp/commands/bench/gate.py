@@ -11,7 +11,9 @@ default) twice: with ``filter: off`` and with ``filter: auto``. It prints and wr
 - the threshold curve (from the ``off`` run's scores, the before-generation rules in force),
   with the default threshold's point, checked against the ``auto`` run;
 - the before-generation gate: model runs skipped, and the confirmed suggestions it lost;
-- threshold adaptation from accept counts, simulated on the ``off`` run (:mod:`gate_adapt`).
+- threshold adaptation from accept counts, simulated on the ``off`` run (:mod:`gate_adapt`);
+- trimming shown suggestions to their confident head, measured on the ``auto`` run
+  (:mod:`gate_trim`; not shipped).
 
 ``--set KEY=VALUE`` passes server settings to both runs (e.g. ``quantize=none`` or
 ``dtype=float32``: the shipped model as a checkpoint the gate was not fitted on).
@@ -27,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from codegen_lsp.commands.bench import gate_adapt, gate_replay
+from codegen_lsp.commands.bench import gate_adapt, gate_replay, gate_trim
 from codegen_lsp.commands.bench.probes import machine_info
 from codegen_lsp.completion.gate import GATE_FILE, GateModel, load_gate
 
@@ -231,6 +233,7 @@ def run(args: argparse.Namespace) -> int:
         "packages": gate_replay.versions(gate_replay.EVAL_PACKAGES),
         "machine": machine_info(),
         **summarize(runs["off"], runs["auto"], model),
+        "trimming": gate_trim.measure(runs["auto"], items),
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -246,6 +249,7 @@ def run(args: argparse.Namespace) -> int:
         f"/{result['positions']} positions"
     )
     print(adaptation_text(result["adaptation"]))
+    print(gate_trim.text(result["trimming"]))
     try:
         plot(result, out / f"{args.name}.png")
     except ImportError:
