@@ -185,6 +185,7 @@ def test_gate_data_that_does_not_fit_is_refused(tmp_path: Path) -> None:
     GateModel.from_json(data)
     for change in (
         {"features": data["features"][:-1]},
+        {"features": [*data["features"][:-1], "not_a_feature"]},
         {"skip_rules": ["nowhere"]},
         {"format": 99},
         {"weights": data["weights"][:-1]},
@@ -194,6 +195,43 @@ def test_gate_data_that_does_not_fit_is_refused(tmp_path: Path) -> None:
     broken = tmp_path / "gate.json"
     broken.write_text('{"format": 1}')  # unreadable data: no filtering, never a failed request
     assert load_gate(broken) is None
+
+
+def test_first_word_figures_come_from_the_tokens_inside_it() -> None:
+    """ "ing_thing(x, y)": the first word is ``ing_thing``, its tokens ``ing`` and ``_thing``."""
+    values = dict(
+        zip(FEATURES, features(UNSURE.text, UNSURE, place(UNSURE_AT), SINGLE), strict=True)
+    )
+    assert values["word_lp"] == pytest.approx(-4.5)
+    assert values["word_margin"] == pytest.approx(0.05)
+    assert values["word_entropy"] == pytest.approx(3.5)
+    assert values["word_tokens"] == pytest.approx(math.log1p(2))
+    assert values["first_margin"] == pytest.approx(0.05) and values["min_margin"] == 0.0
+    sure = dict(zip(FEATURES, features(SURE.text, SURE, place(SURE_AT), SINGLE), strict=True))
+    assert sure["word_lp"] == pytest.approx(-0.05) and sure["word_tokens"] == pytest.approx(
+        math.log1p(1)
+    )
+
+
+def test_gate_data_may_read_a_subset_of_the_features() -> None:
+    """A gate that reads only the first word's log-probability: its score moves with that
+    feature alone, whatever the others say."""
+    data = {
+        "format": 1,
+        "features": ["word_lp"],
+        "mean": [-1.0],
+        "scale": [1.0],
+        "weights": [2.0],
+        "bias": 0.0,
+        "threshold": 0.5,
+        "skip_rules": [],
+    }
+    model = GateModel.from_json(data)
+    values = features(SURE.text, SURE, place(SURE_AT), SINGLE)
+    word_lp = values[FEATURES.index("word_lp")]
+    assert model.score(values) == pytest.approx(1 / (1 + math.exp(-2.0 * (word_lp + 1.0))))
+    other = [v + 1.0 if n != "word_lp" else v for n, v in zip(FEATURES, values, strict=True)]
+    assert model.score(other) == pytest.approx(model.score(values))
 
 
 def test_the_engine_gives_each_kept_tokens_figures(steady_checkpoint: Path) -> None:
