@@ -262,7 +262,7 @@ def sample_step(
     top = logp.topk(2, dim=-1).values  # [rows, 2]
     other = torch.where(logprobs >= top[:, 0], top[:, 1], top[:, 0])  # likeliest other token
     margins = (logprobs - other).clamp(max=MARGIN_CAP)
-    entropies = -(logp.exp() * logp).nan_to_num(0.0).sum(-1)  # masked ids: 0 * -inf
+    entropies = -torch.nansum(logp.exp() * logp, dim=-1)  # masked ids: 0 * -inf, left out
     next_ids = [int(t) for t in chosen.tolist()]
     figures = zip(logprobs.tolist(), margins.tolist(), entropies.tolist(), strict=True)
     for r, (row, token, (lp, margin, entropy)) in enumerate(
