@@ -19,7 +19,7 @@ from support import wait_until
 
 from codegen_lsp.completion.core import CompletionOptions
 from codegen_lsp.completion.service import SuggestionService
-from codegen_lsp.engine.api import EngineSpec, GenerateRequest, GenerateResult
+from codegen_lsp.engine.api import Candidate, EngineSpec, GenerateRequest, GenerateResult
 from codegen_lsp.engine.loader import load_engine
 from codegen_lsp.engine.worker import Worker
 
@@ -96,7 +96,7 @@ class EndlessLines(FakeEngine):
 
     def generate(self, req: GenerateRequest, cancel: threading.Event) -> GenerateResult:
         if req.on_first_line is not None:
-            req.on_first_line("\n    total = 0")
+            req.on_first_line(Candidate("\n    total = 0", [], "early"))
         return super().generate(req, cancel)
 
 

@@ -23,7 +23,7 @@ from codegen_lsp.completion.context import (
     token_budget,
 )
 from codegen_lsp.completion.functions import Stub
-from codegen_lsp.completion.gate import Gate, Verdict
+from codegen_lsp.completion.gate import Gate, Place, Verdict
 from codegen_lsp.completion.neighbors import Neighbor, NeighborContext
 from codegen_lsp.completion.options import CompletionOptions as CompletionOptions  # re-exported
 from codegen_lsp.completion.postprocess import Around, postprocess
@@ -110,6 +110,7 @@ class Prepared:
     anchor: str  # text before the cursor, for type-ahead
     remember: bool = True
     gate: Gate | None = None  # decides which suggestions are shown (None: all)
+    place: Place | None = None  # the cursor as the gate sees it (taken once, before generation)
     verdicts: list[Verdict] | None = None  # the gate's, on the first answer read
 
     @property
@@ -144,10 +145,12 @@ class Completer:
         options: CompletionOptions,
         neighbors: Sequence[Neighbor] = (),
         block: str | None = None,
+        place: Place | None = None,
     ) -> Prepared:
         """The generation request for a completion at ``cursor`` (``neighbors``: the other
         open documents of its language, for the snippet block; or ``block``, that block made
-        already by :meth:`context_block`)."""
+        already by :meth:`context_block`; ``place``: the gate's view of the cursor, when the
+        caller took it already)."""
         mode = choose_mode(cursor.before, cursor.after, options.multiline, cursor.language)
         stop = make_stop_rule(
             mode,
@@ -159,9 +162,11 @@ class Completer:
         )
         if block is None:
             block = self.context_block(key, cursor, engine, options, neighbors)
-        return self._prepared(
+        prepared = self._prepared(
             key, cursor, engine, options, mode, stop, options.max_new_tokens, block
         )
+        prepared.place = place or Place.of(cursor)
+        return prepared
 
     def prepare_body(
         self,
@@ -310,8 +315,8 @@ class Completer:
             shown = prepared.verdicts is None or any(v.shown for v in prepared.verdicts)
             suggestions = postprocess(texts, prepared.around) if shown else []
         else:
-            cursor, around = prepared.cursor, prepared.around
-            judged = prepared.gate.judge(result.candidates, around, cursor, prepared.mode)
+            place = prepared.place or Place.of(prepared.cursor)
+            judged = prepared.gate.judge(result.candidates, prepared.around, place, prepared.mode)
             suggestions, prepared.verdicts = judged
         if prepared.remember:
             after = prepared.cursor.after

@@ -32,7 +32,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from codegen_lsp.completion.context import Cursor
-from codegen_lsp.completion.languages import Language
+from codegen_lsp.completion.languages import IDENTIFIER, Language
 
 ABOVE_LINES = 3  # lines above the cursor line whose names count as "near"
 LOOKBACK_LINES = 150  # a name defined this close above the cursor is in the window already
@@ -46,7 +46,6 @@ TEXT_LINES = 200  # lines of a client's definition text that are read
 STALE_S = 30.0  # an answer older than this is asked again (kept and used meanwhile)
 NONE_STALE_S = 5.0  # "no definition" is asked again sooner (a language server still starting)
 MAX_KEPT = 256  # definitions kept per document (then the oldest are dropped)
-_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _STRING = re.compile(r"(\"\"\"|'''|\"(?:\\.|[^\"\\])*\"|'(?:\\.|[^'\\])*')")
 _COMMON = frozenset(
     "self cls this super true false null none undefined nil var let const function return "
@@ -124,7 +123,7 @@ def names_near(cursor: Cursor, limit: int = MAX_NAMES) -> list[NameUse]:
         code = _code_only(text, comment)
         if line != cursor.line and _IMPORT.match(code):
             continue  # an import line names the module, not what the code uses
-        matches = list(_IDENT.finditer(code))
+        matches = list(IDENTIFIER.finditer(code))
         for m in reversed(matches):
             name = m.group(0)
             if line == cursor.line and m.end() == len(code):

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from codegen_lsp.completion.context import Cursor
+from codegen_lsp.completion.languages import IDENTIFIER
 from codegen_lsp.completion.options import CompletionOptions
 from codegen_lsp.completion.postprocess import Around, postprocess
 from codegen_lsp.completion.stopping import MULTI
@@ -45,10 +46,11 @@ STRING_SCAN_CHARS = 4000  # text before the cursor searched for an open triple-q
 OPEN = "([{"
 CLOSE = ")]}"
 PARTIAL_CHARS = 64  # the word being typed: at most this long
+MARGIN_CEILING = 12.0  # larger margins count as this (the choice was all but certain)
 _WORD = re.compile(r"\w")
 _PARTIAL = re.compile(r"\w*$")
 _FIRST_WORD = re.compile(r"\s*(\w+)")
-_IDENTIFIER = re.compile(r"\w+")
+_HEAD = re.compile(r"\s*(?:\w+|[^\w\s]+)")  # a suggestion's first word or run of symbols
 
 
 @dataclass(frozen=True)
@@ -149,6 +151,8 @@ FEATURES = (
     "prev_word", "prev_space", "prev_dot", "prev_open", "prev_close", "prev_quote",
     "prev_comma", "prev_colon", "prev_equals", "prev_other",
     "word_seen", "line_seen", "words_seen", "partial", "starts_word", "completes_seen",
+    "first_margin", "head_margin", "mean_margin", "min_margin", "word_lp", "word_margin",
+    "word_tokens", "first_entropy", "mean_entropy", "word_entropy",
 )  # fmt: skip
 
 
@@ -166,7 +170,7 @@ def context_values(text: str, place: Place) -> dict[str, float]:
     word = (place.partial if starts_word else "") + (first.group(1) if first else "")
     word_seen = len(word) >= 2 and _seen(word, above)
     line = text.strip().split("\n")[0].strip()
-    words = _IDENTIFIER.findall(text)
+    words = IDENTIFIER.findall(text)
     return {
         "word_seen": word_seen,
         "line_seen": len(line) >= 6 and line in above,
@@ -177,10 +181,36 @@ def context_values(text: str, place: Place) -> dict[str, float]:
     }
 
 
-def features(
-    text: str, logprobs: Sequence[float], finish: str, place: Place, mode: str
-) -> list[float]:
-    """The gate's inputs for suggestion ``text`` (after post-processing), in FEATURES order."""
+def token_values(candidate: Candidate) -> dict[str, float]:
+    """What the engine's per-token figures say about ``candidate``'s head: the margins and
+    entropies of its first tokens and of all, and the log-probability, lowest margin and
+    highest entropy of the tokens of its first word (or run of symbols). NaN where the engine
+    gives no margins or entropies (the model then reads the feature's mean: no evidence)."""
+    head = _HEAD.match(candidate.text)
+    end = head.end() if head else len(candidate.text)
+    n = max(1, sum(start < end for start in candidate.token_starts))
+    margins = [m if math.isnan(m) else min(MARGIN_CEILING, m) for m in candidate.token_margins]
+    margins = margins or [math.nan]
+    entropies = list(candidate.token_entropies) or [math.nan]
+    lps = [max(LOGPROB_FLOOR, lp) for lp in candidate.token_logprobs] or [LOGPROB_FLOOR]
+    return {
+        "first_margin": margins[0],
+        "head_margin": min(margins[:2]),
+        "mean_margin": sum(margins) / len(margins),
+        "min_margin": min(margins),
+        "word_lp": sum(lps[:n]),
+        "word_margin": min(margins[:n]),
+        "word_tokens": math.log1p(n),
+        "first_entropy": entropies[0],
+        "mean_entropy": sum(entropies) / len(entropies),
+        "word_entropy": max(entropies[:n]),
+    }
+
+
+def features(text: str, candidate: Candidate, place: Place, mode: str) -> list[float]:
+    """The gate's inputs for suggestion ``text`` (``candidate``'s text after
+    post-processing), in FEATURES order."""
+    logprobs, finish = candidate.token_logprobs, candidate.finish_reason
     lps = [max(LOGPROB_FLOOR, lp) for lp in logprobs] or [LOGPROB_FLOOR]
     body = text.strip()
     values = {
@@ -209,14 +239,16 @@ def features(
         "prev_equals": place.previous == "equals",
         "prev_other": place.previous == "other",
         **context_values(text, place),
+        **token_values(candidate),
     }
     return [float(values[name]) for name in FEATURES]
 
 
 @dataclass(frozen=True)
 class GateModel:
-    """The gate's data: standardisation, logistic-regression weights, the default threshold
-    and the before-generation rules in force."""
+    """The gate's data: the features it reads (a subset of FEATURES), their standardisation,
+    logistic-regression weights, the default threshold and the before-generation rules in
+    force."""
 
     names: tuple[str, ...]
     mean: tuple[float, ...]
@@ -226,6 +258,13 @@ class GateModel:
     threshold: float
     skip_rules: tuple[str, ...]
     path: str = ""
+    # the share of shown suggestions whose first word is taken at the threshold, as measured
+    # out of fold on the training replay (what the default is expected to give)
+    accept_target: float = math.nan
+    columns: tuple[int, ...] = ()  # where each name is in FEATURES
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "columns", tuple(FEATURES.index(n) for n in self.names))
 
     @classmethod
     def from_json(cls, data: dict[str, Any], path: str = "") -> GateModel:
@@ -233,8 +272,8 @@ class GateModel:
         if data.get("format") != FORMAT:
             raise ValueError(f"gate data format {data.get('format')!r}, expected {FORMAT}")
         names = tuple(data["features"])
-        if names != FEATURES:
-            raise ValueError(f"gate data features {names} differ from {FEATURES}")
+        if unread := [n for n in names if n not in FEATURES]:
+            raise ValueError(f"gate data features {unread} are not computed by this code")
         unknown = [r for r in data["skip_rules"] if r not in SKIP_RULES]
         if unknown:
             raise ValueError(f"gate data names unknown skip rules {unknown}")
@@ -250,13 +289,17 @@ class GateModel:
             float(data["threshold"]),
             tuple(data["skip_rules"]),
             path,
+            float(data.get("accept_target", math.nan)),
         )
 
     def score(self, values: Sequence[float]) -> float:
-        """The estimated chance that the first word is taken, for features ``values``."""
+        """The estimated chance that the first word is taken, for ``values`` (all FEATURES,
+        in order; a NaN one, which the engine could not tell, counts as its mean)."""
+        picked = [values[i] for i in self.columns]
         z = self.bias + sum(
             w * (v - m) / s
-            for w, v, m, s in zip(self.weights, values, self.mean, self.scale, strict=True)
+            for w, v, m, s in zip(self.weights, picked, self.mean, self.scale, strict=True)
+            if not math.isnan(v)
         )
         return 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, z))))
 
@@ -283,12 +326,14 @@ def threshold_of(setting: str | float, model: GateModel | None) -> float | None:
 
 @dataclass(frozen=True)
 class Verdict:
-    """The gate's view of one suggestion: its score, and whether it is shown."""
+    """The gate's view of one suggestion: its score, whether it is shown, the features it
+    read, and the candidate it came from."""
 
     text: str
     score: float
     shown: bool
     values: tuple[float, ...]
+    candidate: Candidate | None = None
 
 
 class Gate:
@@ -299,31 +344,30 @@ class Gate:
         self.threshold = threshold_of(options.filter, self.model)
         self.min_length = options.min_length
 
-    def skip_reason(self, cursor: Cursor) -> str:
-        """Why the model is not asked at ``cursor`` ("" when it is)."""
+    def skip_reason(self, place: Place) -> str:
+        """Why the model is not asked at ``place`` ("" when it is)."""
         if self.threshold is None or self.model is None:
             return ""
-        place = Place.of(cursor)
         rule = next((r for r in self.model.skip_rules if SKIP_RULES[r](place)), "")
         return f"no model run {rule}" if rule else ""
 
     def judge(
-        self, candidates: Sequence[Candidate], around: Around, cursor: Cursor, mode: str
+        self, candidates: Sequence[Candidate], around: Around, place: Place, mode: str
     ) -> tuple[list[str], list[Verdict]]:
         """The suggestions to show out of ``candidates`` (post-processed, once each) and the
-        verdict on every non-empty one. A candidate without token log-probabilities (an
-        engine that gives none) is not judged: shown, scored 1."""
-        place = Place.of(cursor)
+        verdict on every non-empty one, at ``place`` (the cursor's when the request was
+        made). A candidate without token log-probabilities (an engine that gives none) is
+        not judged: shown, scored 1."""
         shown: list[str] = []
         verdicts: list[Verdict] = []
         for candidate in candidates:
             for text in postprocess([candidate.text], around):
                 lps = candidate.token_logprobs
-                values = features(text, lps, candidate.finish_reason, place, mode)
+                values = features(text, candidate, place, mode)
                 score = self.model.score(values) if self.model is not None and lps else 1.0
                 ok = self.threshold is None or score >= self.threshold  # thresholds are <= 1
                 ok = ok and len(text.strip()) >= self.min_length
-                verdicts.append(Verdict(text, score, ok, tuple(values)))
+                verdicts.append(Verdict(text, score, ok, tuple(values), candidate))
                 if ok and text not in shown:
                     shown.append(text)
         return shown, verdicts

@@ -6,8 +6,13 @@ extension table fills in when a client sends no id (the ``complete`` command).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import PurePath
+
+# An identifier as the completion core reads one (ASCII, as in most languages' keywords and
+# most code): the snippet and definition lookups and the gate's "seen above" features.
+IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 @dataclass(frozen=True)

@@ -21,11 +21,11 @@ wrote be read again, and a window's set is the union of its lines' sets.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from codegen_lsp.completion.context import Cursor
+from codegen_lsp.completion.languages import IDENTIFIER
 from codegen_lsp.completion.recent_edits import edit_bonus
 
 WINDOW_LINES = 20  # lines per candidate snippet
@@ -39,7 +39,6 @@ MAX_DOCUMENTS = 16  # other documents looked at per request (open ones first)
 SCAN_LINES = 40_000  # lines looked at per request, over all documents
 QUERY_CHARS = 4_000  # characters above the cursor line whose identifiers are the query
 INDEX_CACHE_LINES = 60_000  # line texts whose identifiers are kept (then all are dropped)
-_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _COMMON = frozenset(
     "self cls def return if else elif for in while import from as class pass none true false "
     "and or not is with try except finally raise lambda yield var let const function new this "
@@ -73,7 +72,7 @@ class Snippet:
 
 def identifiers(text: str) -> frozenset[str]:
     """The identifiers of ``text`` that say something (keywords and 1-letter names left out)."""
-    return frozenset(w for w in _IDENT.findall(text) if w.lower() not in _COMMON and len(w) > 1)
+    return frozenset(w for w in IDENTIFIER.findall(text) if w.lower() not in _COMMON and len(w) > 1)
 
 
 def jaccard(a: frozenset[str], b: frozenset[str]) -> float:

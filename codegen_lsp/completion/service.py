@@ -38,7 +38,7 @@ from codegen_lsp.completion.core import (
 from codegen_lsp.completion.editor_context import EditorContext, elapsed_ms
 from codegen_lsp.completion.faults import FailingStop, Faults
 from codegen_lsp.completion.functions import Stub, find_stub
-from codegen_lsp.completion.gate import Gate, Verdict
+from codegen_lsp.completion.gate import Gate, Place, Verdict
 from codegen_lsp.completion.neighbors import INDEX_LINES, MAX_DOCUMENTS, Neighbor
 from codegen_lsp.completion.runlog import DecodingCounts, run_line
 from codegen_lsp.completion.stopping import MULTI
@@ -167,7 +167,8 @@ class SuggestionService:
             self.counts["shown"] += 1
             self.counts["typeAhead"] += 1
             return Suggestions(cursor, served, "type-ahead")
-        if skip := Gate(self.options).skip_reason(cursor):
+        place = Place.of(cursor)  # the gate's view of the cursor, once per request
+        if skip := Gate(self.options).skip_reason(place):
             self.counts["gateSkipped"] += 1
             raise CompletionSkipped(skip)
         with self._ticket(key) as ticket:
@@ -180,7 +181,9 @@ class SuggestionService:
             cursor, engine = snapshot(), self._engine()  # the document may have changed
             block = snippets + self.editor.definitions_block(key, cursor, engine, self.options)
             took = elapsed_ms(started)
-            prepared = self.completer.prepare(key, cursor, engine, self.options, block=block)
+            prepared = self.completer.prepare(
+                key, cursor, engine, self.options, block=block, place=place
+            )
             self.editor.remember(prepared, snippets, engine, self.options, took)
             early = self.options.answer_early and prepared.mode == MULTI
             early = early and prepared.request.n == 1
@@ -287,12 +290,12 @@ class SuggestionService:
             first = loop.create_future()
             line = first
 
-            def settle(text: str, logprobs: list[float]) -> None:  # on the event loop
+            def settle(candidate: Candidate) -> None:  # on the event loop
                 if not line.done():
-                    line.set_result(Candidate(text, [], "early", 0.0, logprobs))
+                    line.set_result(candidate)
 
-            def announce(text: str, logprobs: list[float] | None = None) -> None:  # engine thread
-                loop.call_soon_threadsafe(settle, text, logprobs or [])
+            def announce(candidate: Candidate) -> None:  # on the engine's thread
+                loop.call_soon_threadsafe(settle, candidate)
 
             request = dataclasses.replace(request, on_first_line=announce)
         self._busy(1)

@@ -25,11 +25,11 @@ from codegen_lsp.engine.spec import EngineSpec as EngineSpec  # part of the cont
 ProgressFn = Callable[[str, int], None]
 # on_token(row, token_id): called on the engine's thread after each token a row accepts
 TokenFn = Callable[[int, int], None]
-# on_first_line(text, logprobs): called once on the engine's thread when the first candidate's
-# text (healed bytes removed, cut by its stop rule) holds a complete non-blank line: the text up
-# to that line's end (and the log-probabilities of its tokens), so a suggestion can be shown
-# while the rest is still decoded
-LineFn = Callable[[str, list[float]], None]
+# on_first_line(candidate): called once on the engine's thread when the first candidate's
+# text (healed bytes removed, cut by its stop rule) holds a complete non-blank line: a Candidate
+# ("early") of the text up to that line's end with the per-token figures of its tokens, so a
+# suggestion can be shown while the rest is still decoded
+LineFn = Callable[["Candidate"], None]
 # The cancel handle: the engine checks ``is_set()`` at every step and stops when it is set.
 Cancel = threading.Event
 
@@ -110,18 +110,28 @@ class GenerateRequest:
     prefill_only: bool = False  # fill the cache and stop (the engine's background prefill)
 
 
+MARGIN_CAP = 100.0  # a token that was the only one allowed (healing) has this margin
+
+
 @dataclass
 class Candidate:
     """One continuation: its text (after the prompt's text, healed text removed, cut by the
     stop rule), its ids, the sum of their log-probabilities under the model, why it ended
-    (``stop``, ``eos``, ``length``, ``cancelled`` or ``time``), and the log-probability of
-    each token that produced its text (in order; tokens after the stop rule's cut left out)."""
+    (``stop``, ``eos``, ``length``, ``cancelled`` or ``time``), and for each token that
+    produced its text (in order; tokens after the stop rule's cut left out): its
+    log-probability, its margin (its log-probability minus that of the likeliest other token:
+    positive when it was the top choice, capped at ``MARGIN_CAP``), the entropy of the
+    distribution it was drawn from (nats) and where its text starts in ``text``. An engine that
+    cannot tell margins or entropies (a remote one) gives NaN for them."""
 
     text: str
     token_ids: list[int]
     finish_reason: str
     logprob: float = 0.0
     token_logprobs: list[float] = field(default_factory=list)
+    token_margins: list[float] = field(default_factory=list)
+    token_entropies: list[float] = field(default_factory=list)
+    token_starts: list[int] = field(default_factory=list)
 
     @property
     def mean_logprob(self) -> float:

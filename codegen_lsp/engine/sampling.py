@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import codecs
 import dataclasses
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -19,6 +20,7 @@ import torch
 from torch import Tensor
 
 from codegen_lsp.engine.api import (
+    MARGIN_CAP,
     Cancel,
     Candidate,
     GenerateRequest,
@@ -89,6 +91,8 @@ class Row:
     ids: list[int] = field(default_factory=list)
     logprob: float = 0.0
     logprobs: list[float] = field(default_factory=list)  # of each id in ``ids``
+    margins: list[float] = field(default_factory=list)  # of each id (see Candidate)
+    entropies: list[float] = field(default_factory=list)  # of each id's distribution
     starts: list[int] = field(default_factory=list)  # text length before each id's piece
     chars: int = 0  # length of the text in ``pieces``
     pieces: list[str] = field(default_factory=list)  # text after the healed bytes
@@ -102,10 +106,21 @@ class Row:
         text = "".join(self.pieces)
         return text if self.cut is None else text[: max(0, min(self.cut, len(text)))]
 
-    def kept_logprobs(self, length: int) -> list[float]:
-        """Log-probabilities of the ids whose text starts within the first ``length``
-        characters (the ids after a stop rule's cut are left out)."""
-        return [lp for lp, start in zip(self.logprobs, self.starts, strict=True) if start < length]
+    def candidate(self, text: str, finish: str, ids: list[int] | None = None) -> Candidate:
+        """The row as a candidate of ``text`` (its text, or the head of it), with the
+        per-token figures of the ids whose text starts within it (the ids after a stop
+        rule's cut are left out)."""
+        n = sum(start < len(text) for start in self.starts)  # starts never decrease
+        return Candidate(
+            text,
+            list(self.ids) if ids is None else ids,
+            finish,
+            self.logprob if ids is None else sum(self.logprobs[:n]),
+            self.logprobs[:n],
+            self.margins[:n],
+            self.entropies[:n],
+            self.starts[:n],
+        )
 
 
 @dataclass
@@ -165,15 +180,19 @@ class DecodeState:
 
     def candidates(self) -> list[Candidate]:
         """The rows as candidates: text after the original prompt, ids, finish reason."""
-        out = []
-        for row in self.rows:
-            text = row.text()
-            kept = row.kept_logprobs(len(text))
-            out.append(Candidate(text, list(row.ids), row.finish or "length", row.logprob, kept))
-        return out
+        return [row.candidate(row.text(), row.finish or "length") for row in self.rows]
 
-    def accept(self, index: int, token: int, logprob: float, token_bytes: list[bytes]) -> None:
-        """Add ``token`` to row ``index`` and apply eos, its stop check and the length limit."""
+    def accept(
+        self,
+        index: int,
+        token: int,
+        logprob: float,
+        token_bytes: list[bytes],
+        margin: float = math.nan,
+        entropy: float = math.nan,
+    ) -> None:
+        """Add ``token`` to row ``index`` and apply eos, its stop check and the length limit
+        (``margin`` and ``entropy``: see Candidate; NaN when the engine cannot tell)."""
         row = self.rows[index]
         if token == self.eos_id or token in self.stop_ids:
             self.end(row, "eos")
@@ -182,6 +201,8 @@ class DecodeState:
         row.ids.append(token)
         row.logprob += logprob
         row.logprobs.append(logprob)
+        row.margins.append(margin)
+        row.entropies.append(entropy)
         row.starts.append(row.chars)
         if self.on_token is not None:
             self.on_token(self.offset + index, token)
@@ -213,7 +234,7 @@ class DecodeState:
         end = text.find("\n", start)
         if start < len(text) and end >= 0:
             row.announced = True
-            self.on_first_line(text[:end], row.kept_logprobs(end))
+            self.on_first_line(row.candidate(text[:end], "early", []))
 
 
 def sample_step(
@@ -236,11 +257,19 @@ def sample_step(
     chosen = sample(logits, state.params, generator)  # [rows]
     if state.greedy_first and state.offset == 0:
         chosen[0] = logits[0].argmax()
-    logprobs = torch.log_softmax(logits, dim=-1).gather(1, chosen[:, None])[:, 0]  # [rows]
+    logp = torch.log_softmax(logits, dim=-1)  # [rows, V]
+    logprobs = logp.gather(1, chosen[:, None])[:, 0]  # [rows]
+    top = logp.topk(2, dim=-1).values  # [rows, 2]
+    other = torch.where(logprobs >= top[:, 0], top[:, 1], top[:, 0])  # likeliest other token
+    margins = (logprobs - other).clamp(max=MARGIN_CAP)
+    entropies = -torch.nansum(logp.exp() * logp, dim=-1)  # masked ids: 0 * -inf, left out
     next_ids = [int(t) for t in chosen.tolist()]
-    for r, (row, token) in enumerate(zip(state.rows, next_ids, strict=True)):
+    figures = zip(logprobs.tolist(), margins.tolist(), entropies.tolist(), strict=True)
+    for r, (row, token, (lp, margin, entropy)) in enumerate(
+        zip(state.rows, next_ids, figures, strict=True)
+    ):
         if row.finish is None:
-            state.accept(r, token, float(logprobs[r]), token_bytes)
+            state.accept(r, token, lp, token_bytes, margin, entropy)
     return next_ids
 
 

@@ -27,8 +27,8 @@ pytestmark = pytest.mark.editors
 GATE_SOURCE = (
     'def read_config(path):\n    """Read the configuration file at path."""\n'
     "    with open(path) as f:\n        data = f.read()\n    "
-)  # scored 0.26 by the shipped gate (threshold 0.38): "return data" hidden
-GATE_TYPED = "r"  # then scored 0.49: shown
+)  # scored 0.21 by the shipped gate (threshold 0.50): "return data" hidden
+GATE_TYPED = "r"  # then scored 0.75: shown
 GATE_SHOWN = "eturn data"
 GATE_SETTINGS = {"model": "", "device": "cpu", "threads": 1, "filter": "auto"}
 

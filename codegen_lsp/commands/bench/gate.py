@@ -10,7 +10,13 @@ default) twice: with ``filter: off`` and with ``filter: auto``. It prints and wr
   model runs made;
 - the threshold curve (from the ``off`` run's scores, the before-generation rules in force),
   with the default threshold's point, checked against the ``auto`` run;
-- the before-generation gate: model runs skipped, and the confirmed suggestions it lost.
+- the before-generation gate: model runs skipped, and the confirmed suggestions it lost;
+- threshold adaptation from accept counts, simulated on the ``off`` run (:mod:`gate_adapt`);
+- trimming shown suggestions to their confident head, measured on the ``auto`` run
+  (:mod:`gate_trim`; not shipped).
+
+``--set KEY=VALUE`` passes server settings to both runs (e.g. ``quantize=none`` or
+``dtype=float32``: the shipped model as a checkpoint the gate was not fitted on).
 
 Quality figures, not timings: they do not move with the machine's load.
 """
@@ -23,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from codegen_lsp.commands.bench import gate_replay
+from codegen_lsp.commands.bench import gate_adapt, gate_replay, gate_trim
 from codegen_lsp.commands.bench.probes import machine_info
 from codegen_lsp.completion.gate import GATE_FILE, GateModel, load_gate
 
@@ -38,6 +44,28 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--per-file", type=int, default=6, help="lines per file (start + mid-line)")
     p.add_argument("--files", type=int, default=40, help="files per package at most")
     p.add_argument("--out", default="bench/results", help="folder for gate.json and gate.png")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a server setting for both runs (JSON value, else a string), e.g. quantize=none",
+    )
+    p.add_argument("--name", default="gate", help="file names: NAME.json, NAME-rows.json, NAME.png")
+
+
+def settings_of(pairs: list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs as server settings (a value that is not JSON is a string)."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--set {pair!r}: expected KEY=VALUE")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
 
 
 def rates(rows: list[dict[str, Any]], shown: list[bool]) -> dict[str, float]:
@@ -105,6 +133,13 @@ def summarize(off: list[dict[str, Any]], auto: list[dict[str, Any]], model: Gate
         },
         "auto_matches_offline": sum(p == s for p, s in zip(predicted, shown_auto, strict=True)),
         "curve": curve,
+        "adaptation": {
+            "target": model.accept_target,
+            "step": gate_adapt.STEP,
+            "walks": gate_adapt.simulate(
+                off, model.threshold, model.accept_target, set(model.skip_rules)
+            ),
+        },
         "target": {
             "word_share_ratio": table["auto"]["word"] / max(1e-9, table["off"]["word"]),
             "shown_share": table["auto"]["shown"],
@@ -125,6 +160,22 @@ def markdown(result: dict[str, Any]) -> str:
             f"| {r['whole_line']:.1%} | {r['model_runs']} |\n"
         )
     return "".join(rows)
+
+
+def adaptation_text(adaptation: dict[str, Any]) -> str:
+    """The simulated threshold adaptation as lines of text."""
+    lines = [
+        f"threshold adaptation (simulated: accepted = first word confirmed; target "
+        f"{adaptation['target']:.0%}, step {adaptation['step']}):"
+    ]
+    for w in adaptation["walks"]:
+        f, a = w["fixed"], w["adapted"]
+        lines.append(
+            f"  start {w['start']} ({w['threshold']:.2f}): fixed {f['shown']:.1%} shown, "
+            f"{f['word']:.1%} confirmed; adapted {a['shown']:.1%} shown, {a['word']:.1%} "
+            f"confirmed, threshold {a['mean_threshold_last_half']:.2f} over the second half"
+        )
+    return "\n".join(lines)
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
@@ -170,21 +221,24 @@ def run(args: argparse.Namespace) -> int:
     print(f"{len(items)} positions of {', '.join(gate_replay.EVAL_PACKAGES)}", flush=True)
     started = time.time()
     runs = {}
+    extra = settings_of(args.set)
     for setting in ("off", "auto"):
-        records = gate_replay.replay(args.model, items, {"filter": setting})
+        records = gate_replay.replay(args.model, items, {**extra, "filter": setting})
         runs[setting] = gate_replay.as_rows(records)
         print(f"filter {setting}: {time.time() - started:.0f} s", flush=True)
     result = {
         "suite": "gate",
         "model": args.model or "default",
+        "settings": extra,
         "packages": gate_replay.versions(gate_replay.EVAL_PACKAGES),
         "machine": machine_info(),
         **summarize(runs["off"], runs["auto"], model),
+        "trimming": gate_trim.measure(runs["auto"], items),
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "gate.json").write_text(json.dumps(result, indent=1) + "\n")
-    (out / "gate-rows.json").write_text(json.dumps(runs) + "\n")
+    (out / f"{args.name}.json").write_text(json.dumps(result, indent=1) + "\n")
+    (out / f"{args.name}-rows.json").write_text(json.dumps(runs) + "\n")
     print(markdown(result))
     b = result["before_gate"]
     print(
@@ -194,8 +248,10 @@ def run(args: argparse.Namespace) -> int:
         f"the threshold); auto run = offline prediction at {result['auto_matches_offline']}"
         f"/{result['positions']} positions"
     )
+    print(adaptation_text(result["adaptation"]))
+    print(gate_trim.text(result["trimming"]))
     try:
-        plot(result, out / "gate.png")
+        plot(result, out / f"{args.name}.png")
     except ImportError:
         print("matplotlib missing: no plot (pip install 'codegen-lsp[bench]')")
     return 0

@@ -30,9 +30,16 @@ from codegen_lsp.completion.core import CompletionSkipped
 from codegen_lsp.completion.gate import SKIP_RULES, Place
 from codegen_lsp.completion.languages import language_for
 
-TRAIN_PACKAGES = ("_pytest", "pluggy", "attr", "cattrs")
+TRAIN_PACKAGES = (
+    "_pytest", "pluggy", "attr", "cattrs", "click", "h11", "anyio", "filelock", "packaging",
+    "pyparsing", "rich", "tomlkit", "yaml", "parso", "tqdm", "typer",
+)  # fmt: skip
 EVAL_PACKAGES = ("jinja2", "pygls")
-DISTRIBUTIONS = {"_pytest": "pytest", "attr": "attrs"}  # import name -> distribution name
+DISTRIBUTIONS = {
+    "_pytest": "pytest",
+    "attr": "attrs",
+    "yaml": "PyYAML",
+}  # import name -> distribution name
 MIN_LINE_CHARS = 4  # shorter lines (``)``, ``else:``) are not replayed
 _FIRST_WORD = re.compile(r"\s*(\w+|[^\w\s]+)")
 
@@ -67,6 +74,9 @@ class Record:
     chars10: bool = False  # its first 10 characters (all of it when shorter)
     whole_line: bool = False  # its first non-blank line, to that line's end
     ms: float = 0.0
+    raw: str = ""  # the first suggestion's candidate text, before post-processing
+    token_logprobs: list[float] = field(default_factory=list)  # of its candidate's tokens
+    token_starts: list[int] = field(default_factory=list)  # where each starts in ``raw``
 
 
 def package_files(name: str) -> list[Path]:
@@ -161,6 +171,10 @@ async def _replay(service: Any, items: list[Position], progress: Any) -> list[Re
             first = (got.verdicts or [None])[0]
             if first is not None:
                 record.text, record.score, record.values = first.text, first.score, [*first.values]
+                if first.candidate is not None:
+                    record.raw = first.candidate.text
+                    record.token_logprobs = [round(x, 4) for x in first.candidate.token_logprobs]
+                    record.token_starts = list(first.candidate.token_starts)
             if got.texts:
                 record.text = got.texts[0]
                 record.word, record.chars10, record.whole_line = confirmed(
