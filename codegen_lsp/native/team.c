@@ -168,14 +168,15 @@ static int choose(cg_kind *k, int64_t now) {
 }
 
 /* the caller's share of a shared call: every part no helper took, then the wait for those a
- * helper is in the middle of */
-static void run_shared(cg_part_fn fn, void *ctx, int64_t parts, int64_t start) {
+ * helper is in the middle of; 1 when it had to wake sleeping helpers */
+static int run_shared(cg_part_fn fn, void *ctx, int64_t parts, int64_t start) {
     job.fn = fn;
     job.ctx = ctx;
     atomic_store_explicit(&done, 0, memory_order_relaxed);
     if (++generation == 0) generation = 1;
     atomic_store(&word, ((uint64_t)generation << 32) | ((uint64_t)parts << 16));
-    if (atomic_load(&sleepers) > 0) {
+    int woke = atomic_load(&sleepers) > 0;
+    if (woke) {
         pthread_mutex_lock(&lock);
         pthread_cond_broadcast(&wake);
         pthread_mutex_unlock(&lock);
@@ -190,6 +191,7 @@ static void run_shared(cg_part_fn fn, void *ctx, int64_t parts, int64_t start) {
         if (now_ns() - wait_from > CG_STALL_NS + 4 * per_part)
             atomic_fetch_add_explicit(&stalls, 1, memory_order_relaxed);
     }
+    return woke;
 }
 
 void cg_team_run(cg_part_fn fn, void *ctx, int64_t parts, int64_t part_bytes) {
@@ -205,16 +207,21 @@ void cg_team_run(cg_part_fn fn, void *ctx, int64_t parts, int64_t part_bytes) {
     int64_t start = now_ns();
     cg_kind *kind = kind_of(fn);
     int way = choose(kind, start);
+    int woke = 0;
     if (way == 1 && grow() < 2) way = 0;
     if (way == 1)
-        run_shared(fn, ctx, parts, start);
+        woke = run_shared(fn, ctx, parts, start);
     else
         run_alone(fn, ctx, parts);
     int64_t end = now_ns();
-    double per_byte = (double)(end - start) / (double)(parts * (part_bytes > 0 ? part_bytes : 1));
-    double *cost = &kind->cost[way];
-    *cost = *cost == 0.0 ? per_byte : *cost + 0.25 * (per_byte - *cost);
     kind->tried[way] = end;
+    if (!woke) { /* a call that woke the helpers paid for it once: not its steady cost */
+        double per_byte = (double)(end - start) / (double)(parts * (part_bytes > 0 ? part_bytes : 1));
+        double *cost = &kind->cost[way];
+        if (*cost != 0.0 && per_byte > 2.0 * *cost) per_byte = 2.0 * *cost; /* an outlier moves
+                                                       the average by a quarter at most */
+        *cost = *cost == 0.0 ? per_byte : *cost + 0.25 * (per_byte - *cost);
+    }
     atomic_fetch_add_explicit(way ? &shared_calls : &alone_calls, 1, memory_order_relaxed);
     atomic_store(&busy, 0);
 }
@@ -237,6 +244,7 @@ int cg_set_threads(int threads) {
         running = want; /* each helper's number (its scratch) is unique again */
     } else {
         atomic_store(&limit, CG_MAX_THREADS);
+        grow(); /* now, not in the first call's time */
     }
     atomic_store(&busy, 0);
     return want;
