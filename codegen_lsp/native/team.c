@@ -25,7 +25,7 @@
 
 #define CG_SPIN_NS 2000000LL    /* helpers spin this long after their last part */
 #define CG_STALL_NS 200000LL    /* a wait this long (plus four parts) is a stall (counted) */
-#define CG_PROBE_NS 200000000LL /* the way not taken is tried again after this long */
+#define CG_PROBE_NS 50000000LL  /* the way not taken is tried again after this long */
 #define CG_PROBE_CALLS 8        /* calls per try */
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -218,9 +218,8 @@ void cg_team_run(cg_part_fn fn, void *ctx, int64_t parts, int64_t part_bytes) {
     if (!woke) { /* a call that woke the helpers paid for it once: not its steady cost */
         double per_byte = (double)(end - start) / (double)(parts * (part_bytes > 0 ? part_bytes : 1));
         double *cost = &kind->cost[way];
-        if (*cost != 0.0 && per_byte > 2.0 * *cost) per_byte = 2.0 * *cost; /* an outlier moves
-                                                       the average by a quarter at most */
-        *cost = *cost == 0.0 ? per_byte : *cost + 0.25 * (per_byte - *cost);
+        if (*cost != 0.0 && per_byte > 8.0 * *cost) per_byte = 8.0 * *cost;
+        *cost = *cost == 0.0 ? per_byte : *cost + 0.1 * (per_byte - *cost);
     }
     atomic_fetch_add_explicit(way ? &shared_calls : &alone_calls, 1, memory_order_relaxed);
     atomic_store(&busy, 0);
