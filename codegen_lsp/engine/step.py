@@ -11,11 +11,12 @@ time): that is what makes speculative verification exact. Tokens are ``[rows, T]
 row starts at the same position (decode rows forked from one prompt, or one row of ``T``
 tokens).
 
-Calls of at most :data:`FEW` positions (decode steps, verify calls, the head) run torch's
-operators on one thread: they are too small to share (a LayerNorm of 8 rows split over two
-threads waits for the second one, milliseconds on a machine with other work), and the native
-kernels share their own calls among threads that never wait for a descheduled one
-(``codegen_lsp/native/team.c``). Prefill blocks keep torch's threads.
+With the native kernels, calls of at most :data:`FEW` positions (decode steps, verify calls,
+the head) run torch's operators on one thread: they are too small to share (a LayerNorm of 8
+rows split over two threads waits for the second one, milliseconds on a machine with other
+work), and the native kernels share their own calls among threads only while that pays
+(``codegen_lsp/native/team.c``). Prefill blocks, and every call on the torch fallback (whose
+int8 GEMV needs torch's threads), keep torch's threads.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import torch
 from torch import Tensor
 
 from codegen_lsp.codegen.modeling import KVCache
+from codegen_lsp.engine import kernels
 from codegen_lsp.engine.head import LogitsHead
 
 
@@ -44,9 +46,10 @@ FEW = 8  # positions of a call that runs torch's operators on one thread
 
 @contextmanager
 def torch_threads_for(positions: int, device: torch.device) -> Iterator[None]:
-    """One torch thread for a CPU call of at most :data:`FEW` positions, torch's otherwise."""
+    """One torch thread for a CPU call of at most :data:`FEW` positions when the native
+    kernels run its GEMVs and attention, torch's otherwise."""
     threads = torch.get_num_threads()
-    if positions > FEW or threads == 1 or device.type != "cpu":
+    if positions > FEW or threads == 1 or device.type != "cpu" or kernels.table().lib is None:
         yield
         return
     torch.set_num_threads(1)

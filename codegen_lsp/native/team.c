@@ -9,10 +9,11 @@
  * Users' machines are busy, and a second thread only pays where a core is free: a helper
  * descheduled mid-part makes the caller wait, and a spinning helper pushes the machine's other
  * work onto the caller's core. So the caller times every call, per byte of its parts, alone
- * and shared (a moving average of each, per kind of call), runs each call the cheaper way,
- * and tries the other way for CG_PROBE_CALLS calls once it has not for CG_PROBE_NS. Helpers spin for CG_SPIN_NS
- * after their last part (the next call of a decode step follows within microseconds), then
- * sleep on a condition variable. A second caller while the team is busy (two threads calling kernels at once) runs
+ * and shared (a slow moving average of each, per kind of call), runs each call the cheaper
+ * way, and tries the other way for CG_PROBE_CALLS calls once it has not for CG_PROBE_NS; a call
+ * that had to wake the helpers is not timed. Helpers spin for CG_SPIN_NS after their last part
+ * (the next call of a decode step follows within microseconds), then sleep on a condition
+ * variable. A second caller while the team is busy (two threads calling kernels at once) runs
  * its call alone. Compiled without instruction-set flags; no OpenMP. */
 #define _GNU_SOURCE
 #include <pthread.h>
