@@ -34,12 +34,15 @@ def is_response(message: dict[str, Any]) -> bool:
     return "id" in message and "method" not in message
 
 
-def inline_params(uri: str, line: int, character: int) -> dict[str, Any]:
-    """inlineCompletion params at a position (invoked)."""
+INVOKED, AUTOMATIC = 1, 2  # InlineCompletionTriggerKind: the user asked / while typing
+
+
+def inline_params(uri: str, line: int, character: int, trigger: int = INVOKED) -> dict[str, Any]:
+    """inlineCompletion params at a position (invoked, unless ``trigger`` says otherwise)."""
     return {
         "textDocument": {"uri": uri},
         "position": {"line": line, "character": character},
-        "context": {"triggerKind": 1},
+        "context": {"triggerKind": trigger},
     }
 
 
@@ -192,9 +195,11 @@ class RawServer(RawClient):
         item = {"uri": uri, "languageId": language, "version": version, "text": text}
         self.notify("textDocument/didOpen", {"textDocument": item})
 
-    def inline(self, uri: str, line: int, character: int, timeout: float = 30) -> dict[str, Any]:
+    def inline(
+        self, uri: str, line: int, character: int, timeout: float = 30, trigger: int = INVOKED
+    ) -> dict[str, Any]:
         """An inlineCompletion request's answer."""
-        params = inline_params(uri, line, character)
+        params = inline_params(uri, line, character, trigger)
         return self.call("textDocument/inlineCompletion", params, timeout)
 
     def messages_shown(self) -> list[str]:

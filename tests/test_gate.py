@@ -12,7 +12,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from raw_lsp import RawServer
+from raw_lsp import AUTOMATIC, INVOKED, RawServer
 from support import cpu_settings
 
 from codegen_lsp.completion.context import Cursor
@@ -264,21 +264,26 @@ def test_the_engine_gives_each_kept_tokens_figures(steady_checkpoint: Path) -> N
 def test_the_before_generation_skip_is_counted_in_status(
     tmp_path: Path, steady_checkpoint: Path
 ) -> None:
-    """Inside a word (a rule of the shipped data): no model run, counted; with
-    ``filter: off`` the same position runs the model."""
+    """Inside a word (a rule of the shipped data): an automatic request runs no model,
+    counted; asked for explicitly (the user invoked it) the same position runs the model and
+    shows what it writes; so does ``filter: off``."""
     assert "inside a word" in shipped().skip_rules
     server = RawServer(tmp_path / "server.log")
     try:
         server.initialize({"codegen": cpu_settings(steady_checkpoint, filter="auto")})
         uri = "file:///work/gate.py"
         server.open(uri, "x = compute(1)")
-        answer = server.inline(uri, 0, 7)
+        answer = server.inline(uri, 0, 7, trigger=AUTOMATIC)
         assert answer["result"]["items"] == []
         status = server.status()
         assert status["gateSkipped"] == 1 and status["shown"] == 0
-        server.configure({"codegen": cpu_settings(steady_checkpoint, filter="off")})
-        items = server.inline(uri, 0, 7)["result"]["items"]
+        items = server.inline(uri, 0, 7, trigger=INVOKED)["result"]["items"]
         status = server.status()
         assert items and status["gateSkipped"] == 1 and status["shown"] == 1
+        assert status["gateHidden"] == 0
+        server.configure({"codegen": cpu_settings(steady_checkpoint, filter="off")})
+        items = server.inline(uri, 0, 7, trigger=AUTOMATIC)["result"]["items"]
+        status = server.status()
+        assert items and status["gateSkipped"] == 1 and status["shown"] == 2
     finally:
         server.close()

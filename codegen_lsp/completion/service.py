@@ -157,10 +157,12 @@ class SuggestionService:
         return self._active > 0
 
     # --- completions ------------------------------------------------------------------------
-    async def suggest(self, key: str, snapshot: Snapshot, label: str = "") -> Suggestions:
+    async def suggest(
+        self, key: str, snapshot: Snapshot, label: str = "", explicit: bool = False
+    ) -> Suggestions:
         """Suggestions at the cursor ``snapshot`` gives: type-ahead, or a generation.
-        ``label`` names the request in the log line. :class:`CompletionSkipped` when no
-        request can be made."""
+        ``label`` names the request in the log line; an ``explicit`` request (the user asked)
+        passes the gate both ways. :class:`CompletionSkipped` when no request can be made."""
         cursor = snapshot()
         served = self.completer.lookup(key, cursor)
         if served:
@@ -168,7 +170,7 @@ class SuggestionService:
             self.counts["typeAhead"] += 1
             return Suggestions(cursor, served, "type-ahead")
         place = Place.of(cursor)  # the gate's view of the cursor, once per request
-        if skip := Gate(self.options).skip_reason(place):
+        if not explicit and (skip := Gate(self.options).skip_reason(place)):
             self.counts["gateSkipped"] += 1
             raise CompletionSkipped(skip)
         with self._ticket(key) as ticket:
@@ -184,6 +186,8 @@ class SuggestionService:
             prepared = self.completer.prepare(
                 key, cursor, engine, self.options, block=block, place=place
             )
+            if explicit:
+                prepared.gate = None  # everything the model writes is shown
             self.editor.remember(prepared, snippets, engine, self.options, took)
             early = self.options.answer_early and prepared.mode == MULTI
             early = early and prepared.request.n == 1

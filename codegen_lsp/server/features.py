@@ -109,7 +109,8 @@ async def inline_completion(
 ) -> types.InlineCompletionList:
     """Ghost-text items (LSP 3.18)."""
     uri = params.text_document.uri
-    found = await _suggest(ls, uri, params.position, "inline")
+    invoked = params.context.trigger_kind == types.InlineCompletionTriggerKind.Invoked
+    found = await _suggest(ls, uri, params.position, "inline", explicit=invoked)
     if found is None:
         return types.InlineCompletionList(items=[])
     out, doc = found
@@ -118,7 +119,7 @@ async def inline_completion(
 
 
 async def _suggest(
-    ls: CodegenServer, uri: str, position: types.Position, kind: str
+    ls: CodegenServer, uri: str, position: types.Position, kind: str, explicit: bool = False
 ) -> tuple[Suggestions, Document] | None:
     """The suggestions and the document they still apply to; None when there are none (the
     reason is logged) or the document's text changed after the cursor was taken (edited,
@@ -132,7 +133,7 @@ async def _suggest(
         return ls.cursor(uri, position)
 
     try:
-        out = await ls.service.suggest(uri, snapshot, label)
+        out = await ls.service.suggest(uri, snapshot, label, explicit)
     except CompletionSkipped as skipped:
         level = logging.DEBUG if str(skipped) == SUPERSEDED else logging.INFO
         log.log(level, "request %s %s: %s", ls.protocol.msg_id, kind, skipped)
