@@ -38,10 +38,10 @@ def test_filter_auto_hides_what_the_gate_rejects(
         tools, editor_env, command, server_python, GATE_SETTINGS, tmp_path
     ) as vscode:
         file = vscode["workspace"] / "gate.py"
-        file.write_text(GATE_SOURCE)
+        file.write_text(GATE_SOURCE[:-1])  # its last space typed: an automatic request
         report = drive(tools, vscode, file, GATE_TYPED, tmp_path / "screenshots",
                        suggestionTimeoutMs=READY_TIMEOUT_S * 1000, serverLog=str(log),
-                       hiddenFirst=True)  # fmt: skip
+                       hiddenFirst=GATE_SOURCE[-1])  # fmt: skip
     assert report["rc"] == 0, describe(report)
     assert report["hiddenGhost"] == "", describe(report)  # the model ran; nothing shown
     shown = " ".join(report["ghostText"].split())  # the decoration comes in pieces

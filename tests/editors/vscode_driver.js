@@ -11,8 +11,9 @@
 // and nothing is accepted.)
 // (earlyType: type without waiting for "ready" first; serverLog: the server's --log-file,
 // to accept one word first and count the model runs it logged before and after;
-// hiddenFirst: before typing, ask for a suggestion at the end of the file (the command), wait for
-// the server to log its model run, and report the ghost text then shown, as hiddenGhost;
+// hiddenFirst: before typing, type this text at the end of the file (an automatic request, as
+// while typing), wait for the server to log its model run, and report the ghost text then
+// shown, as hiddenGhost;
 // manualOnly: after typing, wait 3 s and report { ghost, runs } as typedOnly (with
 // codegen.autoTrigger false: no ghost text, no model run), then ask with the command.)
 // Prints one JSON line: { statusTexts, ghostText, steps: [{ step, ms }], typedStatus,
@@ -120,11 +121,12 @@ async function main() {
     await editor.locator(".view-lines").click();
     await page.keyboard.press("Control+End");
     if (args.hiddenFirst) {
-      // Ask at the end of the file as it is; the model runs (the server logs it) and the
-      // gate decides: what ghost text is there a second after the run ended?
+      // Type the file's last characters: VS Code asks (automatically, as while typing), the
+      // model runs (the server logs it) and the gate decides: what ghost text is there a
+      // second after the run ended?
       const runs = () => (fs.readFileSync(args.serverLog, "utf8").match(/ suggestions=/g) || []).length;
       const before = runs();
-      await runCommand(page, quickInput, "Trigger Inline Suggestion");
+      await page.keyboard.type(args.hiddenFirst, { delay: 60 });
       const until = Date.now() + args.suggestionTimeoutMs;
       while (runs() === before && Date.now() < until) {
         await page.waitForTimeout(100);
