@@ -75,6 +75,13 @@ def vscode(
         yield session
 
 
+def logged_server(python: str, tmp_path: Path) -> tuple[Path, list[str]]:
+    """A server command that logs to ``tmp_path/server.log`` (made empty), and that log."""
+    log = tmp_path / "server.log"
+    log.write_text("")
+    return log, [python, "-m", "codegen_lsp", "serve", "--log-file", str(log)]
+
+
 @contextmanager
 def code_server_session(
     tools: dict,

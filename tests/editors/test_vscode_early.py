@@ -14,6 +14,7 @@ from test_vscode import (
     code_server_session,
     describe,
     drive,
+    logged_server,
     tools,  # noqa: F401
 )
 
@@ -68,9 +69,7 @@ def test_accepting_a_word_keeps_the_rest_without_a_model_run(
     server_settings: dict,
     tmp_path: Path,
 ) -> None:
-    log = tmp_path / "server.log"
-    log.write_text("")
-    command = [server_python, "-m", "codegen_lsp", "serve", "--log-file", str(log)]
+    log, command = logged_server(server_python, tmp_path)
     report, saved = type_in_a_fresh_code_server(
         tools, editor_env, command, server_python, server_settings, tmp_path, "word.py",
         serverLog=str(log),

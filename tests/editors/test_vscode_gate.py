@@ -16,6 +16,7 @@ from test_vscode import (
     code_server_session,
     describe,
     drive,
+    logged_server,
     tools,  # noqa: F401
 )
 
@@ -31,9 +32,7 @@ def test_filter_auto_hides_what_the_gate_rejects(
 ) -> None:
     if server_settings["model"] != "":
         pytest.skip("the positions are the shipped model's")
-    log = tmp_path / "server.log"
-    log.write_text("")
-    command = [server_python, "-m", "codegen_lsp", "serve", "--log-file", str(log)]
+    log, command = logged_server(server_python, tmp_path)
     with code_server_session(
         tools, editor_env, command, server_python, GATE_SETTINGS, tmp_path
     ) as vscode:
@@ -57,9 +56,7 @@ def test_auto_trigger_off_asks_only_when_told(
 ) -> None:
     """``codegen.autoTrigger: false`` (the manual-only mode): typing brings no ghost text and
     no model run; the Trigger Inline Suggestion command then shows one."""
-    log = tmp_path / "server.log"
-    log.write_text("")
-    command = [server_python, "-m", "codegen_lsp", "serve", "--log-file", str(log)]
+    log, command = logged_server(server_python, tmp_path)
     settings = {**server_settings, "autoTrigger": False}
     with code_server_session(
         tools, editor_env, command, server_python, settings, tmp_path
